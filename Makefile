@@ -1,0 +1,51 @@
+# fer_lottery: `make help` lists the targets. Every target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DIR ?= outputs
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo train test test-fast lint format tensorboard clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+# The virtual environment is rebuilt only when pyproject.toml or constraints.txt change, so a
+# second `make install` is quick. facenet-pytorch goes in with --no-deps: its metadata pins
+# torch<2.3 and would downgrade everything, while its code runs fine on the pinned pair.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "facenet-pytorch==2.6.0"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install fer_lottery with its dependencies (idempotent)
+
+demo: $(STAMP) ## Fine-tune on the built-in synthetic dataset (not SFEW) and print test accuracy
+	$(PY) -m fer_lottery experiment=demo $(ARGS)
+
+train: $(STAMP) ## Fine-tune on SFEW: make train ARGS="data.root=/path/to/SFEW model=alexnet"
+	$(PY) -m fer_lottery $(ARGS)
+
+test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP) ## Run the tests without the slow end-to-end subprocess runs
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff autofix and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+tensorboard: $(STAMP) ## TensorBoard over a run or sweep folder: make tensorboard DIR=outputs/multirun/...
+	$(VENV)/bin/tensorboard --logdir $(DIR)
+
+clean: ## Remove caches and outputs (not .venv)
+	rm -rf .pytest_cache .ruff_cache outputs multirun

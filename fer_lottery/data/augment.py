@@ -1,0 +1,66 @@
+"""Batch augmentation and normalisation on the training device.
+
+Paper A's training augmentation is a horizontal flip (p=0.5), a rotation of +-15 degrees and a
+random square crop of 90-100% of the area. torchvision's transforms draw one set of parameters
+per call, so applying them to a whole batch would give every image the same flip and angle. Here
+each image gets its own flip, angle and crop, composed into one affine matrix, and the batch is
+resampled in a single ``grid_sample`` call: one interpolation, no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_affine_batch(
+    images: torch.Tensor,
+    hflip: float,
+    rotation: float,
+    area_min: float,
+    area_max: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Flip, rotate and square-crop each image of a float batch [B, C, H, W] independently."""
+    b = images.shape[0]
+    dev = images.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(b, generator=generator).mul_(hi - lo).add_(lo).to(dev)
+
+    side = uniform(area_min, area_max).sqrt()  # crop side as a fraction of the image side
+    # Crop centre, in normalised [-1, 1] coordinates, so the crop stays inside the image.
+    cx = uniform(-1, 1) * (1 - side)
+    cy = uniform(-1, 1) * (1 - side)
+    angle = uniform(-rotation, rotation) * (math.pi / 180)
+    flip = torch.where(uniform(0, 1) < hflip, -1.0, 1.0)
+    cos, sin = angle.cos() * side, angle.sin() * side
+    # Output pixel (x, y) samples input at R(angle) * S(side) * Flip * (x, y) + centre.
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, cx], dim=1),
+            torch.stack([sin * flip, cos, cy], dim=1),
+        ],
+        dim=1,
+    ).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] in 0..255 -> float in [0, 1]."""
+    return images.float().div_(255)
+
+
+def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:
+    """Apply ImageNet mean/std normalisation (``imagenet``) or leave [0, 1] values (``none``)."""
+    if kind == "none":
+        return images
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std

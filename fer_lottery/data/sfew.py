@@ -1,0 +1,161 @@
+"""SFEWDataModule: folder layout -> face crops -> stratified split -> uint8 tensors -> augmentation.
+
+The whole dataset (675 crops at 224 px is about 100 MB) is held in memory as uint8 tensors. Batches
+are converted, augmented and normalised on the training device after transfer, so the hot loop
+does no per-sample PIL work.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fer_lottery.data import CLASSES
+from fer_lottery.data.augment import normalize, random_affine_batch, to_float
+from fer_lottery.data.split import SPLIT_NAMES, stratified_split, write_split
+
+log = logging.getLogger(__name__)
+
+
+def _enum(value) -> str:
+    return getattr(value, "value", value)
+
+
+class SFEWDataModule(pl.LightningDataModule):
+    """SFEW (or the built-in synthetic faces) as in-memory tensors with a fixed stratified split."""
+
+    def __init__(self, cfg, run_dir: str | Path | None = None, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        self.class_names = list(CLASSES)
+        self.images: dict[str, torch.Tensor] = {}
+        self.labels: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, object] = {}
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load_synthetic(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        from fer_lottery.data.synthetic import make_synthetic
+
+        syn = self.cfg.synthetic
+        images, labels = make_synthetic(syn.per_class, self.cfg.image_size, syn.seed)
+        ids = [f"synthetic/{CLASSES[int(y)]}/{i:05d}" for i, y in enumerate(labels)]
+        self.stats["data/source"] = "synthetic (not SFEW)"
+        return images, labels, ids
+
+    def _load_sfew(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        from fer_lottery.data.faces import CropParams, crop_faces, read_manual_crops
+        from fer_lottery.data.layout import list_images
+
+        root = Path(self.cfg.root).expanduser()
+        items = list_images(root)
+        csv = Path(self.cfg.crops_csv) if self.cfg.crops_csv else root / "crops.csv"
+        if self.cfg.crops_csv and not csv.is_file():
+            from fer_lottery.errors import DataError
+
+            raise DataError(f"data.crops_csv={csv} does not exist; fix the path or set it to null")
+        manual = read_manual_crops(csv, root) if csv.is_file() else {}
+        params = CropParams(
+            method=_enum(self.cfg.crop),
+            size=self.cfg.image_size,
+            margin=self.cfg.face_margin,
+            fallback=_enum(self.cfg.crop_fallback),
+            detect_max_side=self.cfg.detect_max_side,
+            batch_size=self.cfg.detect_batch_size,
+        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        crops, kept, _sources, report = crop_faces(
+            [p for p, _ in items], params, Path(self.cfg.cache_dir), manual, root, device
+        )
+        labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)
+        ids = [items[i][0].relative_to(root).as_posix() for i in kept]
+        self.stats.update(
+            {
+                "data/source": str(root),
+                "data/images_found": len(items),
+                "data/faces_detected": report.detected,
+                "data/faces_fallback": report.fallback,
+                "data/faces_manual": report.manual,
+                "data/faces_multiple": report.multiple_faces,
+                "data/unreadable": len(report.unreadable),
+                "data/unreadable_files": [str(p) for p in report.unreadable],
+                "data/crop_cache_hits": report.cache_hits,
+            }
+        )
+        return crops, labels, ids
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, crop and split once; later calls (fit, then test) reuse the tensors."""
+        if self.images:
+            return
+        if _enum(self.cfg.name) == "synthetic":
+            images, labels, ids = self._load_synthetic()
+        else:
+            images, labels, ids = self._load_sfew()
+        split = stratified_split(labels.tolist(), list(self.cfg.split), self.cfg.split_seed)
+        for name in SPLIT_NAMES:
+            index = torch.tensor(split[name], dtype=torch.long)
+            self.images[name] = images[index].contiguous()
+            self.labels[name] = labels[index]
+            self.stats[f"data/n_{name}"] = len(index)
+        if self.run_dir is not None:
+            write_split(
+                self.run_dir / "split.json",
+                split,
+                ids,
+                fractions=list(self.cfg.split),
+                split_seed=self.cfg.split_seed,
+                classes=self.class_names,
+            )
+        counts = {n: len(self.labels[n]) for n in SPLIT_NAMES}
+        log.info(
+            "data: %s, split %s (seed %d)", self.stats["data/source"], counts, self.cfg.split_seed
+        )
+
+    # -- loaders -------------------------------------------------------------------------------
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            TensorDataset(self.images[name], self.labels[name]),
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.cfg.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def eval_loader(self, name: str) -> DataLoader:
+        """Any split, in order, without augmentation (e.g. training-set activations)."""
+        return self._loader(name, shuffle=False)
+
+    # -- on-device transforms ------------------------------------------------------------------
+
+    def transform(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 batch -> float batch, augmented when ``train``, normalised as configured."""
+        x = to_float(images)
+        if train:
+            aug = self.cfg.augment
+            x = random_affine_batch(
+                x, aug.hflip, aug.rotation, aug.crop_area_min, aug.crop_area_max
+            )
+        return normalize(x, _enum(self.cfg.normalize))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels

@@ -1,0 +1,30 @@
+"""Atomic file writes: a crash never leaves a half-written cache entry or results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
+    write_atomic(path, lambda tmp: tmp.write_text(text + "\n"))

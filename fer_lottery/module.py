@@ -1,0 +1,119 @@
+"""FERClassifier: the LightningModule for one training stage.
+
+Cross-entropy, SGD or Adam, torchmetrics for accuracy, per-class precision / recall /
+specificity and the confusion matrix. ``val/acc_best`` tracks the best validation accuracy so far.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassSpecificity,
+)
+
+
+def _enum(value) -> str:
+    return getattr(value, "value", value)
+
+
+class FERClassifier(pl.LightningModule):
+    """Wrap a torchvision model for facial-expression classification."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optim_cfg,
+        class_names: list[str],
+        frozen_modules: list[nn.Module] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.optim_cfg = optim_cfg
+        self.class_names = list(class_names)
+        # Not registered as submodules: they already live inside self.model.
+        self._frozen = list(frozen_modules or [])
+        n = len(class_names)
+        self.train_acc = MulticlassAccuracy(n, average="micro")
+        self.val_acc = MulticlassAccuracy(n, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.test_metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(n, average="micro"),
+                "precision": MulticlassPrecision(n, average=None, zero_division=0),
+                "recall": MulticlassRecall(n, average=None, zero_division=0),
+                "specificity": MulticlassSpecificity(n, average=None, zero_division=0),
+                "confusion": MulticlassConfusionMatrix(n),
+            }
+        )
+        self.test_results: dict[str, object] = {}
+
+    def train(self, mode: bool = True):
+        """Switch modes, but keep frozen layers (and their BatchNorm statistics) in eval mode."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc.update(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self):
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.log("val/acc", acc, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.test_metrics.update(self(x), y)
+
+    def on_test_epoch_end(self):
+        values = self.test_metrics.compute()
+        self.test_metrics.reset()
+        results: dict[str, object] = {"test/acc": float(values["acc"])}
+        for kind in ("precision", "recall", "specificity"):
+            for name, v in zip(self.class_names, values[kind].tolist(), strict=True):
+                results[f"test/{kind}/{name}"] = float(v)
+        results["test/confusion"] = values["confusion"].int().tolist()
+        self.test_results = results
+        self.log("test/acc", results["test/acc"])
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        cfg = self.optim_cfg
+        if _enum(cfg.name) == "adam":
+            return torch.optim.Adam(
+                params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            )
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
+        )

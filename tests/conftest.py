@@ -1,0 +1,75 @@
+"""Shared fixtures: a config composed from conf/, and small SFEW-layout folders of real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from fer_lottery.config import CONF_DIR, register_configs
+from fer_lottery.data import CLASSES
+
+register_configs()
+
+
+@pytest.fixture
+def compose_cfg():
+    """Compose conf/config.yaml with overrides, as `python -m fer_lottery` would."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return _compose
+
+
+def astronaut() -> Image.Image:
+    """A real photo with one clear face (shipped inside scikit-image)."""
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def movie_frame(rng: np.random.Generator, with_face: bool, size=(720, 576)) -> Image.Image:
+    """A 720x576 RGB frame: a textured background with the astronaut photo pasted in, or not."""
+    background = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    frame = Image.fromarray(background).resize(size, Image.BILINEAR)
+    if with_face:
+        side = int(rng.integers(300, 420))
+        face = astronaut().resize((side, side))
+        x = int(rng.integers(0, size[0] - side))
+        y = int(rng.integers(0, size[1] - side))
+        frame.paste(face, (x, y))
+    return frame
+
+
+def write_sfew(
+    root: Path, per_class: int = 3, no_face_every: int = 0, layout: str = "flat", seed: int = 0
+) -> Path:
+    """Write an SFEW-layout folder of 720x576 PNG frames. ``layout``: flat or sfew2."""
+    rng = np.random.default_rng(seed)
+    count = 0
+    for i, name in enumerate(CLASSES):
+        # Vary case, as real copies do.
+        folder_name = name.lower() if i % 2 else name
+        folders = (
+            [root / folder_name]
+            if layout == "flat"
+            else [root / "Train" / folder_name, root / "Val" / folder_name]
+        )
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                count += 1
+                face = not (no_face_every and count % no_face_every == 0)
+                movie_frame(rng, face).save(folder / f"Movie_{i:03d}_{j:05d}.png")
+    return root
+
+
+@pytest.fixture
+def sfew_root(tmp_path) -> Path:
+    """Seven class folders with three 720x576 frames each; every fifth frame has no face."""
+    return write_sfew(tmp_path / "SFEW", per_class=3, no_face_every=5)

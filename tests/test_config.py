@@ -1,0 +1,88 @@
+"""Compose tests of the conf/ tree and the schema checks."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from fer_lottery.config import validate
+from fer_lottery.errors import ConfigError
+
+
+def test_defaults_follow_paper_a(compose_cfg):
+    cfg = compose_cfg()
+    validate(cfg)
+    assert cfg.model.name.value == "resnet18"
+    assert cfg.model.weights == "IMAGENET1K_V1"
+    assert cfg.optim.name.value == "sgd" and cfg.optim.lr == 0.02 and cfg.optim.momentum == 0.9
+    assert cfg.data.batch_size == 64 and cfg.data.image_size == 224
+    assert list(cfg.data.split) == [0.7, 0.15, 0.15]
+    assert cfg.trainer.max_epochs == 50
+    assert cfg.data.augment.rotation == 15
+
+
+def test_groups_compose(compose_cfg):
+    cfg = compose_cfg("model=alexnet", "optim=adam", "data=synthetic", "model.frozen_layers=8")
+    validate(cfg)
+    assert cfg.model.name.value == "alexnet"
+    assert cfg.optim.name.value == "adam" and cfg.optim.lr == 1e-3
+    assert cfg.data.name.value == "synthetic"
+
+
+def test_demo_experiment_is_synthetic_and_random_init(compose_cfg):
+    cfg = compose_cfg("experiment=demo")
+    assert cfg.data.name.value == "synthetic"
+    assert cfg.model.weights is None
+
+
+def _composition_error(compose_cfg, override: str) -> str:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(override)
+    assert isinstance(err.value.__cause__, ValidationError)
+    return f"{err.value} {err.value.__cause__}"
+
+
+def test_unknown_model_names_allowed_values(compose_cfg):
+    text = _composition_error(compose_cfg, "model.name=vgg")
+    assert "expected one of [resnet18, alexnet]" in text and "model.name" in text
+
+
+def test_wrong_type_is_rejected(compose_cfg):
+    text = _composition_error(compose_cfg, "data.batch_size=abc")
+    assert "data.batch_size" in text and "Integer" in text
+
+
+def test_unknown_key_is_rejected(compose_cfg):
+    with pytest.raises(Exception, match="lrr"):
+        compose_cfg("optim.lrr=0.1")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.split=[0.5,0.2,0.2]", r"sums to 0.9, not 1"),
+        ("data.split=[0.75,0.15,0.15]", r"sums to 1.05, not 1"),
+        ("data.split=[1.0,0.0]", r"three fractions"),
+        ("trainer.max_epochs=-1", r"trainer.max_epochs=-1 must be at least 1"),
+        ("model.frozen_layers=7", r"resnet18, which has 6 layers: use 0..6"),
+        ("optim.lr=0", r"optim.lr=0.0 must be > 0"),
+        ("data.augment.hflip=1.5", r"hflip=1.5"),
+        ("data.image_size=8", r"image_size=8"),
+    ],
+)
+def test_out_of_range_values_name_the_key(compose_cfg, override, message):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_alexnet_allows_eight_frozen_layers_but_not_nine(compose_cfg):
+    validate(compose_cfg("model=alexnet", "model.frozen_layers=8"))
+    with pytest.raises(ConfigError, match="alexnet, which has 8 layers"):
+        validate(compose_cfg("model=alexnet", "model.frozen_layers=9"))
+
+
+def test_config_resolves_to_plain_yaml(compose_cfg):
+    cfg = compose_cfg("data=synthetic")
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    assert "name: synthetic" in text
