@@ -68,7 +68,7 @@ def _imagenet_state(name: str, weights: str) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"Could not download the {weights} weights for {name} ({type(exc).__name__}: {exc}). "
             "Are you offline? Use model.weights=null for a random init (not pretrained), or "
-            "model.weights=/path/to/state_dict.pt with a file saved by torch.save(model.state_dict())."
+            "model.weights=/path/to/state_dict.pt (saved by torch.save(model.state_dict(), path))."
         ) from None
 
 

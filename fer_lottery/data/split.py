@@ -13,7 +13,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def _counts(n: int, fractions: list[float]) -> list[int]:
-    """Split ``n`` items by ``fractions`` with largest remainders, at least one per non-empty part."""
+    """Split ``n`` items by ``fractions`` (largest remainders), at least one per part."""
     raw = [f * n for f in fractions]
     counts = [int(r) for r in raw]
     for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True):
