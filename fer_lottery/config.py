@@ -80,7 +80,7 @@ class DataConfig:
     face_margin: float = 0.0
     # Frames larger than this (longest side, px) are shrunk for detection only.
     detect_max_side: int = 1024
-    detect_batch_size: int = 8
+    detect_batch_size: int = 4
     cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
     image_size: int = 224
     batch_size: int = 64

@@ -1,0 +1,431 @@
+"""MTCNN face cropping (facenet-pytorch) with an on-disk crop cache.
+
+Each image is cropped once per parameter set: the crop is stored under ``cache_dir`` keyed by the
+sha256 of the image file's bytes plus the crop parameters, so later runs read the cache and never
+decode the frame or build MTCNN.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+from tqdm import tqdm
+
+from fer_lottery.errors import ConfigError, DataError
+from fer_lottery.io import write_atomic
+
+log = logging.getLogger(__name__)
+
+ALGO_VERSION = "faces-v1"
+"""Bump when the crop algorithm changes, so old cache entries stop matching."""
+
+SOURCES = ("detected", "fallback", "manual")
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """How frames become face crops. Every field except ``batch_size`` is part of the cache key."""
+
+    method: str = "mtcnn"  # "mtcnn" | "none" (no detection: the fallback box for every image)
+    size: int = 224  # output crops are size x size RGB
+    margin: float = 0.0  # fraction of the squared face box side added on each side
+    fallback: str = "center"  # no face: "center" (centre square) | "full" (whole frame squashed)
+    detect_max_side: int = 1024  # longer frames are downscaled for detection only
+    batch_size: int = 4  # frames of equal size per MTCNN call
+
+    def __post_init__(self) -> None:
+        if self.method not in ("mtcnn", "none"):
+            raise ConfigError(f"crop method must be 'mtcnn' or 'none', got {self.method!r}")
+        if self.fallback not in ("center", "full"):
+            raise ConfigError(f"crop fallback must be 'center' or 'full', got {self.fallback!r}")
+        if self.size < 1 or self.detect_max_side < 1 or self.batch_size < 1:
+            raise ConfigError("crop size, detect_max_side and batch_size must be positive")
+        if not self.margin >= 0:
+            raise ConfigError(f"crop margin must be >= 0, got {self.margin!r}")
+
+
+@dataclass
+class CropReport:
+    """Counts over the returned crops (cached ones included) plus the files that were skipped."""
+
+    detected: int = 0  # crops from an MTCNN detection
+    fallback: int = 0  # frames with no face (or MTCNN failed on them) -> fallback box
+    manual: int = 0  # boxes taken from the manual crops file
+    multiple_faces: int = 0  # frames where MTCNN found >1 face (highest-probability one kept)
+    unreadable: list[str] = field(default_factory=list)  # paths that could not be decoded
+    cache_hits: int = 0
+    cache_misses: int = 0  # readable images that were not in the cache
+
+
+# ----------------------------------------------------------------------------- manual crops
+
+
+def read_manual_crops(csv_path: Path, root: Path) -> dict[str, Box]:
+    """Parse ``crops.csv`` (header ``file,x1,y1,x2,y2``) into {relative posix path: box}.
+
+    ``file`` may be relative to ``root``, absolute under ``root``, or a bare file name (which then
+    matches any image with that basename). Bad rows raise DataError naming the line.
+    """
+    csv_path, root = Path(csv_path), Path(root)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"cannot read manual crops file {csv_path}: {e}") from e
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or [h.strip().lower() for h in header] != ["file", "x1", "y1", "x2", "y2"]:
+        raise DataError(f"{csv_path}:1: header must be 'file,x1,y1,x2,y2', got {header!r}")
+    crops: dict[str, Box] = {}
+    for row in reader:
+        where = f"{csv_path}:{reader.line_num}"
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 5:
+            raise DataError(f"{where}: expected 5 fields (file,x1,y1,x2,y2), got {len(row)}")
+        key = _normalise_key(row[0], root, where)
+        try:
+            x1, y1, x2, y2 = (round(float(c)) for c in row[1:])
+        except ValueError:
+            raise DataError(f"{where}: coordinates must be numbers, got {row[1:]!r}") from None
+        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+            raise DataError(f"{where}: need 0 <= x1 < x2 and 0 <= y1 < y2, got {x1},{y1},{x2},{y2}")
+        if key in crops:
+            raise DataError(f"{where}: {key!r} appears twice")
+        crops[key] = (x1, y1, x2, y2)
+    return crops
+
+
+def _normalise_key(file: str, root: Path, where: str) -> str:
+    """Turn a ``file`` cell into a posix path relative to root (or a bare name)."""
+    name = file.strip().replace("\\", "/")
+    if not name:
+        raise DataError(f"{where}: empty file name")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        try:
+            return Path(name).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            raise DataError(f"{where}: {file!r} is not under the data root {root}") from None
+    parts = [p for p in PurePosixPath(name).parts if p != "."]
+    if not parts or ".." in parts:
+        raise DataError(f"{where}: {file!r} must be a path inside the data root")
+    return PurePosixPath(*parts).as_posix()
+
+
+def _manual_box(path: Path, manual: dict[str, Box], root: Path | None) -> Box | None:
+    """Manual box for ``path``: by path relative to root, then by bare basename."""
+    if root is not None:
+        try:
+            rel = path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            rel = None
+        if rel in manual:
+            return manual[rel]
+    else:
+        posix = "/" + path.as_posix()
+        for key, box in manual.items():
+            if "/" in key and posix.endswith("/" + key):
+                return box
+    return manual.get(path.name)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _square_box(box: tuple[float, float, float, float], w: int, h: int, margin: float) -> Box:
+    """Square around the box centre (side = max(w, h) * (1 + 2 margin)), shifted into the frame.
+
+    On an axis where the square is longer than the frame it is centred on the frame instead;
+    ``Image.crop`` then pads the outside with zeros.
+    """
+    x1, y1, x2, y2 = box
+    side = max(1, round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
+
+    def place(centre: float, extent: int) -> int:
+        if side > extent:
+            return (extent - side) // 2
+        return min(max(round(centre - side / 2), 0), extent - side)
+
+    left, top = place((x1 + x2) / 2, w), place((y1 + y2) / 2, h)
+    return left, top, left + side, top + side
+
+
+def _fallback_box(w: int, h: int, fallback: str) -> Box:
+    """Centre square of side min(w, h), or the whole frame (squashed to square when resized)."""
+    if fallback == "full":
+        return 0, 0, w, h
+    s = min(w, h)
+    return (w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s
+
+
+def _cut(img: Image.Image, box: Box, size: int) -> np.ndarray:
+    """Crop (zero-padded outside the frame) and resize to size x size; uint8 [3, size, size]."""
+    crop = img.crop(box).resize((size, size), Image.BILINEAR)  # PIL resize antialiases
+    return np.ascontiguousarray(np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _decode(data: bytes) -> Image.Image:
+    """Decode fully to RGB; truncated files raise instead of being padded with grey."""
+    if not data:
+        raise OSError("empty file")
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a caller or library may have set it to True
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise OSError("not an image format PIL can read") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache_key(data: bytes, params: CropParams, manual_box: Box | None) -> str:
+    """sha256 over the algorithm version, the output-changing params, the manual box and bytes."""
+    p = {"size": params.size, "fallback": params.fallback, "method": params.method}
+    if params.method == "mtcnn" and manual_box is None:
+        p |= {"margin": params.margin, "detect_max_side": params.detect_max_side}
+    head = json.dumps([ALGO_VERSION, p, manual_box], sort_keys=True).encode()
+    return hashlib.sha256(head + b"\0" + hashlib.sha256(data).digest()).hexdigest()
+
+
+def _cache_load(path: Path, size: int) -> dict | None:
+    """A cache entry, or None when absent or unusable (a corrupted file is then rewritten)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            entry = {k: z[k] for k in ("crop", "source", "box", "prob", "n_faces")}
+        crop = entry["crop"]
+        if (
+            crop.dtype != np.uint8
+            or crop.shape != (3, size, size)
+            or entry["source"] not in SOURCES
+        ):
+            raise ValueError("unexpected contents")
+        return entry
+    except Exception as e:
+        log.warning("face crop cache file %s is unusable (%s); recomputing it", path, e)
+        return None
+
+
+def _cache_save(path: Path, entry: dict) -> None:
+    """Write atomically (temp file, then rename); a failed write only costs a recompute."""
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a bare path
+            np.savez(f, **entry)
+
+    try:
+        write_atomic(path, save)
+    except OSError as e:
+        log.warning("cannot write face crop cache file %s: %s", path, e)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+class _Detector:
+    """Builds MTCNN on first use, so a fully cached run never imports or runs it."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = device
+        self.mtcnn = None
+        self.frames_run = 0
+
+    def detect(
+        self, images: list[Image.Image]
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """(boxes [k, 4], probs [k]) per image, or (None, None) when no face or MTCNN failed."""
+        if self.mtcnn is None:
+            try:
+                from facenet_pytorch import MTCNN
+            except ImportError as e:
+                raise DataError(
+                    "face cropping needs facenet-pytorch: pip install --no-deps facenet-pytorch "
+                    "(or set data.crop=none)"
+                ) from e
+            self.mtcnn = MTCNN(keep_all=True, device=self.device, post_process=False)
+        self.frames_run += len(images)
+        try:
+            boxes, probs = self.mtcnn.detect(images)
+        except Exception as e:
+            if len(images) > 1:  # retry one by one so one bad frame cannot sink the batch
+                self.frames_run -= len(images)
+                return [r for im in images for r in self.detect([im])]
+            log.warning(
+                "MTCNN failed on a %dx%d frame (%s); using the fallback box", *images[0].size, e
+            )
+            return [(None, None)]
+        out = []
+        for b, p in zip(boxes, probs, strict=True):
+            if b is None or len(b) == 0:
+                out.append((None, None))
+            else:
+                out.append((np.asarray(b, dtype=np.float64), np.asarray(p, dtype=np.float64)))
+        return out
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def crop_faces(
+    paths: list[Path],
+    params: CropParams,
+    cache_dir: Path,
+    manual: dict[str, Box] | None = None,
+    root: Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[int], list[str], CropReport]:
+    """Crop one face per image, through the cache.
+
+    Returns (crops uint8 [N_ok, 3, size, size], kept indices into ``paths``, source per kept image
+    in {"detected", "fallback", "manual"}, report). Unreadable files are skipped and reported.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manual = manual or {}
+    report = CropReport()
+    detector = _Detector(device)
+    results: dict[int, dict] = {}
+    pending: dict[tuple[int, int], list[tuple[int, Image.Image, Image.Image, Path]]] = {}
+    bar = tqdm(total=len(paths), desc="face crops", unit="img", disable=not progress)
+
+    def finish(i: int, entry: dict, cache_file: Path | None) -> None:
+        if cache_file is not None:
+            _cache_save(cache_file, entry)
+        results[i] = {
+            "crop": entry["crop"],
+            "source": str(entry["source"]),
+            "n": int(entry["n_faces"]),
+        }
+        bar.update(1)
+
+    def flush(key: tuple[int, int]) -> None:
+        group = pending.pop(key)
+        found = detector.detect([g[2] for g in group])
+        for (i, img, det_img, cache_file), (boxes, probs) in zip(group, found, strict=True):
+            w, h = img.size
+            if boxes is None:
+                entry = _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
+            else:
+                best = int(np.argmax(probs))
+                sx, sy = w / det_img.size[0], h / det_img.size[1]
+                full_res = boxes[best] * np.array([sx, sy, sx, sy])  # undo detection downscale
+                box = _square_box(tuple(full_res), w, h, params.margin)
+                entry = _entry(img, box, "detected", params, float(probs[best]), len(boxes))
+            finish(i, entry, cache_file)
+
+    for i, path in enumerate(paths):
+        path = Path(path)
+        box = _manual_box(path, manual, root) if manual else None
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            _unreadable(report, path, e)
+            bar.update(1)
+            continue
+        cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
+        entry = _cache_load(cache_file, params.size)
+        if entry is not None:
+            report.cache_hits += 1
+            finish(i, entry, None)
+            continue
+        try:
+            img = _decode(data)
+        except Exception as e:
+            _unreadable(report, path, e)
+            bar.update(1)
+            continue
+        report.cache_misses += 1
+        w, h = img.size
+        if box is not None:
+            finish(i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file)
+        elif params.method == "none":
+            finish(
+                i, _entry(img, _fallback_box(w, h, params.fallback), "fallback", params), cache_file
+            )
+        else:
+            det_img = img
+            if max(w, h) > params.detect_max_side:
+                s = params.detect_max_side / max(w, h)
+                det_img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+            pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
+            if len(pending[det_img.size]) >= params.batch_size:
+                flush(det_img.size)
+            elif sum(map(len, pending.values())) >= 2 * params.batch_size:
+                flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
+    for key in list(pending):
+        flush(key)
+    bar.close()
+
+    kept = sorted(results)
+    sources = [results[i]["source"] for i in kept]
+    for i in kept:
+        setattr(report, results[i]["source"], getattr(report, results[i]["source"]) + 1)
+        report.multiple_faces += results[i]["n"] > 1
+    if kept:
+        crops = torch.from_numpy(np.stack([results[i]["crop"] for i in kept]))
+    else:
+        crops = torch.empty((0, 3, params.size, params.size), dtype=torch.uint8)
+    _log_summary(len(paths), report, detector.frames_run)
+    return crops, kept, sources, report
+
+
+def _entry(
+    img: Image.Image, box: Box, source: str, params: CropParams, prob: float = math.nan, n: int = 0
+) -> dict:
+    """One cache entry: the crop plus where it came from (box in frame pixels, MTCNN prob)."""
+    return {
+        "crop": _cut(img, box, params.size),
+        "source": np.array(source),
+        "box": np.array(box, dtype=np.int64),
+        "prob": np.array(prob, dtype=np.float64),
+        "n_faces": np.array(n, dtype=np.int64),
+    }
+
+
+def _manual_square(box: Box, w: int, h: int, path: Path) -> Box:
+    """A manual box clipped to the frame, then squared like a detection (no margin added)."""
+    x1, y1, x2, y2 = max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)
+    if x2 <= x1 or y2 <= y1:
+        raise DataError(f"manual crop {box} for {path} lies outside the {w}x{h} frame")
+    return _square_box((x1, y1, x2, y2), w, h, 0.0)
+
+
+def _unreadable(report: CropReport, path: Path, err: Exception) -> None:
+    """Skip a file that cannot be read or decoded: warn with its path and record it."""
+    log.warning("skipping unreadable image %s: %s", path, err)
+    report.unreadable.append(str(path))
+
+
+def _log_summary(n: int, r: CropReport, frames_run: int) -> None:
+    """One INFO line; it says plainly when no face detection was needed."""
+    now = (
+        f"MTCNN run on {frames_run} now"
+        if frames_run
+        else "0 detected now (no face detection needed)"
+    )
+    log.info(
+        "face crops: %d images, %d from cache, %s; detected %d, fallback %d (no face), manual %d, "
+        "unreadable %d, multiple faces %d",
+        n, r.cache_hits, now, r.detected, r.fallback, r.manual, len(r.unreadable), r.multiple_faces,
+    )  # fmt: skip

@@ -1,0 +1,163 @@
+"""End-to-end runs of `python -m fer_lottery` in a subprocess, at small sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fer_lottery.data import CLASSES
+
+SMALL = [
+    "model.weights=null",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "data.image_size=32",
+    "data.batch_size=32",
+]
+
+
+def run_cli(*overrides: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_lottery", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def tb_tags(folder: Path) -> dict[str, list[str]]:
+    tags: dict[str, list[str]] = {"scalars": [], "images": [], "tensors": []}
+    for events in folder.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events)).Reload().Tags()
+        for kind in tags:
+            tags[kind] += acc.get(kind, [])
+    return tags
+
+
+def test_synthetic_run_writes_results_and_tensorboard(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "data=synthetic",
+        "data.synthetic.per_class=12",
+        *SMALL,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert "Held-out test accuracy" in proc.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in (
+        "test/acc",
+        "val/acc_best",
+        "dense/test/acc",
+        "dense/val/acc_best",
+        "time/dense_s",
+        "params/total",
+        "data/n_test",
+    ):
+        assert key in results, key
+    assert 0.0 <= results["test/acc"] <= 1.0
+    for name in CLASSES:
+        for kind in ("precision", "recall", "specificity"):
+            assert 0.0 <= results[f"test/{kind}/{name}"] <= 1.0
+    confusion = results["test/confusion"]
+    assert len(confusion) == 7 and all(len(row) == 7 for row in confusion)
+    assert sum(map(sum, confusion)) == results["data/n_test"] == 14 and results["data/n_train"] > 0
+    # The test accuracy is the confusion matrix's diagonal: the test really ran on that split.
+    diag = sum(confusion[i][i] for i in range(7))
+    assert abs(results["test/acc"] - diag / results["data/n_test"]) < 1e-6
+    assert results["config"]["data"]["name"] == "synthetic"
+    assert results["model/init"] == "random"
+
+    split = json.loads((run_dir / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+
+    tags = tb_tags(run_dir / "tb" / "dense")
+    assert {"train/loss", "val/acc", "val/acc_best"} <= set(tags["scalars"])
+    assert "test/confusion" in tags["images"]
+    assert (run_dir / "tb" / "dense" / "hparams.yaml").is_file()
+    assert (run_dir / "csv" / "dense" / "metrics.csv").read_text().startswith("epoch")
+    assert (run_dir / "confusion_dense.png").stat().st_size > 1000
+
+
+def test_same_seed_gives_same_results_on_cpu(tmp_path):
+    accs = []
+    for name in ("a", "b"):
+        run_cli(
+            "data=synthetic",
+            "data.synthetic.per_class=8",
+            *SMALL,
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path / name}",
+            cwd=tmp_path,
+        )
+        accs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    assert accs[0]["test/confusion"] == accs[1]["test/confusion"]
+    assert accs[0]["val/acc_best"] == accs[1]["val/acc_best"]
+    assert (tmp_path / "a/split.json").read_text() == (tmp_path / "b/split.json").read_text()
+
+
+def test_missing_root_is_one_clear_message(tmp_path):
+    missing = tmp_path / "no_such_SFEW"
+    proc = run_cli(
+        f"data.root={missing}",
+        *SMALL,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert str(missing) in out and "data=synthetic" in out
+    assert "Traceback" not in out
+
+
+def test_out_of_range_config_fails_before_work(tmp_path):
+    proc = run_cli(
+        "model=alexnet",
+        "model.frozen_layers=9",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "model.frozen_layers=9" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+@pytest.mark.parametrize("model", ["resnet18", "alexnet"])
+def test_sfew_layout_real_frames_then_cached_crops(tmp_path, model):
+    """Real 720x576 frames through real MTCNN; the second identical run detects nothing."""
+    from conftest import write_sfew
+
+    root = write_sfew(tmp_path / "SFEW", per_class=5, no_face_every=7)
+    size = "data.image_size=64"
+    args = (f"data.root={root}", f"model={model}", *SMALL, size, "trainer.max_epochs=1")
+    first = run_cli(*args, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    r1 = json.loads((tmp_path / "first" / "results.json").read_text())
+    assert r1["data/faces_detected"] == 30 and r1["data/faces_fallback"] == 5
+    assert r1["data/faces_manual"] == 0 and r1["data/unreadable"] == 0
+    assert "detected 30" in first.stdout + first.stderr
+
+    second = run_cli(*args, f"hydra.run.dir={tmp_path / 'second'}", cwd=tmp_path)
+    r2 = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert r2["data/crop_cache_hits"] == 35
+    assert "no face detection needed" in second.stdout + second.stderr
+    assert (r2["data/faces_detected"], r2["data/faces_fallback"]) == (30, 5)
+    assert (tmp_path / "first/split.json").read_text() == (
+        tmp_path / "second/split.json"
+    ).read_text()

@@ -1,0 +1,295 @@
+"""Face cropping with the real MTCNN on frames built from skimage's astronaut photo."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer_lottery.data import faces
+from fer_lottery.data.faces import CropParams, crop_faces, read_manual_crops
+from fer_lottery.errors import DataError
+
+skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("facenet_pytorch")
+
+# The astronaut's face in the 512x512 original lies around x 160-260, y 50-180.
+FACE = (160, 50, 260, 180)
+ASTRO_AT = (150, 40)  # where the astronaut is pasted into a 720x576 frame
+BIG_SCALE, BIG_AT = 4, (1200, 800)  # astronaut x4 pasted into a 4000x3000 frame
+MANUAL_BOX = (100, 50, 300, 250)
+
+
+def _frame(w=720, h=576, colour=(90, 110, 130)):
+    return Image.new("RGB", (w, h), colour)
+
+
+def _astro():
+    return Image.fromarray(skimage_data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """root/<Class>/*.png with face, two-face, no-face, grey, RGBA, huge and broken frames."""
+    root = tmp_path_factory.mktemp("sfew")
+    for c in ("Angry", "Happy", "Sad"):
+        (root / c).mkdir()
+    files = {}
+
+    def save(name, img):
+        files[name] = root / name
+        img.save(files[name])
+
+    astro = _frame()
+    astro.paste(_astro(), ASTRO_AT)
+    save("Angry/astro.png", astro)
+    two = _frame()
+    small = _astro().resize((340, 340))
+    two.paste(small, (10, 120))
+    two.paste(small, (370, 120))
+    save("Angry/two.png", two)
+    noise = np.random.default_rng(0).integers(0, 256, (576, 720, 3), dtype=np.uint8)
+    save("Happy/noise.png", Image.fromarray(noise))
+    save("Happy/flat.png", _frame(colour=(128, 128, 128)))  # gets a manual box
+    save("Happy/grey.png", astro.convert("L"))
+    rgba = astro.convert("RGBA")
+    rgba.putalpha(200)
+    save("Sad/rgba.png", rgba)
+    big = _frame(4000, 3000)
+    big.paste(_astro().resize((512 * BIG_SCALE, 512 * BIG_SCALE)), BIG_AT)
+    save("Sad/big.jpg", big)
+    full = (root / "Angry/astro.png").read_bytes()
+    files["Sad/truncated.png"] = root / "Sad/truncated.png"
+    files["Sad/truncated.png"].write_bytes(full[: len(full) // 2])
+    files["Sad/empty.png"] = root / "Sad/empty.png"
+    files["Sad/empty.png"].write_bytes(b"")
+    files["Sad/text.png"] = root / "Sad/text.png"
+    files["Sad/text.png"].write_text("not an image\n")
+    (root / "crops.csv").write_text(
+        "file,x1,y1,x2,y2\nHappy/flat.png,{},{},{},{}\n".format(*MANUAL_BOX)
+    )
+    return root, files
+
+
+@pytest.fixture(scope="module")
+def first(dataset, tmp_path_factory):
+    """One cold run over every file, with the manual crops file."""
+    root, files = dataset
+    names = list(files)
+    paths = [files[n] for n in names]
+    manual = read_manual_crops(root / "crops.csv", root)
+    cache = tmp_path_factory.mktemp("cache")
+    out = crop_faces(paths, CropParams(size=112), cache, manual=manual, root=root, progress=False)
+    return names, paths, manual, cache, out
+
+
+def _by_name(first):
+    names, _, _, _, (crops, kept, sources, _) = first
+    return {names[i]: (crops[j], sources[j]) for j, i in enumerate(kept)}
+
+
+def _cached_box(cache, data, params, manual_box=None):
+    """The crop box stored as metadata in the cache entry for these image bytes."""
+    entry = np.load(cache / f"{faces._cache_key(data, params, manual_box)}.npz")
+    return tuple(int(v) for v in entry["box"]), float(entry["prob"])
+
+
+def _inside(box, face, offset=(0, 0), scale=1):
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    fx1, fy1, fx2, fy2 = (v * scale + offset[k % 2] for k, v in enumerate(face))
+    return fx1 <= cx <= fx2 and fy1 <= cy <= fy2
+
+
+def test_mtcnn_finds_the_astronaut_face(first):
+    names, paths, _, cache, (crops, _, _, report) = first
+    got = _by_name(first)
+    for name in ("Angry/astro.png", "Happy/grey.png", "Sad/rgba.png", "Sad/big.jpg"):
+        crop, source = got[name]
+        assert source == "detected", name
+        assert crop.shape == (3, 112, 112) and crop.dtype == torch.uint8
+    assert crops.shape[1:] == (3, 112, 112)
+
+    data = (paths[names.index("Angry/astro.png")]).read_bytes()
+    box, prob = _cached_box(cache, data, CropParams(size=112))
+    assert prob > 0.99
+    assert box[2] - box[0] == box[3] - box[1]  # square
+    assert 60 <= box[2] - box[0] <= 200
+    assert _inside(box, FACE, ASTRO_AT)
+
+    # 4000x3000: detection ran on a downscaled copy; the box is back in full-resolution pixels
+    data = paths[names.index("Sad/big.jpg")].read_bytes()
+    box, _ = _cached_box(cache, data, CropParams(size=112))
+    assert 60 * BIG_SCALE <= box[2] - box[0] <= 200 * BIG_SCALE
+    assert _inside(box, FACE, BIG_AT, BIG_SCALE)
+
+
+def test_several_faces_keep_one_and_are_counted(first):
+    report = first[4][3]
+    assert _by_name(first)["Angry/two.png"][1] == "detected"
+    assert report.multiple_faces >= 1
+
+
+def test_no_face_uses_centre_fallback(first, dataset):
+    _, files = dataset
+    report = first[4][3]
+    crop, source = _by_name(first)["Happy/noise.png"]
+    assert source == "fallback"
+    assert report.fallback == 1
+    expected = Image.open(files["Happy/noise.png"]).crop((72, 0, 648, 576))
+    expected = np.asarray(expected.resize((112, 112), Image.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(crop.numpy(), expected)
+
+
+def test_manual_box_overrides(first, dataset):
+    _, files = dataset
+    report = first[4][3]
+    crop, source = _by_name(first)["Happy/flat.png"]
+    assert source == "manual"
+    assert report.manual == 1
+    assert report.detected == 5 and report.cache_misses == 7 and report.cache_hits == 0
+    assert crop.float().std() == 0  # the flat frame, cropped inside the frame: no zero padding
+
+
+def test_unreadable_files_are_skipped_and_named(first):
+    names, paths, _, _, (crops, kept, sources, report) = first
+    bad = {"Sad/truncated.png", "Sad/empty.png", "Sad/text.png"}
+    assert sorted(report.unreadable) == sorted(str(paths[names.index(n)]) for n in bad)
+    assert {names[i] for i in kept} == set(names) - bad
+    assert len(crops) == len(kept) == len(sources) == 7
+
+
+def test_second_run_is_a_full_cache_hit_without_mtcnn(first, caplog, monkeypatch):
+    import facenet_pytorch
+
+    names, paths, manual, cache, (crops, kept, sources, _) = first
+    root = paths[0].parents[1]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("MTCNN must not be built when every crop is cached")
+
+    monkeypatch.setattr(facenet_pytorch, "MTCNN", refuse)
+    with caplog.at_level(logging.INFO, logger="fer_lottery.data.faces"):
+        crops2, kept2, sources2, report = crop_faces(
+            paths, CropParams(size=112), cache, manual=manual, root=root, progress=False
+        )
+    assert report.cache_hits == 7 and report.cache_misses == 0
+    assert torch.equal(crops, crops2) and kept == kept2 and sources == sources2
+    assert (report.detected, report.fallback, report.manual) == (5, 1, 1)
+    assert len(report.unreadable) == 3
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for n in ("truncated.png", "empty.png", "text.png"):
+        assert any(n in m for m in warned), n
+    assert any("no face detection needed" in r.getMessage() for r in caplog.records)
+
+
+def test_changed_parameter_misses_the_cache(first):
+    names, paths, _, cache, _ = first
+    subset = [paths[names.index("Angry/astro.png")], paths[names.index("Happy/noise.png")]]
+    crops, _, sources, report = crop_faces(
+        subset, CropParams(size=112, margin=0.2), cache, progress=False
+    )
+    assert (report.cache_hits, report.cache_misses) == (0, 2)
+    assert sources == ["detected", "fallback"]
+    _, _, _, report = crop_faces(subset, CropParams(size=64), cache, progress=False)
+    assert (report.cache_hits, report.cache_misses) == (0, 2)
+    # batch_size does not change the output, so it is not part of the key
+    _, _, _, report = crop_faces(subset, CropParams(size=112, batch_size=1), cache, progress=False)
+    assert (report.cache_hits, report.cache_misses) == (2, 0)
+
+
+def test_corrupted_cache_file_is_recomputed(first, caplog):
+    names, paths, _, cache, (crops, kept, _, _) = first
+    path = paths[names.index("Happy/noise.png")]  # fallback: no MTCNN needed to recompute
+    entry = cache / f"{faces._cache_key(path.read_bytes(), CropParams(size=112), None)}.npz"
+    entry.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        again, _, sources, report = crop_faces([path], CropParams(size=112), cache, progress=False)
+    assert (report.cache_hits, report.cache_misses) == (0, 1)
+    assert sources == ["fallback"]
+    assert torch.equal(again[0], crops[kept.index(names.index("Happy/noise.png"))])
+    assert any(str(entry) in r.getMessage() for r in caplog.records)
+    _, _, _, report = crop_faces([path], CropParams(size=112), cache, progress=False)
+    assert report.cache_hits == 1  # rewritten
+
+
+def test_tiny_frames_fall_back(tmp_path):
+    paths = []
+    for w, h in ((40, 30), (10, 10)):  # MTCNN raises on the 10x10 one
+        paths.append(tmp_path / f"tiny{w}.png")
+        Image.new("RGB", (w, h), (200, 50, 50)).save(paths[-1])
+    crops, kept, sources, report = crop_faces(
+        paths, CropParams(size=32), tmp_path / "cache", progress=False
+    )
+    assert kept == [0, 1] and sources == ["fallback", "fallback"] and report.fallback == 2
+    assert crops.shape == (2, 3, 32, 32)
+
+
+def test_method_none_and_full_fallback(tmp_path):
+    path = tmp_path / "wide.png"
+    img = Image.new("RGB", (80, 40), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 40, 40))  # left half white
+    img.save(path)
+    params = CropParams(method="none", size=20, fallback="full")
+    crops, _, sources, _ = crop_faces([path], params, tmp_path / "c", progress=False)
+    assert sources == ["fallback"]
+    assert crops[0, :, :, :8].min() == 255 and crops[0, :, :, 12:].max() == 0  # squashed
+
+
+def test_box_is_squared_shifted_and_padded():
+    assert faces._square_box((10, 10, 30, 50), 100, 100, 0.0) == (0, 10, 40, 50)  # shifted in
+    assert faces._square_box((40, 40, 60, 60), 100, 100, 0.5) == (30, 30, 70, 70)  # margin
+    # larger than a 100x60 frame vertically: centred on the frame, padded with zeros there
+    assert faces._square_box((20, 0, 100, 60), 100, 60, 0.0) == (20, -10, 100, 70)
+
+
+def test_manual_crops_keys_and_basename_match(tmp_path):
+    root = tmp_path / "root"
+    (root / "Angry").mkdir(parents=True)
+    csv = tmp_path / "crops.csv"
+    csv.write_text(
+        "file,x1,y1,x2,y2\n"
+        f"{root / 'Angry' / 'a.png'},0,0,10,10\n"
+        "Angry\\b.png,1,2,11,12\n"
+        "./Angry/c.png,1.0,2,11,12\n"
+        "d.png,3,3,13,13\n"
+    )
+    crops = read_manual_crops(csv, root)
+    assert set(crops) == {"Angry/a.png", "Angry/b.png", "Angry/c.png", "d.png"}
+    assert faces._manual_box(root / "Angry/b.png", crops, root) == (1, 2, 11, 12)
+    assert faces._manual_box(root / "Sad/d.png", crops, root) == (3, 3, 13, 13)
+    assert faces._manual_box(root / "Sad/b.png", crops, root) is None
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ("x.png,1,2,3", "5 fields"),
+        ("x.png,a,2,3,4", "numbers"),
+        ("x.png,5,2,3,4", "x1 < x2"),
+        (",1,2,3,4", "empty file name"),
+        ("../x.png,1,2,3,4", "inside the data root"),
+    ],
+)
+def test_manual_crops_bad_row_names_the_line(tmp_path, row, problem):
+    csv = tmp_path / "crops.csv"
+    csv.write_text(f"file,x1,y1,x2,y2\nok.png,0,0,5,5\n{row}\n")
+    with pytest.raises(DataError, match=rf"crops\.csv:3: .*{problem}"):
+        read_manual_crops(csv, tmp_path)
+
+
+def test_manual_crops_bad_header(tmp_path):
+    csv = tmp_path / "crops.csv"
+    csv.write_text("path,x,y,w,h\n")
+    with pytest.raises(DataError, match=r"crops\.csv:1: header"):
+        read_manual_crops(csv, tmp_path)
+
+
+def test_truncated_file_rejected_even_if_pil_is_told_to_accept_it(dataset, tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # e.g. set by another library
+    path = dataset[1]["Sad/truncated.png"]
+    crops, kept, _, report = crop_faces([path], CropParams(), tmp_path, progress=False)
+    assert kept == [] and crops.shape == (0, 3, 224, 224) and report.unreadable == [str(path)]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
