@@ -81,7 +81,6 @@ class DataConfig:
     # Frames larger than this (longest side, px) are shrunk for detection only.
     detect_max_side: int = 1024
     detect_batch_size: int = 4
-    cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
     image_size: int = 224
     batch_size: int = 64
     num_workers: int = 0
@@ -132,6 +131,8 @@ class Config:
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
     seed: int = 1
+    # Face crops (crops/) and dense fine-tunes shared by sweep jobs (dense/) live here.
+    cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
 
 
 # The Hydra config tree (conf/ beside the package; the package is installed editable).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -150,3 +151,16 @@ def freeze_layers(model: nn.Module, name: str, k: int) -> list[nn.Module]:
         for p in module.parameters():
             p.requires_grad_(False)
     return frozen
+
+
+def prunable_weights(model: nn.Module, include: list[str] | tuple[str, ...] = ("*",)) -> list[str]:
+    """State-dict names of the conv and linear weights whose module name matches ``include``.
+
+    Biases and BatchNorm are never pruned by weight-level strategies. ``include`` holds glob
+    patterns over module names (``"*"``: all; ``"layer*"``: ResNet blocks; ``"classifier.*"``).
+    """
+    return [
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear) and any(fnmatch(name, p) for p in include)
+    ]

@@ -115,7 +115,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     start = time.perf_counter()
-    datamodule = SFEWDataModule(cfg.data, run_dir, seed=cfg.seed)
+    datamodule = SFEWDataModule(cfg.data, run_dir, seed=cfg.seed, cache_dir=cfg.cache_dir)
     datamodule.setup()
     data_s = time.perf_counter() - start
 
@@ -126,12 +126,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
 
     dense = train_stage(cfg, datamodule, module, run_dir, "dense")
 
-    results: dict[str, object] = {}
     # Without pruning the final model is the dense one; prefixed keys keep the stage explicit.
-    for key, value in dense.items():
-        if key.startswith(("test/", "val/")):
-            results[key] = value
-            results[f"dense/{key}"] = value
+    stage_keys = [k for k in dense if k.startswith(("test/", "val/"))]
+    results: dict[str, object] = {k: dense[k] for k in stage_keys}
+    results.update({f"dense/{k}": dense[k] for k in stage_keys})
     results["time/dense_s"] = dense["time/dense_s"]
     results["time/data_s"] = round(data_s, 3)
     results["dense/checkpoint"] = dense["checkpoint"]

@@ -15,10 +15,9 @@ def _datamodule(compose_cfg, root, tmp_path, *overrides, run="run"):
         f"data.root={root}",
         "data.image_size=48",
         "data.batch_size=8",
-        f"data.cache_dir={tmp_path / 'cache'}",
         *overrides,
     )
-    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0)
+    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     return dm
 

@@ -28,9 +28,16 @@ def _enum(value) -> str:
 class SFEWDataModule(pl.LightningDataModule):
     """SFEW (or the built-in synthetic faces) as in-memory tensors with a fixed stratified split."""
 
-    def __init__(self, cfg, run_dir: str | Path | None = None, seed: int = 0):
+    def __init__(
+        self,
+        cfg,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        cache_dir: str | Path = ".cache/fer_lottery",
+    ):
         super().__init__()
         self.cfg = cfg
+        self.crop_cache = Path(cache_dir) / "crops"
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         self.class_names = list(CLASSES)
@@ -71,7 +78,7 @@ class SFEWDataModule(pl.LightningDataModule):
         )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         crops, kept, _sources, report = crop_faces(
-            [p for p, _ in items], params, Path(self.cfg.cache_dir), manual, root, device
+            [p for p, _ in items], params, self.crop_cache, manual, root, device
         )
         labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)
         ids = [items[i][0].relative_to(root).as_posix() for i in kept]

@@ -1,0 +1,68 @@
+"""Magnitude pruning: remove the weights with the smallest |w|, globally or per layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer_lottery.pruning.mask import Mask
+
+
+def _prune_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask that prunes exactly ``k`` entries of a flat score vector, smallest first.
+
+    A stable sort breaks ties by position, so the count is exact even with many equal scores.
+    """
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k > 0:
+        keep[torch.argsort(scores, stable=True)[:k]] = False
+    return keep
+
+
+def _scores(model: nn.Module, names: list[str], previous: Mask | None) -> dict[str, torch.Tensor]:
+    """|w| per named weight; entries that ``previous`` pruned score -1 so they stay pruned."""
+    state = model.state_dict()
+    scores = {}
+    for n in names:
+        s = state[n].detach().abs().float().cpu().flatten()
+        if previous is not None and n in previous:
+            s[~previous.tensors[n].cpu().flatten()] = -1.0
+        scores[n] = s
+    return scores
+
+
+def pruned_counts(
+    model: nn.Module, names: list[str], ratio: float, scope: str, previous: Mask | None = None
+) -> dict[str, int]:
+    """How many entries of each named weight magnitude pruning removes at ``ratio``."""
+    mask = magnitude_mask(model, names, ratio, scope, previous)
+    return {n: int((~t).sum()) for n, t in mask.tensors.items()}
+
+
+def magnitude_mask(
+    model: nn.Module,
+    names: list[str],
+    ratio: float,
+    scope: str = "global",
+    previous: Mask | None = None,
+) -> Mask:
+    """Mask pruning the fraction ``ratio`` of the named weights with the smallest magnitude.
+
+    ``scope="global"`` ranks all named weights together; ``"layer"`` prunes ``ratio`` of each.
+    ``ratio`` is the overall target: entries already pruned by ``previous`` count towards it and
+    stay pruned, so iterative rounds with a growing ratio only ever shrink the mask.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
+    scores = _scores(model, names, previous)
+    state = model.state_dict()
+    if scope == "global":
+        flat = torch.cat([scores[n] for n in names])
+        keep_flat = _prune_smallest(flat, round(ratio * flat.numel()))
+        pieces = torch.split(keep_flat, [scores[n].numel() for n in names])
+        keep = dict(zip(names, pieces, strict=True))
+    elif scope == "layer":
+        keep = {n: _prune_smallest(scores[n], round(ratio * scores[n].numel())) for n in names}
+    else:
+        raise ValueError(f"prune scope must be 'global' or 'layer', got {scope!r}")
+    return Mask({n: keep[n].view_as(state[n]) for n in names})
