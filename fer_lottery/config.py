@@ -124,15 +124,65 @@ class TrainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class PruneMethod(str, Enum):
+    none = "none"
+    magnitude = "magnitude"
+    random = "random"
+    distinctiveness = "distinctiveness"
+
+
+class RewindMode(str, Enum):
+    none = "none"
+    pretrained = "pretrained"
+    epoch = "epoch"
+    random = "random"
+
+
+class Variant(str, Enum):
+    honest = "honest"
+    paper_a = "paper_a"
+    paper_b = "paper_b"
+
+
+class UnitNormalize(str, Enum):
+    minmax = "minmax"
+    center = "center"
+
+
+@dataclass
+class PruneConfig:
+    """What to prune after the dense fine-tune, and which weights to retrain from."""
+
+    method: PruneMethod = PruneMethod.magnitude
+    ratio: float = 0.0  # fraction of prunable weights to remove; 0: dense only
+    scope: str = "global"  # global | layer
+    include: list[str] = field(default_factory=lambda: ["*"])  # module-name globs
+    rewind: RewindMode = RewindMode.none
+    rewind_epoch: int = 1  # k for rewind=epoch: the weights after k dense epochs
+    iterations: int = 1  # IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains
+    retrain_epochs: int | None = None  # null: trainer.max_epochs
+    # Distinctiveness (Gedeon): angle threshold tau in degrees, and its options.
+    angle: float = 15.0
+    complementary: bool = False
+    normalize: UnitNormalize = UnitNormalize.minmax
+    norm_std: float | None = None
+    variant: Variant = Variant.honest
+    layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
+    seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+
+
 @dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
+    prune: PruneConfig = field(default_factory=PruneConfig)
     seed: int = 1
     # Face crops (crops/) and dense fine-tunes shared by sweep jobs (dense/) live here.
     cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
+    # Reuse a dense fine-tune with the same data/model/optim/trainer/seed config (sweeps).
+    cache_dense: bool = True
 
 
 # The Hydra config tree (conf/ beside the package; the package is installed editable).
@@ -195,6 +245,10 @@ def validate(cfg: DictConfig) -> None:
             f"model.frozen_layers={model.frozen_layers} is out of range for {name}, "
             f"which has {n_layers} layers: use 0..{n_layers}"
         )
+    if name == "alexnet" and data.image_size < 63:
+        raise ConfigError(
+            f"data.image_size={data.image_size} is too small for alexnet: use at least 63"
+        )
     if model.num_classes < 2:
         raise ConfigError(f"model.num_classes={model.num_classes} must be at least 2")
     if optim.lr <= 0:
@@ -203,3 +257,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
     if trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
+    _validate_prune(cfg.prune, trainer.max_epochs)
+
+
+def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
+    if not 0 <= prune.ratio < 1:
+        raise ConfigError(
+            f"prune.ratio={prune.ratio} must be in [0, 1): the fraction of weights to remove"
+        )
+    if prune.scope not in ("global", "layer"):
+        raise ConfigError(f"prune.scope={prune.scope!r}: use global or layer")
+    if prune.iterations < 1:
+        raise ConfigError(f"prune.iterations={prune.iterations} must be at least 1")
+    if prune.retrain_epochs is not None and prune.retrain_epochs < 1:
+        raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 1 or null")
+    if _enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
+        raise ConfigError(
+            f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
+            f"({max_epochs}) for prune.rewind=epoch"
+        )
+    if not 0 < prune.angle < 90:
+        raise ConfigError(f"prune.angle={prune.angle} must be in (0, 90) degrees")
+    if prune.norm_std is not None and prune.norm_std < 0:
+        raise ConfigError(f"prune.norm_std={prune.norm_std} must be >= 0 or null")

@@ -164,3 +164,31 @@ def prunable_weights(model: nn.Module, include: list[str] | tuple[str, ...] = ("
         for name, module in model.named_modules()
         if isinstance(module, nn.Conv2d | nn.Linear) and any(fnmatch(name, p) for p in include)
     ]
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass through conv and linear layers: (total, nonzero).
+
+    ``nonzero`` counts only the MACs of weights that are not zero, i.e. what a sparse kernel
+    would do. Bias additions, BatchNorm, pooling and activations are not counted.
+    """
+    counts = [0, 0]
+
+    def hook(module: nn.Module, inputs, output) -> None:
+        positions = output[0].numel() // module.weight.shape[0]  # output pixels (1 for linear)
+        counts[0] += positions * module.weight.numel()
+        counts[1] += positions * int(torch.count_nonzero(module.weight))
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return counts[0], counts[1]

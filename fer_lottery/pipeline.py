@@ -1,4 +1,7 @@
-"""One experiment: data -> model -> dense fine-tune -> test the best checkpoint -> results.json."""
+"""One experiment: dense fine-tune (cached) -> prune -> rewind or continue -> retrain -> test.
+
+Writes ``results.json`` (flat slash keys plus the resolved config) into the run directory.
+"""
 
 from __future__ import annotations
 
@@ -9,102 +12,252 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
 
 from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.dense_cache import DenseEntry, dense_key, snapshot_epoch
 from fer_lottery.io import write_json_atomic
-from fer_lottery.models import build_model, freeze_layers
+from fer_lottery.models import build_model, count_macs, freeze_layers, prunable_weights
 from fer_lottery.module import FERClassifier
-from fer_lottery.plots import confusion_figure
+from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
+from fer_lottery.pruning.magnitude import magnitude_mask
+from fer_lottery.pruning.mask import Mask, zero_fraction
+from fer_lottery.pruning.random import random_mask
+from fer_lottery.training import evaluate, flat_config, train_stage
 
 log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
 
 
 def _enum(value) -> str:
     return getattr(value, "value", value)
 
 
-def _trainer_kwargs(cfg: DictConfig) -> dict:
-    """Lightning Trainer arguments from ``cfg.trainer``, with GPU-friendly defaults."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
-    extra = kwargs.pop("extra") or {}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if "precision" not in kwargs:
-        kwargs["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
-    kwargs.update(extra)
-    return kwargs
+def _clone(state: State) -> State:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-def flat_config(cfg: DictConfig) -> dict[str, object]:
-    """The resolved config as ``{"data.split_seed": 1, ...}`` with scalars only (for hparams)."""
-    out: dict[str, object] = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, name + ".")
-            else:
-                out[name] = value if isinstance(value, int | float | str | bool) else str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
-    return out
+def prune_active(cfg: DictConfig) -> bool:
+    """Whether this run prunes: distinctiveness always, magnitude and random when ratio > 0."""
+    method = _enum(cfg.prune.method)
+    return method == "distinctiveness" or (method != "none" and cfg.prune.ratio > 0)
 
 
-def train_stage(
+# -- dense stage ---------------------------------------------------------------------------------
+
+
+def dense_stage(
+    cfg: DictConfig, datamodule: SFEWDataModule, module: FERClassifier, run_dir: Path
+) -> tuple[dict, dict[str, State | None]]:
+    """Fine-tune the dense model, or load it from the cache; leave its best weights in the module.
+
+    Returns the dense metrics and the states to rewind to: ``theta0`` (before fine-tuning) and
+    ``theta_k`` (after ``prune.rewind_epoch`` epochs, when ``prune.rewind=epoch``).
+    """
+    k = snapshot_epoch(cfg)
+    hparams = {n: v for n, v in flat_config(cfg).items() if not n.startswith("prune.")}
+
+    def train(out_dir: Path) -> tuple[dict, SnapshotAtEpoch | None]:
+        snap = SnapshotAtEpoch(k) if k is not None else None
+        metrics = train_stage(
+            cfg,
+            datamodule,
+            module,
+            out_dir,
+            "dense",
+            callbacks=[snap] if snap else [],
+            hparams=hparams,
+        )
+        return metrics, snap
+
+    theta0 = _clone(module.model.state_dict())
+    if not cfg.cache_dense:
+        metrics, snap = train(run_dir)
+        metrics["cache"] = "off"
+        return metrics, {"theta0": theta0, "theta_k": snap.state if snap else None}
+
+    entry = DenseEntry(cfg.cache_dir, dense_key(cfg))
+    entry.acquire()
+    try:
+        if entry.done():
+            log.info("dense cache hit %s: reusing the dense fine-tune, no training", entry.key)
+            status = "hit"
+        else:
+            status = "resumed" if entry.partial.is_dir() else "miss"
+            log.info(
+                "dense cache %s %s: training the dense model once for every job", status, entry.key
+            )
+            entry.partial.mkdir(parents=True, exist_ok=True)
+            DenseEntry.save_state(entry.partial / "theta0.pt", theta0)
+            metrics, snap = train(entry.partial)
+            DenseEntry.save_state(entry.partial / "best.pt", _clone(module.model.state_dict()))
+            if snap is not None:
+                DenseEntry.save_state(entry.partial / "theta_k.pt", snap.state)
+            entry.finish(metrics)
+    finally:
+        entry.release()
+    module.model.load_state_dict(entry.load("best.pt"))
+    entry.copy_logs(run_dir)
+    metrics = entry.metrics()
+    metrics.update(cache=status, cache_key=entry.key)
+    states = {"theta0": entry.load("theta0.pt"), "theta_k": None}
+    if k is not None:
+        states["theta_k"] = entry.load("theta_k.pt")
+    return metrics, states
+
+
+# -- pruning -------------------------------------------------------------------------------------
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_mask(
+    cfg: DictConfig,
+    model: nn.Module,
+    names: list[str],
+    ratio: float,
+    previous: Mask | None,
+    datamodule: SFEWDataModule,
+) -> tuple[Mask, dict[str, object]]:
+    """Run the configured strategy on the model's current weights: a Mask and what it did."""
+    p = cfg.prune
+    method = _enum(p.method)
+    seed = cfg.seed if p.seed is None else p.seed
+    if method == "magnitude":
+        return magnitude_mask(model, names, ratio, p.scope, previous), {}
+    if method == "random":
+        return random_mask(model, names, ratio, p.scope, previous, seed=seed), {}
+    from fer_lottery.pruning.distinctiveness import distinctiveness_prune
+
+    device = _device()
+    model.to(device)
+    batches = (
+        datamodule.transform(x.to(device), train=False) for x, _ in datamodule.eval_loader("train")
+    )
+    result = distinctiveness_prune(
+        model,
+        _enum(cfg.model.name),
+        batches,
+        angle=p.angle,
+        complementary=p.complementary,
+        normalize=_enum(p.normalize),
+        norm_std=p.norm_std,
+        variant=_enum(p.variant),
+        layers=list(p.layers) if p.layers is not None else None,
+        device=device,
+    )
+    model.cpu()
+    mask = result.mask if previous is None else result.mask & previous
+    removed, total = sum(result.units_removed.values()), sum(result.units_total.values())
+    info: dict[str, object] = {
+        "prune/units_removed_frac": removed / total if total else 0.0,
+        "prune/units_removed": removed,
+        "prune/units_total": total,
+        "prune/similar_pairs": result.similar_pairs,
+        "prune/complementary_pairs": result.complementary_pairs,
+        "time/angles_s": round(result.angle_seconds, 4),
+    }
+    info.update({f"prune/units_removed/{n}": v for n, v in result.units_removed.items()})
+    return mask, info
+
+
+def set_start_weights(cfg: DictConfig, model: nn.Module, states: dict, mask: Mask) -> None:
+    """Rewind (or not) the surviving weights, then apply the mask.
+
+    none: keep the fine-tuned weights; pretrained: all of theta0 (every parameter and BN
+    buffer); epoch: theta_k; random: a fresh random initialisation (the control).
+    """
+    rewind = _enum(cfg.prune.rewind)
+    if rewind == "pretrained":
+        model.load_state_dict(states["theta0"])
+    elif rewind == "epoch":
+        model.load_state_dict(states["theta_k"])
+    elif rewind == "random":
+        seed = (cfg.seed if cfg.prune.seed is None else cfg.prune.seed) + 10_000
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fresh = build_model(_enum(cfg.model.name), None, cfg.model.num_classes)
+        model.load_state_dict(fresh.state_dict())
+    mask.apply(model)
+
+
+def prune_and_retrain(
     cfg: DictConfig,
     datamodule: SFEWDataModule,
-    module: FERClassifier,
+    model: nn.Module,
+    frozen: list[nn.Module],
+    states: dict,
     run_dir: Path,
-    stage: str,
-) -> dict[str, object]:
-    """Train ``module`` for one stage, then test its best-val checkpoint on the held-out split.
+) -> tuple[dict, dict]:
+    """Prune the dense model (``prune.iterations`` rounds), rewind or continue, retrain each round.
 
-    Returns the stage's metrics (``test/*``, ``val/acc_best``, ``time/<stage>_s``) and writes
-    TensorBoard scalars, a confusion-matrix image and hparams under ``run_dir/tb/<stage>``.
+    Returns the final stage's metrics and the pruning keys for results.json.
     """
-    tb = TensorBoardLogger(save_dir=run_dir, name="tb", version=stage, default_hp_metric=False)
-    csv = CSVLogger(save_dir=run_dir, name="csv", version=stage)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints" / stage,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-    )
-    trainer = pl.Trainer(
-        logger=[tb, csv],
-        callbacks=[checkpoint],
-        default_root_dir=run_dir,
-        **_trainer_kwargs(cfg),
-    )
-    if torch.cuda.is_available():
-        module = module.to(memory_format=torch.channels_last)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_s = time.perf_counter() - start
-    best = checkpoint.best_model_path
-    log.info("%s: best val/acc %.4f at %s", stage, checkpoint.best_model_score or 0.0, best)
-    # The held-out test split is evaluated once, with the best-validation checkpoint.
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    metrics: dict[str, object] = dict(module.test_results)
-    metrics["val/acc_best"] = float(checkpoint.best_model_score or 0.0)
-    metrics[f"time/{stage}_s"] = round(train_s, 3)
-    metrics["checkpoint"] = str(Path(best).relative_to(run_dir)) if best else None
+    p = cfg.prune
+    names = prunable_weights(model, list(p.include))
+    n = p.iterations
+    mask: Mask | None = None
+    info: dict[str, object] = {}
+    prune_s = retrain_s = 0.0
+    final: dict = {}
+    for r in range(1, n + 1):
+        ratio = 1 - (1 - p.ratio) ** (r / n)
+        start = time.perf_counter()
+        mask, round_info = make_mask(cfg, model, names, ratio, mask, datamodule)
+        mask.apply(model)
+        prune_s += time.perf_counter() - start
+        before_val, before_test = (
+            evaluate(model, datamodule, "val"),
+            evaluate(model, datamodule, "test"),
+        )
+        log.info(
+            "prune round %d/%d: sparsity %.4f, val acc %.4f right after pruning",
+            r,
+            n,
+            zero_fraction(model, names),
+            before_val,
+        )
+        set_start_weights(cfg, model, states, mask)
+        module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
+        stage = "retrain" if n == 1 else f"retrain{r}"
+        final = train_stage(
+            cfg,
+            datamodule,
+            module,
+            run_dir,
+            stage,
+            callbacks=[KeepMasked(mask)],
+            max_epochs=p.retrain_epochs,
+        )
+        retrain_s += final["time/train_s"]
+        info.update(round_info)
+        info["prune/acc_before_retrain"] = before_test
+        info["prune/val_acc_before_retrain"] = before_val
+        if n > 1:
+            info[f"round{r}/prune/sparsity"] = zero_fraction(model, names)
+            info[f"round{r}/prune/acc_before_retrain"] = before_test
+            info[f"round{r}/test/acc"] = final["test/acc"]
+            info[f"round{r}/val/acc_best"] = final["val/acc_best"]
+    assert mask is not None
+    mask.save(run_dir / "mask.pt")
+    sparsity = zero_fraction(model, names)
+    info["prune/sparsity"] = sparsity
+    info["prune/mask_sparsity"] = mask.sparsity()
+    info["prune/compression"] = 1 / (1 - sparsity) if sparsity < 1 else float("inf")
+    info["params/prunable"] = sum(model.state_dict()[nm].numel() for nm in names)
+    dead = [nm for nm in names if not bool(model.state_dict()[nm].any())]
+    if dead:
+        log.warning("pruning removed every weight of %d layer(s): %s", len(dead), ", ".join(dead))
+    info["prune/layers_fully_pruned"] = len(dead)
+    info["time/prune_s"] = round(prune_s, 3)
+    info["time/retrain_s"] = round(retrain_s, 3)
+    return final, info
 
-    figure = confusion_figure(
-        metrics["test/confusion"],
-        datamodule.class_names,
-        title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
-    )
-    tb.experiment.add_figure("test/confusion", figure, global_step=trainer.global_step)
-    figure.savefig(run_dir / f"confusion_{stage}.png")
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    tb.log_hyperparams(flat_config(cfg), scalars)
-    tb.finalize("success")
-    return metrics
+
+# -- the experiment ------------------------------------------------------------------------------
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
@@ -119,26 +272,29 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     datamodule.setup()
     data_s = time.perf_counter() - start
 
-    name = _enum(cfg.model.name)
-    model = build_model(name, cfg.model.weights, cfg.model.num_classes)
-    frozen = freeze_layers(model, name, cfg.model.frozen_layers)
+    arch = _enum(cfg.model.name)
+    model = build_model(arch, cfg.model.weights, cfg.model.num_classes)
+    frozen = freeze_layers(model, arch, cfg.model.frozen_layers)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
+    dense, states = dense_stage(cfg, datamodule, module, run_dir)
 
-    dense = train_stage(cfg, datamodule, module, run_dir, "dense")
+    final, prune_info = dense, {}
+    if prune_active(cfg):
+        final, prune_info = prune_and_retrain(cfg, datamodule, model, frozen, states, run_dir)
 
-    # Without pruning the final model is the dense one; prefixed keys keep the stage explicit.
-    stage_keys = [k for k in dense if k.startswith(("test/", "val/"))]
-    results: dict[str, object] = {k: dense[k] for k in stage_keys}
-    results.update({f"dense/{k}": dense[k] for k in stage_keys})
-    results["time/dense_s"] = dense["time/dense_s"]
-    results["time/data_s"] = round(data_s, 3)
-    results["dense/checkpoint"] = dense["checkpoint"]
-    n_params = sum(p.numel() for p in model.parameters())
-    results["params/total"] = n_params
-    results["params/nonzero"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
+    stage_keys = [k for k in final if k.startswith(("test/", "val/"))]
+    results: dict[str, object] = {k: final[k] for k in stage_keys}
+    results.update({f"dense/{k}": dense[k] for k in dense if k.startswith(("test/", "val/"))})
+    results["dense/cache"] = dense.get("cache")
+    results.update(prune_info)
+    results["params/total"] = sum(p.numel() for p in model.parameters())
+    results["params/nonzero"] = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     results["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    results["flops/total"], results["flops/nonzero"] = count_macs(model, cfg.data.image_size)
     results["model/init"] = "random" if cfg.model.weights is None else str(cfg.model.weights)
     results.update(datamodule.stats)
+    results["time/dense_s"] = dense["time/train_s"]
+    results["time/data_s"] = round(data_s, 3)
     results["time/total_s"] = round(time.perf_counter() - total_start, 3)
     results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     write_json_atomic(run_dir / "results.json", results)

@@ -49,6 +49,18 @@ class Mask:
             tensor = state[name]
             tensor.mul_(keep.to(device=tensor.device, dtype=tensor.dtype))
 
+    def bind(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(model tensor, keep-mask in its dtype and device) pairs, for fast repeated masking.
+
+        Tensors whose mask keeps everything are left out: there is nothing to re-apply.
+        """
+        state = model.state_dict(keep_vars=True)
+        return [
+            (state[n], keep.to(device=state[n].device, dtype=state[n].dtype))
+            for n, keep in self.tensors.items()
+            if not bool(keep.all())
+        ]
+
     def kept(self) -> int:
         return int(sum(int(t.sum()) for t in self.tensors.values()))
 

@@ -1,0 +1,102 @@
+"""Lightning callbacks: keep a mask applied while training, snapshot weights for rewinding.
+
+They decide only *when* something happens; what happens lives in plain functions.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+import torch
+
+from fer_lottery.pruning.mask import Mask
+
+# Per-parameter optimizer state that would otherwise push pruned weights back (SGD momentum,
+# Adam's moments).
+_STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class KeepMasked(pl.Callback):
+    """Re-apply ``mask`` after every optimizer step and zero the optimizer state of pruned entries.
+
+    The mask is part of the checkpoint (``state_dict``), so a resumed run restores it.
+    """
+
+    def __init__(self, mask: Mask):
+        self.mask = mask
+        self._bound: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def state_key(self) -> str:
+        return "KeepMasked"
+
+    def _apply(self, pl_module: pl.LightningModule) -> None:
+        # Bind once per fit: (tensor, keep as the tensor's dtype), so each step is one mul_ each.
+        if not self._bound:
+            self._bound = self.mask.bind(pl_module.model)
+        with torch.no_grad():
+            for tensor, keep in self._bound:
+                tensor.mul_(keep)
+
+    @torch.no_grad()
+    def _zero_state(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = dict(pl_module.model.named_parameters())
+        for optimizer in trainer.optimizers:
+            for name, keep in self.mask.tensors.items():
+                param = params.get(name)
+                state = optimizer.state.get(param) if param is not None else None
+                if not state:
+                    continue
+                for key in _STATE_KEYS:
+                    value = state.get(key)
+                    if torch.is_tensor(value) and value.shape == keep.shape:
+                        value.mul_(keep.to(device=value.device, dtype=value.dtype))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # After the model is on its device and any checkpoint (mask included) is restored.
+        self._bound = []
+        self._apply(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._apply(pl_module)
+        self._zero_state(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"mask": self.mask.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.mask = Mask(state_dict["mask"])
+        self._bound = []
+
+
+class SnapshotAtEpoch(pl.Callback):
+    """Keep a CPU copy of the model's full state (parameters and buffers) after epoch ``k``.
+
+    ``k=0`` is the state before any training. This is theta_k for ``prune.rewind=epoch``.
+    """
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "SnapshotAtEpoch"
+
+    def _take(self, pl_module) -> None:
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.epoch == 0 and self.state is None:
+            self._take(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 == self.epoch:
+            self._take(pl_module)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "state": copy.copy(self.state)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.state = state_dict.get("state")

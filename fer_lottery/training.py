@@ -1,0 +1,121 @@
+"""One training stage with Lightning: fit, keep the best-val checkpoint, test it once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.module import FERClassifier
+from fer_lottery.plots import confusion_figure
+
+log = logging.getLogger(__name__)
+
+
+def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
+    """Lightning Trainer arguments from ``cfg.trainer``, with GPU-friendly defaults."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
+    extra = kwargs.pop("extra") or {}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "precision" not in kwargs:
+        kwargs["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    if max_epochs is not None:
+        kwargs["max_epochs"] = max_epochs
+    kwargs.update(extra)
+    return kwargs
+
+
+def flat_config(cfg: DictConfig) -> dict[str, object]:
+    """The resolved config as ``{"data.split_seed": 1, ...}`` with scalars only (for hparams)."""
+    out: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            else:
+                out[name] = value if isinstance(value, int | float | str | bool) else str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, datamodule: SFEWDataModule, split: str) -> float:
+    """Accuracy of ``model`` on a split, in eval mode, without augmentation (plain PyTorch)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels in datamodule.eval_loader(split):
+        x = datamodule.transform(images.to(device), train=False)
+        correct += int((model(x).argmax(1) == labels.to(device)).sum())
+        total += len(labels)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def train_stage(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    module: FERClassifier,
+    out_dir: Path,
+    stage: str,
+    callbacks: list[pl.Callback] | None = None,
+    max_epochs: int | None = None,
+    hparams: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Train ``module`` for one stage, then test its best-val checkpoint on the held-out split.
+
+    Resumes from ``out_dir/checkpoints/<stage>/last.ckpt`` when an earlier attempt was killed.
+    Returns ``test/*``, ``val/acc_best`` and ``time/train_s``, and writes TensorBoard scalars, a
+    confusion-matrix image and ``hparams`` (default: the whole config) under ``out_dir/tb/<stage>``.
+    On return the module holds the best checkpoint's weights.
+    """
+    tb = TensorBoardLogger(save_dir=out_dir, name="tb", version=stage, default_hp_metric=False)
+    csv = CSVLogger(save_dir=out_dir, name="csv", version=stage)
+    ckpt_dir = out_dir / "checkpoints" / stage
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True
+    )
+    trainer = pl.Trainer(
+        logger=[tb, csv],
+        callbacks=[checkpoint, *(callbacks or [])],
+        default_root_dir=out_dir,
+        **trainer_kwargs(cfg, max_epochs),
+    )
+    if torch.cuda.is_available():
+        module = module.to(memory_format=torch.channels_last)
+    resume = ckpt_dir / "last.ckpt"
+    if resume.is_file():
+        log.info("%s: resuming the interrupted stage from %s", stage, resume)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume if resume.is_file() else None)
+    train_s = time.perf_counter() - start
+    best = checkpoint.best_model_path
+    log.info("%s: best val/acc %.4f (%s)", stage, checkpoint.best_model_score or 0.0, best)
+    # The held-out test split is evaluated once per stage, with the best-validation checkpoint.
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    metrics: dict[str, object] = dict(module.test_results)
+    metrics["val/acc_best"] = float(checkpoint.best_model_score or 0.0)
+    metrics["time/train_s"] = round(train_s, 3)
+
+    figure = confusion_figure(
+        metrics["test/confusion"],
+        datamodule.class_names,
+        title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
+    )
+    tb.experiment.add_figure("test/confusion", figure, global_step=trainer.global_step)
+    figure.savefig(out_dir / f"confusion_{stage}.png")
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    tb.log_hyperparams(hparams if hparams is not None else flat_config(cfg), scalars)
+    tb.finalize("success")
+    return metrics
