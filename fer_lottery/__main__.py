@@ -6,6 +6,7 @@ user's input (FerLotteryError) are printed as one clear message, without a trace
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -29,7 +30,12 @@ def main(cfg: DictConfig) -> float:
         from fer_lottery.pipeline import run_experiment  # heavy imports after validation
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        results = run_experiment(cfg, run_dir)
+        done = run_dir / "results.json"
+        if done.is_file():  # a relaunched sweep skips the jobs that finished
+            log.info("%s exists: this job already finished, skipping it", done)
+            results = json.loads(done.read_text())
+        else:
+            results = run_experiment(cfg, run_dir)
     except FerLotteryError as exc:
         log.error("%s", exc)
         sys.exit(2)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fer_lottery.errors import ConfigError
 
@@ -194,7 +194,10 @@ LAYER_COUNTS = {"resnet18": 6, "alexnet": 8}
 
 def register_configs() -> None:
     """Register the schemas so that YAML files in conf/ are checked against them."""
+    from fer_lottery.sweep_names import swept_dirname
+
     ConfigStore.instance().store(name="config_schema", node=Config)
+    OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
 
 
 def _enum_value(value: Any) -> str:

@@ -99,6 +99,7 @@ def test_same_seed_gives_same_results_on_cpu(tmp_path):
         run_cli(
             "data=synthetic",
             "data.synthetic.per_class=8",
+            "cache_dense=false",  # train twice, do not reuse the first run
             *SMALL,
             "trainer.max_epochs=1",
             f"hydra.run.dir={tmp_path / name}",
@@ -161,3 +162,36 @@ def test_sfew_layout_real_frames_then_cached_crops(tmp_path, model):
     assert (tmp_path / "first/split.json").read_text() == (
         tmp_path / "second/split.json"
     ).read_text()
+
+
+@pytest.mark.slow
+def test_prune_ratio_multirun_trains_dense_once(tmp_path):
+    """`-m prune.ratio=0.5,0.9`: one dense fine-tune, two pruned jobs with exact sparsity."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "data=synthetic",
+        "data.synthetic.per_class=10",
+        *SMALL,
+        "prune.ratio=0.5,0.9",
+        "prune.rewind=pretrained",
+        "prune.retrain_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.startswith("prune"))
+    assert [p.name for p in jobs] == ["prune.ratio=0.5", "prune.ratio=0.9"]
+    results = [json.loads((p / "results.json").read_text()) for p in jobs]
+    assert [r["dense/cache"] for r in results] == ["miss", "hit"]
+    for ratio, r in zip((0.5, 0.9), results, strict=True):
+        assert abs(r["prune/sparsity"] - ratio) < 0.001
+        assert r["params/nonzero"] < r["params/total"]
+        assert r["flops/nonzero"] < r["flops/total"]
+        assert r["dense/test/acc"] == results[0]["dense/test/acc"]
+        assert (p := sweep / f"prune.ratio={ratio}" / "tb" / "dense").is_dir(), p
+        assert {"val/acc"} <= set(
+            tb_tags(sweep / f"prune.ratio={ratio}" / "tb" / "retrain")["scalars"]
+        )
+    assert "dense cache hit" in proc.stdout + proc.stderr
+    split = {(p / "split.json").read_text() for p in jobs}
+    assert len(split) == 1
