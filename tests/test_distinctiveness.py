@@ -1,0 +1,470 @@
+"""Distinctiveness pruning: exact merges of duplicate units, masking, pairing rules, variants."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fer_lottery.errors import ConfigError
+from fer_lottery.models import build_model
+from fer_lottery.pruning import distinctiveness as dist
+from fer_lottery.pruning.distinctiveness import (
+    distinctiveness_prune,
+    pair_units,
+    prunable_units,
+    unit_activations,
+)
+
+
+@pytest.fixture(scope="module")
+def alexnet_base():
+    torch.manual_seed(0)
+    model = build_model("alexnet", None).eval()
+    # Random-init fc6 units are sparse; units that fire on one image only are parallel after any
+    # scale-free normalisation. A bias shift keeps every fc6 unit active, so only planted
+    # duplicates are parallel.
+    with torch.no_grad():
+        model.classifier[1].bias += 0.2
+    return model
+
+
+@pytest.fixture
+def alexnet(alexnet_base):
+    return copy.deepcopy(alexnet_base)
+
+
+@pytest.fixture(scope="module")
+def resnet_base():
+    torch.manual_seed(1)
+    return build_model("resnet18", None).eval()
+
+
+@pytest.fixture
+def resnet(resnet_base):
+    return copy.deepcopy(resnet_base)
+
+
+def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def busiest_units(model, arch: str, layer: str, x: torch.Tensor, k: int = 2) -> list[int]:
+    """The k units of ``layer`` whose activations vary most (certainly not dead)."""
+    unit = next(u for u in prunable_units(model, arch) if u.name == layer)
+    acts = unit_activations(model, [unit], [x])[layer]
+    return acts.std(0).topk(k).indices.tolist()
+
+
+def dead_rows(keep: torch.Tensor) -> torch.Tensor:
+    """Output units whose whole incoming row / filter is masked."""
+    return ~keep.reshape(keep.shape[0], -1).any(1)
+
+
+# -- exact merges of duplicates ------------------------------------------------------------------
+
+
+def test_duplicate_fc6_units_merge_and_output_is_unchanged(alexnet):
+    x = images(24, 64)
+    i, j = 3, 17
+    fc6, fc7 = alexnet.classifier[1], alexnet.classifier[4]
+    with torch.no_grad():
+        fc6.weight[j] = fc6.weight[i]
+        fc6.bias[j] = fc6.bias[i]
+        before = alexnet(x)
+    old_out = fc7.weight.detach().clone()
+
+    result = distinctiveness_prune(
+        alexnet, "alexnet", [x[:10], x[10:]], angle=1.0, layers=["classifier.1"]
+    )
+    assert result.units_removed == {"classifier.1": 1}
+    assert result.similar_pairs == 1 and result.complementary_pairs == 0
+    keep = result.mask.tensors
+    assert not keep["classifier.1.weight"][j].any() and not keep["classifier.1.bias"][j]
+    assert not keep["classifier.4.weight"][:, j].any()
+    assert keep["classifier.1.weight"][i].all() and keep["classifier.4.weight"][:, i].all()
+    # merged before the mask is applied: i's outgoing column now carries j's too
+    torch.testing.assert_close(fc7.weight[:, i], old_out[:, i] + old_out[:, j])
+
+    result.mask.apply(alexnet)
+    with torch.no_grad():
+        after = alexnet(x)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+def test_duplicate_resnet_channel_merges_through_conv2_and_masks_bn(resnet):
+    x = images(16, 32)
+    block = resnet.layer1[1]
+    i, j = busiest_units(resnet, "resnet18", "layer1.1.conv1", x)
+    with torch.no_grad():
+        block.conv1.weight[j] = block.conv1.weight[i]
+        for t in ("weight", "bias", "running_mean", "running_var"):
+            getattr(block.bn1, t)[j] = getattr(block.bn1, t)[i]
+        before = resnet(x)
+
+    result = distinctiveness_prune(resnet, "resnet18", [x], angle=1.0, layers=["layer1.1.conv1"])
+    assert result.units_removed == {"layer1.1.conv1": 1}
+    keep = result.mask.tensors
+    gone = max(i, j)  # the pair's higher index goes
+    assert dead_rows(keep["layer1.1.conv1.weight"]).nonzero().flatten().tolist() == [gone]
+    assert not keep["layer1.1.bn1.weight"][gone] and not keep["layer1.1.bn1.bias"][gone]
+    assert keep["layer1.1.bn1.weight"].sum() == 63
+    assert not keep["layer1.1.conv2.weight"][:, gone].any()
+    assert keep["layer1.1.conv2.weight"].sum() == keep["layer1.1.conv2.weight"].numel() - 64 * 9
+
+    result.mask.apply(resnet)
+    with torch.no_grad():
+        after = resnet(x)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+def test_duplicate_conv5_channel_merges_into_its_36_fc6_columns(alexnet):
+    x = images(24, 64, seed=1)
+    i, j = busiest_units(alexnet, "alexnet", "features.10", x)
+    conv5, fc6 = alexnet.features[10], alexnet.classifier[1]
+    with torch.no_grad():
+        conv5.weight[j] = conv5.weight[i]
+        conv5.bias[j] = conv5.bias[i]
+        before = alexnet(x)
+    old = fc6.weight.detach().clone()
+
+    result = distinctiveness_prune(alexnet, "alexnet", [x], angle=1.0, layers=["features.10"])
+    assert result.units_removed == {"features.10": 1}
+    keep = result.mask.tensors
+    gone, kept = max(i, j), min(i, j)
+    assert dead_rows(keep["features.10.weight"]).nonzero().flatten().tolist() == [gone]
+    cols = keep["classifier.1.weight"]
+    assert not cols[:, gone * 36 : (gone + 1) * 36].any()
+    assert cols.sum() == cols.numel() - 36 * 4096
+    block = slice(kept * 36, (kept + 1) * 36)
+    other = slice(gone * 36, (gone + 1) * 36)
+    torch.testing.assert_close(fc6.weight[:, block], old[:, block] + old[:, other])
+
+    result.mask.apply(alexnet)
+    with torch.no_grad():
+        after = alexnet(x)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+# -- complementary pairs and variants ------------------------------------------------------------
+
+
+def plant_complementary_fc6(model, i: int, j: int) -> None:
+    """fc6 units i and j with pre-activations 1 + s and 1 - s, |s| < 1: both always active, so
+    a_i + a_j = 2 on every image: anti-parallel once centred, nearly parallel when raw."""
+    fc6 = model.classifier[1]
+    with torch.no_grad():
+        fc6.weight[i] *= 0.5
+        fc6.weight[j] = -fc6.weight[i]
+        fc6.bias[i] = fc6.bias[j] = 1.0
+
+
+@pytest.mark.parametrize("normalize", ["center", "minmax"])
+def test_complementary_pairs_fire_only_on_centred_activations(alexnet_base, normalize):
+    x = images(24, 64, seed=2)
+    i, j = 5, 9
+    model = copy.deepcopy(alexnet_base)
+    plant_complementary_fc6(model, i, j)
+    old_out = model.classifier[4].weight.detach().clone()
+    result = distinctiveness_prune(
+        model,
+        "alexnet",
+        [x],
+        angle=5.0,
+        complementary=True,
+        normalize=normalize,
+        layers=["classifier.1"],
+    )
+    pairing = result.pairings["classifier.1"]
+    assert result.complementary_pairs >= 1
+    assert pairing.removed[i] and pairing.removed[j]
+    assert pairing.into[i] == -1 and pairing.into[j] == -1  # removed, not merged
+    # nothing was added to the removed pair's columns
+    torch.testing.assert_close(model.classifier[4].weight[:, [i, j]], old_out[:, [i, j]])
+
+    # without the option the same pair stays
+    model = copy.deepcopy(alexnet_base)
+    plant_complementary_fc6(model, i, j)
+    result = distinctiveness_prune(
+        model, "alexnet", [x], angle=5.0, normalize=normalize, layers=["classifier.1"]
+    )
+    assert result.complementary_pairs == 0
+    assert not result.pairings["classifier.1"].removed[[i, j]].any()
+
+
+def test_paper_a_raw_activations_never_see_complementary_pairs(alexnet):
+    x = images(24, 64, seed=2)
+    i, j = 5, 9
+    plant_complementary_fc6(alexnet, i, j)
+    result = distinctiveness_prune(
+        alexnet,
+        "alexnet",
+        [x],
+        angle=5.0,
+        complementary=True,
+        variant="paper_a",
+        layers=["classifier.1"],
+    )
+    assert result.complementary_pairs == 0
+    # raw, both vectors sit near (1, 1, ..., 1): paper A takes the opposite pair for similar units
+    assert result.pairings["classifier.1"].removed[j]
+
+
+def test_paper_b_merges_a_complementary_pair_instead_of_removing_both():
+    t = torch.rand(50, generator=torch.Generator().manual_seed(0))
+    other = torch.rand(50, 3, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    # global min 0 and max 1 over the matrix, so the whole-matrix min-max centres t and 1 - t
+    acts = torch.cat([t[:, None], (1 - t)[:, None], other], dim=1)
+    acts[0, 0], acts[0, 1] = 0.0, 1.0
+
+    paper_b = pair_units(acts, 10.0, variant="paper_b")
+    assert paper_b.complementary_pairs == 1
+    assert paper_b.removed.nonzero().flatten().tolist() == [1]
+    assert paper_b.into[1] == 0  # the second vector's weights are added to the first
+
+    honest = pair_units(acts, 10.0, complementary=True, normalize="minmax")
+    assert honest.complementary_pairs == 1
+    assert honest.removed[:2].all() and (honest.into[:2] == -1).all()
+
+    # the weight-level consequence: paper_b sums the pair's outgoing weights into unit 0
+    w = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    merged = w.clone()
+    src = (paper_b.into >= 0).nonzero().flatten()
+    merged.index_add_(1, paper_b.into[src], w[:, src])
+    torch.testing.assert_close(merged[:, 0], w[:, 0] + w[:, 1])
+
+
+def test_paper_b_on_alexnet_fc7_sums_a_complementary_pair_into_fc8(alexnet):
+    x = images(2, 64, seed=3)
+    units = {u.name: u for u in prunable_units(alexnet, "alexnet")}
+    acts = unit_activations(alexnet, [units["classifier.1"], units["classifier.4"]], [x])
+    h1, h2 = acts["classifier.1"]  # fc7's input for the two images
+    top = 10 * float(acts["classifier.4"].max())
+    fc7 = alexnet.classifier[4]
+    with torch.no_grad():  # unit 0 outputs (0, top), unit 1 outputs (top, 0): opposite
+        w = (h2 - h1) * top / (h2 - h1).square().sum()
+        fc7.weight[0], fc7.bias[0] = w, -(w @ h1)
+        fc7.weight[1], fc7.bias[1] = -w, top + (w @ h1)
+    old = alexnet.classifier[6].weight.detach().clone()
+
+    result = distinctiveness_prune(
+        alexnet, "alexnet", [x], angle=10.0, variant="paper_b", layers=["classifier.4"]
+    )
+    pairing = result.pairings["classifier.4"]
+    assert result.complementary_pairs == 1  # the planted pair; the rest sit near 90 degrees
+    assert pairing.removed[1] and not pairing.removed[0] and pairing.into[1] == 0
+    torch.testing.assert_close(alexnet.classifier[6].weight[:, 0], old[:, 0] + old[:, 1])
+    assert not result.mask.tensors["classifier.6.weight"][:, 1].any()
+
+
+def test_norm_std_filter_restricts_the_compared_units():
+    g = torch.Generator().manual_seed(3)
+    acts = torch.rand(40, 30, generator=g)
+    acts[:, :3] *= 10  # three outliers by norm
+    p = pair_units(acts, 30.0, norm_std=1.0)
+    assert p.compared.nonzero().flatten().tolist() == [0, 1, 2]
+    assert set(p.removed.nonzero().flatten().tolist()) <= {0, 1, 2}
+
+
+# -- invariants ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
+@pytest.mark.parametrize(
+    ("variant", "complementary"),
+    [("honest", False), ("honest", True), ("paper_a", False), ("paper_b", False)],
+)
+def test_layers_keep_a_unit_logits_untouched_counts_match(
+    arch, variant, complementary, alexnet_base, resnet_base
+):
+    model = copy.deepcopy(alexnet_base if arch == "alexnet" else resnet_base)
+    x = images(12, 64 if arch == "alexnet" else 32, seed=4)
+    head = "classifier.6" if arch == "alexnet" else "fc"
+    old_head = model.get_submodule(head).weight.detach().clone()
+    old_head_bias = model.get_submodule(head).bias.detach().clone()
+
+    result = distinctiveness_prune(
+        model,
+        arch,
+        [x],
+        angle=90.0,
+        complementary=complementary,
+        variant=variant,
+        normalize="center",
+    )
+    keep = result.mask.tensors
+    assert f"{head}.bias" not in keep
+    torch.testing.assert_close(model.get_submodule(head).bias, old_head_bias, rtol=0, atol=0)
+    if f"{head}.weight" in keep:  # AlexNet: fc7's merges land in fc8's columns, rows stay
+        cols = keep[f"{head}.weight"]
+        assert (cols == cols[:1]).all()
+        pairing = result.pairings["classifier.4"]
+        expected = old_head.clone()
+        for j in (pairing.into >= 0).nonzero().flatten().tolist():
+            expected[:, pairing.into[j]] += old_head[:, j]
+        torch.testing.assert_close(model.get_submodule(head).weight, expected)
+    else:
+        torch.testing.assert_close(model.get_submodule(head).weight, old_head, rtol=0, atol=0)
+
+    removed_total = 0
+    for unit in prunable_units(model, arch):
+        pairing = result.pairings[unit.name]
+        rows = dead_rows(keep[f"{unit.name}.weight"])
+        assert rows.sum() == result.units_removed[unit.name] == pairing.removed.sum()
+        assert torch.equal(rows, pairing.removed)
+        assert result.units_removed[unit.name] < result.units_total[unit.name]
+        if pairing.compared.any():
+            assert (pairing.compared & ~pairing.removed).any()  # a compared unit survives
+        assert not (pairing.removed & pairing.flagged).any()
+        removed_total += int(pairing.removed.sum())
+        if variant == "honest" and not complementary:
+            targets = pairing.into[pairing.into >= 0]
+            assert not pairing.removed[targets].any()  # nothing merges into a removed unit
+    if variant == "honest":
+        assert removed_total == result.similar_pairs + 2 * result.complementary_pairs
+    else:
+        assert removed_total == result.similar_pairs + result.complementary_pairs
+
+
+def test_train_eval_modes_are_restored(resnet):
+    resnet.train()
+    resnet.layer1.eval()  # e.g. a frozen group with BN kept in eval
+    distinctiveness_prune(resnet, "resnet18", [images(4, 32)], angle=5.0)
+    assert resnet.training and resnet.layer2.training
+    assert not resnet.layer1.training and not resnet.layer1[0].bn1.training
+
+
+def test_bad_settings_fail_with_the_key_named(resnet):
+    x = [images(4, 32)]
+    with pytest.raises(ConfigError, match="prune.angle"):
+        distinctiveness_prune(resnet, "resnet18", x, angle=120.0)
+    with pytest.raises(ConfigError, match="prune.variant"):
+        distinctiveness_prune(resnet, "resnet18", x, angle=5.0, variant="paper_c")
+    with pytest.raises(ConfigError, match="layer9"):
+        distinctiveness_prune(resnet, "resnet18", x, angle=5.0, layers=["layer9.0.conv1"])
+
+
+# -- pairing against a brute-force reference -----------------------------------------------------
+
+
+def structured_acts(n: int, units: int, rank: int, noise: float, seed: int) -> torch.Tensor:
+    """ReLU of a low-rank signal: many near-parallel units; a shifted, negated half gives
+    anti-parallel ones; a few dead units."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, rank, generator=g) @ torch.randn(rank, units, generator=g)
+    x += noise * torch.randn(n, units, generator=g)
+    half = units // 3
+    x[:, half : 2 * half] = 3.0 - x[:, :half] + 0.2 * torch.randn(n, half, generator=g)
+    acts = torch.relu(x)
+    acts[:, -2:] = 0.0
+    return acts
+
+
+def brute_force(acts, angle, complementary, normalize, variant, norm_std):
+    """The rules as plain loops over pairs, on the module's own normalised Gram matrix."""
+    z, flagged = dist._normalise(acts, variant, normalize)
+    compared = ~flagged
+    if norm_std is not None and variant != "paper_a":
+        compared &= dist._norm_filter(acts, norm_std)
+    idx = compared.nonzero().flatten().tolist()
+    gram = dist._gram_rows(z[:, idx], 0, len(idx)).numpy()
+    c = np.float32(math.cos(math.radians(angle)))
+    w = torch.randn(4, acts.shape[1], dtype=torch.float64, generator=torch.Generator())
+    out = w.clone()
+    gone = [False] * len(idx)
+    if variant == "honest":
+        pairs = sorted(
+            (-abs(gram[j, i]), i, j)
+            for j in range(len(idx))
+            for i in range(j)
+            if gram[j, i] > c or (complementary and gram[j, i] < -c)
+        )
+        left = len(idx)
+        for _, i, j in pairs:
+            if gone[i] or gone[j]:
+                continue
+            if gram[j, i] < 0:
+                if left >= 3:
+                    gone[i] = gone[j] = True
+                    left -= 2
+            else:
+                out[:, idx[i]] += out[:, idx[j]]
+                gone[j] = True
+                left -= 1
+    else:  # the papers' double loop: add the second to the first, zero the second, no checks
+        for i in range(len(idx)):
+            for j in range(i + 1, len(idx)):
+                if gram[j, i] > c or (variant == "paper_b" and gram[j, i] < -c):
+                    out[:, idx[i]] += out[:, idx[j]]
+                    out[:, idx[j]] = 0.0
+                    gone[j] = True
+    removed = {idx[k] for k, g in enumerate(gone) if g}
+    for r in removed:
+        out[:, r] = 0.0
+    return w, out, removed
+
+
+CASES = [
+    ("honest", "minmax", False, None),
+    ("honest", "minmax", True, None),
+    ("honest", "center", True, None),
+    ("honest", "center", True, 0.5),
+    ("paper_a", "minmax", False, None),
+    ("paper_b", "minmax", False, None),
+    ("paper_b", "minmax", False, 0.5),
+]
+
+
+@pytest.mark.parametrize(("variant", "normalize", "complementary", "norm_std"), CASES)
+@pytest.mark.parametrize("angle", [5.0, 25.0, 90.0])
+def test_pairing_matches_brute_force(
+    variant, normalize, complementary, norm_std, angle, monkeypatch
+):
+    # tiny sorted blocks, so the block-by-block path runs as it does for millions of pairs
+    monkeypatch.setattr(dist, "BLOCK_PER_UNIT", 1)
+    monkeypatch.setattr(dist, "BLOCK_MIN", 4)
+    for seed, rank in [(0, 1), (1, 3), (2, 12)]:
+        acts = structured_acts(30, 45, rank, 0.3, seed)
+        w, expected, removed = brute_force(acts, angle, complementary, normalize, variant, norm_std)
+        for chunk in (7, 1024):
+            p = pair_units(
+                acts,
+                angle,
+                complementary=complementary,
+                normalize=normalize,
+                norm_std=norm_std,
+                variant=variant,
+                chunk=chunk,
+            )
+            assert set(p.removed.nonzero().flatten().tolist()) == removed
+            got = w.clone()
+            src = (p.into >= 0).nonzero().flatten()
+            got.index_add_(1, p.into[src], w[:, src])
+            got[:, p.removed] = 0.0
+            torch.testing.assert_close(got, expected)
+
+
+def test_angle_step_at_4096_units():
+    """Functional check of the fc7-sized angle step (timing is reported, not asserted)."""
+    acts = structured_acts(500, 4096, 2, 0.3, seed=5)
+    for angle in (5.0, 30.0):
+        plain = pair_units(acts, angle)
+        both = pair_units(acts, angle, complementary=True)
+        for p in (plain, both):
+            assert p.removed.sum() == p.similar_pairs + 2 * p.complementary_pairs
+            assert (p.compared & ~p.removed).any()
+        targets = plain.into[plain.into >= 0]
+        assert not plain.removed[targets].any()
+        if both.complementary_pairs == 0:
+            assert torch.equal(both.removed, plain.removed) and torch.equal(both.into, plain.into)
+    assert plain.similar_pairs > 1000 and both.complementary_pairs > 0
+
+
+def test_pairwise_angles_are_degrees_between_columns():
+    z = torch.tensor([[1.0, 0.0, -1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
+    z = z / z.norm(dim=0)
+    angles = dist.pairwise_angles(z, chunk=3)
+    torch.testing.assert_close(angles[0], torch.tensor([0.0, 90.0, 180.0, 45.0]), atol=1e-3, rtol=0)
