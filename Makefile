@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install fer_lottery with its dependencies (idempotent)
 
-demo: $(STAMP) ## Fine-tune on the built-in synthetic dataset (not SFEW) and print test accuracy
-	$(PY) -m fer_lottery experiment=demo $(ARGS)
+DEMO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR ?= outputs/demo/$(DEMO_STAMP)
+
+demo: $(STAMP) ## Synthetic faces (not SFEW): dense fine-tune, magnitude pruning 50/90/95%, table
+	$(PY) -m fer_lottery -m experiment=demo hydra.sweep.dir=$(DEMO_DIR) $(ARGS)
+	$(PY) -m fer_lottery.report $(DEMO_DIR)
 
 train: $(STAMP) ## Fine-tune on SFEW: make train ARGS="data.root=/path/to/SFEW model=alexnet"
 	$(PY) -m fer_lottery $(ARGS)

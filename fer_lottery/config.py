@@ -62,7 +62,7 @@ class AugmentConfig:
 class SyntheticConfig:
     """Size and seed of the built-in synthetic face dataset (not SFEW)."""
 
-    per_class: int = 100
+    per_class: int = 150
     seed: int = 0
 
 

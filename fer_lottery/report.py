@@ -94,6 +94,25 @@ def table(results: list[dict]) -> list[dict[str, object]]:
     return rows
 
 
+def dense_rows(results: list[dict], keys: list[str]) -> list[dict[str, object]]:
+    """The dense model of each non-pruning condition, once per seed (sweep jobs share it)."""
+    dense_keys = [k for k in keys if not k.startswith("prune.")]
+    groups: dict[tuple, dict[object, float]] = {}
+    for r in results:
+        if "dense/test/acc" in r:
+            group = groups.setdefault(tuple(r["_flat"].get(k) for k in dense_keys), {})
+            group[r["_flat"].get("seed")] = float(r["dense/test/acc"])
+    rows = []
+    for values, by_seed in groups.items():
+        row: dict[str, object] = {k: "dense" if k.startswith("prune.") else "" for k in keys}
+        row.update(zip(dense_keys, values, strict=True))
+        row["test/acc"] = _mean_std(list(by_seed.values()))
+        row["prune/sparsity"] = (0.0, float("nan"))
+        row["n"] = len(by_seed)
+        rows.append(row)
+    return rows
+
+
 def markdown(rows: list[dict[str, object]], keys: list[str]) -> str:
     """The table as markdown, accuracies and sparsity in percent."""
     head = [*keys, "sparsity %", "test acc % (mean ± std)", "dense test acc %", "n"]
@@ -120,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no results.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     keys = varying_keys(results)
-    print(markdown(table(results), keys))
+    pruned = [r for r in results if "prune/sparsity" in r]
+    rows = dense_rows(results, keys) + table(pruned) if pruned else table(results)
+    print(markdown(rows, keys))
     if missing:
         print(f"\n{len(missing)} job(s) without results.json (failed or unfinished):")
         for job in missing:

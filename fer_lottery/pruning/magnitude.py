@@ -11,11 +11,17 @@ from fer_lottery.pruning.mask import Mask
 def _prune_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Keep-mask that prunes exactly ``k`` entries of a flat score vector, smallest first.
 
-    A stable sort breaks ties by position, so the count is exact even with many equal scores.
+    The k-th smallest score is found by selection (linear time, no full sort); entries equal to
+    it are pruned in order of position until the count is exactly ``k``.
     """
     keep = torch.ones_like(scores, dtype=torch.bool)
-    if k > 0:
-        keep[torch.argsort(scores, stable=True)[:k]] = False
+    if k <= 0:
+        return keep
+    threshold = torch.kthvalue(scores, k).values
+    below = scores < threshold
+    keep[below] = False
+    ties = (scores == threshold).nonzero().flatten()
+    keep[ties[: k - int(below.sum())]] = False
     return keep
 
 
