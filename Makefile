@@ -7,7 +7,7 @@ DIR ?= outputs
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train test test-fast lint format tensorboard clean
+.PHONY: help install demo train sweep report bench test test-fast lint format tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -33,6 +33,17 @@ demo: $(STAMP) ## Synthetic faces (not SFEW): dense fine-tune, magnitude pruning
 
 train: $(STAMP) ## Fine-tune on SFEW: make train ARGS="data.root=/path/to/SFEW model=alexnet"
 	$(PY) -m fer_lottery $(ARGS)
+
+sweep: $(STAMP) ## Hydra multirun: make sweep ARGS="data.root=/path/to/SFEW prune.ratio=0.5,0.9,0.95"
+	$(PY) -m fer_lottery -m $(ARGS)
+
+report: $(STAMP) ## Table of a sweep, mean +- std over seeds: make report DIR=outputs/multirun/...
+	$(PY) -m fer_lottery.report $(DIR)
+
+bench: $(STAMP) ## Performance measurements (JSON lines), not tests
+	$(PY) benchmarks/bench_angles.py
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_training.py --masked
 
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
 	$(PY) -m pytest -q $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,22 @@ def write_sfew(
     return root
 
 
+@pytest.fixture(scope="session")
+def sfew_frames(tmp_path_factory) -> Path:
+    """Seven class folders with three 720x576 frames each; every fifth frame has no face.
+
+    Written once per session; tests copy it before changing it.
+    """
+    return write_sfew(tmp_path_factory.mktemp("frames") / "SFEW", per_class=3, no_face_every=5)
+
+
+@pytest.fixture(scope="session")
+def crop_cache(tmp_path_factory) -> Path:
+    """A face-crop cache shared by the tests that only need crops, not a fresh detection."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def sfew_root(tmp_path) -> Path:
-    """Seven class folders with three 720x576 frames each; every fifth frame has no face."""
-    return write_sfew(tmp_path / "SFEW", per_class=3, no_face_every=5)
+def sfew_root(tmp_path, sfew_frames) -> Path:
+    """A private copy of the session's SFEW frames, free to modify."""
+    return Path(shutil.copytree(sfew_frames, tmp_path / "SFEW"))

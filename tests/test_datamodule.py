@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
-from conftest import write_sfew
 
 from fer_lottery.data.sfew import SFEWDataModule
 
 
-def _datamodule(compose_cfg, root, tmp_path, *overrides, run="run"):
+def _datamodule(compose_cfg, root, cache, tmp_path, *overrides, run="run"):
     cfg = compose_cfg(
         f"data.root={root}",
-        "data.image_size=48",
+        "data.image_size=64",
         "data.batch_size=8",
         *overrides,
     )
-    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
+    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=cache)
     dm.setup()
     return dm
 
 
-def test_unreadable_image_is_named_skipped_and_counted(compose_cfg, sfew_root, tmp_path, caplog):
+def test_unreadable_image_is_named_skipped_and_counted(
+    compose_cfg, sfew_root, crop_cache, tmp_path, caplog
+):
     bad = sfew_root / "Angry" / "broken.png"
     bad.write_bytes((sfew_root / "Angry").glob("*.png").__next__().read_bytes()[:500])
-    dm = _datamodule(compose_cfg, sfew_root, tmp_path)
+    dm = _datamodule(compose_cfg, sfew_root, crop_cache, tmp_path)
     assert dm.stats["data/unreadable"] == 1
     assert dm.stats["data/unreadable_files"] == [str(bad)]
     assert "broken.png" in caplog.text
@@ -35,23 +37,32 @@ def test_unreadable_image_is_named_skipped_and_counted(compose_cfg, sfew_root, t
     assert dm.stats["data/faces_fallback"] == 4  # every fifth frame has no face
 
 
-def test_manual_crops_csv_in_root_is_used(compose_cfg, sfew_root, tmp_path):
+def test_manual_crops_csv_in_root_is_used(compose_cfg, sfew_root, crop_cache, tmp_path):
     (sfew_root / "crops.csv").write_text(
         "file,x1,y1,x2,y2\nAngry/Movie_000_00000.png,10,10,200,200\n"
     )
-    dm = _datamodule(compose_cfg, sfew_root, tmp_path)
+    dm = _datamodule(compose_cfg, sfew_root, crop_cache, tmp_path)
     assert dm.stats["data/faces_manual"] == 1
+    assert dm.stats["data/faces_detected"] + dm.stats["data/faces_fallback"] == 20
 
 
-def test_sfew2_layout_and_split_json_identical_across_jobs(compose_cfg, tmp_path):
-    root = write_sfew(tmp_path / "SFEW2", per_class=2, layout="sfew2")
-    _datamodule(compose_cfg, root, tmp_path, run="job_a")
-    b = _datamodule(compose_cfg, root, tmp_path, "optim.lr=0.1", run="job_b")
+def test_sfew2_layout_and_split_json_identical_across_jobs(
+    compose_cfg, sfew_frames, crop_cache, tmp_path
+):
+    root = tmp_path / "SFEW2"
+    for folder in sorted(p for p in sfew_frames.iterdir() if p.is_dir()):
+        frames = sorted(folder.glob("*.png"))
+        for split, files in (("Train", frames[:2]), ("Val", frames[2:4])):
+            (root / split / folder.name).mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, root / split / folder.name / f.name)
+    _datamodule(compose_cfg, root, crop_cache, tmp_path, run="job_a")
+    b = _datamodule(compose_cfg, root, crop_cache, tmp_path, "optim.lr=0.1", run="job_b")
     split_a = json.loads((tmp_path / "job_a" / "split.json").read_text())
     assert split_a == json.loads((tmp_path / "job_b" / "split.json").read_text())
-    assert sum(split_a["counts"].values()) == 28
+    assert sum(split_a["counts"].values()) == 21
     assert any(i.startswith("Train/") for i in split_a["train"] + split_a["val"] + split_a["test"])
-    assert b.stats["data/crop_cache_hits"] == 28
+    assert b.stats["data/crop_cache_hits"] == 21
 
 
 def test_batches_are_normalised_and_augmented_only_in_training(compose_cfg, tmp_path):

@@ -140,28 +140,42 @@ def test_out_of_range_config_fails_before_work(tmp_path):
     assert not (tmp_path / "r" / "results.json").exists()
 
 
-@pytest.mark.parametrize("model", ["resnet18", "alexnet"])
-def test_sfew_layout_real_frames_then_cached_crops(tmp_path, model):
+def test_sfew_layout_real_frames_then_cached_crops(tmp_path, sfew_frames):
     """Real 720x576 frames through real MTCNN; the second identical run detects nothing."""
-    from conftest import write_sfew
-
-    root = write_sfew(tmp_path / "SFEW", per_class=5, no_face_every=7)
-    size = "data.image_size=64"
-    args = (f"data.root={root}", f"model={model}", *SMALL, size, "trainer.max_epochs=1")
+    args = (f"data.root={sfew_frames}", *SMALL, "data.image_size=64", "trainer.max_epochs=1")
     first = run_cli(*args, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
     r1 = json.loads((tmp_path / "first" / "results.json").read_text())
-    assert r1["data/faces_detected"] == 30 and r1["data/faces_fallback"] == 5
+    assert r1["data/faces_detected"] == 17 and r1["data/faces_fallback"] == 4
     assert r1["data/faces_manual"] == 0 and r1["data/unreadable"] == 0
-    assert "detected 30" in first.stdout + first.stderr
+    assert r1["data/crop_cache_hits"] == 0
+    assert "detected 17" in first.stdout + first.stderr
 
     second = run_cli(*args, f"hydra.run.dir={tmp_path / 'second'}", cwd=tmp_path)
     r2 = json.loads((tmp_path / "second" / "results.json").read_text())
-    assert r2["data/crop_cache_hits"] == 35
+    assert r2["data/crop_cache_hits"] == 21
     assert "no face detection needed" in second.stdout + second.stderr
-    assert (r2["data/faces_detected"], r2["data/faces_fallback"]) == (30, 5)
-    assert (tmp_path / "first/split.json").read_text() == (
-        tmp_path / "second/split.json"
-    ).read_text()
+    assert (r2["data/faces_detected"], r2["data/faces_fallback"]) == (17, 4)
+    split_1, split_2 = (tmp_path / run / "split.json" for run in ("first", "second"))
+    assert split_1.read_text() == split_2.read_text()
+
+
+def test_alexnet_on_sfew_layout(tmp_path, sfew_frames, crop_cache):
+    """AlexNet end to end on the same frames (crops from the shared cache), with freezing."""
+    run_cli(
+        f"data.root={sfew_frames}",
+        "model=alexnet",
+        "model.frozen_layers=5",
+        *SMALL,
+        "data.image_size=64",
+        "trainer.max_epochs=1",
+        f"cache_dir={crop_cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["model"]["name"] == "alexnet"
+    assert results["params/trainable"] < results["params/total"]
+    assert results["data/n_train"] + results["data/n_val"] + results["data/n_test"] == 21
 
 
 @pytest.mark.slow
@@ -195,3 +209,41 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path):
     assert "dense cache hit" in proc.stdout + proc.stderr
     split = {(p / "split.json").read_text() for p in jobs}
     assert len(split) == 1
+
+
+@pytest.mark.slow
+def test_imp_rewind_epoch_and_distinctiveness_share_one_dense_run(tmp_path):
+    """IMP with rewind to epoch 1, then distinctiveness, on the same cached dense model."""
+    base = ("data=synthetic", "data.synthetic.per_class=10", *SMALL, "prune.retrain_epochs=1")
+    run_cli(
+        *base,
+        "prune.ratio=0.9",
+        "prune.iterations=2",
+        "prune.rewind=epoch",
+        "prune.rewind_epoch=1",
+        f"hydra.run.dir={tmp_path / 'imp'}",
+        cwd=tmp_path,
+    )
+    imp = json.loads((tmp_path / "imp" / "results.json").read_text())
+    assert abs(imp["round1/prune/sparsity"] - (1 - 0.1**0.5)) < 0.001
+    assert (
+        abs(imp["round2/prune/sparsity"] - 0.9) < 0.001 and abs(imp["prune/sparsity"] - 0.9) < 0.001
+    )
+    assert imp["test/acc"] == imp["round2/test/acc"]
+    assert (tmp_path / "imp" / "tb" / "retrain1").is_dir() and (
+        tmp_path / "imp" / "tb" / "retrain2"
+    ).is_dir()
+
+    run_cli(
+        *base,
+        "prune.method=distinctiveness",
+        "prune.angle=60",
+        f"hydra.run.dir={tmp_path / 'dist'}",
+        cwd=tmp_path,
+    )
+    dist = json.loads((tmp_path / "dist" / "results.json").read_text())
+    assert dist["dense/cache"] == "miss"  # rewind=epoch above keyed its own dense run (theta_k)
+    assert 0 < dist["prune/units_removed_frac"] < 1
+    removed = sum(v for k, v in dist.items() if k.startswith("prune/units_removed/"))
+    assert removed == dist["prune/units_removed"]
+    assert dist["prune/sparsity"] > 0 and "prune/acc_before_retrain" in dist
