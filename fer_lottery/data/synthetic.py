@@ -329,7 +329,9 @@ def _background(rng: np.random.Generator, canvas: int) -> Image.Image:
 def render_face(label: int, rng: np.random.Generator, size: int) -> Image.Image:
     """One synthetic face of class ``CLASSES[label]`` as an RGB ``size`` x ``size`` image.
 
-    All randomness comes from ``rng`` (a ``numpy.random.Generator``).
+    All randomness comes from ``rng`` (a ``numpy.random.Generator``). Every label draws the
+    same sequence of random numbers, so two generators in the same state give the same pose,
+    colours, background and noise for any two labels: only the expression differs.
     """
     if not 0 <= label < len(CLASSES):
         raise ValueError(f"label must be in 0..{len(CLASSES) - 1}, got {label}")
