@@ -200,7 +200,8 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
 
 
-def _enum_value(value: Any) -> str:
+def enum_value(value: Any) -> str:
+    """The plain string of a config enum (``ModelName.resnet18`` -> ``"resnet18"``)."""
     return value.value if isinstance(value, Enum) else str(value)
 
 
@@ -241,7 +242,7 @@ def validate(cfg: DictConfig) -> None:
             f"data.synthetic.per_class={data.synthetic.per_class}: need at least 5 images "
             "per class so that every split gets each class"
         )
-    name = _enum_value(model.name)
+    name = enum_value(model.name)
     n_layers = LAYER_COUNTS[name]
     if not 0 <= model.frozen_layers <= n_layers:
         raise ConfigError(
@@ -274,7 +275,7 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
         raise ConfigError(f"prune.iterations={prune.iterations} must be at least 1")
     if prune.retrain_epochs is not None and prune.retrain_epochs < 1:
         raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 1 or null")
-    if _enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
+    if enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
         raise ConfigError(
             f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
             f"({max_epochs}) for prune.rewind=epoch"

@@ -19,6 +19,7 @@ import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lottery.config import enum_value
 from fer_lottery.io import write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ _IGNORED = {
 
 def snapshot_epoch(cfg: DictConfig) -> int | None:
     """The dense epoch whose weights ``prune.rewind=epoch`` needs, else None."""
-    rewind = getattr(cfg.prune.rewind, "value", cfg.prune.rewind)
+    rewind = enum_value(cfg.prune.rewind)
     return int(cfg.prune.rewind_epoch) if rewind == "epoch" else None
 
 

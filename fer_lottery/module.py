@@ -19,9 +19,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
-
-def _enum(value) -> str:
-    return getattr(value, "value", value)
+from fer_lottery.config import enum_value
 
 
 class FERClassifier(pl.LightningModule):
@@ -106,7 +104,7 @@ class FERClassifier(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         cfg = self.optim_cfg
-        if _enum(cfg.name) == "adam":
+        if enum_value(cfg.name) == "adam":
             return torch.optim.Adam(
                 params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
             )

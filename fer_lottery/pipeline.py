@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fer_lottery.config import enum_value
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.dense_cache import DenseEntry, dense_key, snapshot_epoch
 from fer_lottery.io import write_json_atomic
@@ -30,17 +31,13 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 
 
-def _enum(value) -> str:
-    return getattr(value, "value", value)
-
-
 def _clone(state: State) -> State:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def prune_active(cfg: DictConfig) -> bool:
     """Whether this run prunes: distinctiveness always, magnitude and random when ratio > 0."""
-    method = _enum(cfg.prune.method)
+    method = enum_value(cfg.prune.method)
     return method == "distinctiveness" or (method != "none" and cfg.prune.ratio > 0)
 
 
@@ -124,7 +121,7 @@ def make_mask(
 ) -> tuple[Mask, dict[str, object]]:
     """Run the configured strategy on the model's current weights: a Mask and what it did."""
     p = cfg.prune
-    method = _enum(p.method)
+    method = enum_value(p.method)
     seed = cfg.seed if p.seed is None else p.seed
     if method == "magnitude":
         return magnitude_mask(model, names, ratio, p.scope, previous), {}
@@ -139,13 +136,13 @@ def make_mask(
     )
     result = distinctiveness_prune(
         model,
-        _enum(cfg.model.name),
+        enum_value(cfg.model.name),
         batches,
         angle=p.angle,
         complementary=p.complementary,
-        normalize=_enum(p.normalize),
+        normalize=enum_value(p.normalize),
         norm_std=p.norm_std,
-        variant=_enum(p.variant),
+        variant=enum_value(p.variant),
         layers=list(p.layers) if p.layers is not None else None,
         device=device,
     )
@@ -170,7 +167,7 @@ def set_start_weights(cfg: DictConfig, model: nn.Module, states: dict, mask: Mas
     none: keep the fine-tuned weights; pretrained: all of theta0 (every parameter and BN
     buffer); epoch: theta_k; random: a fresh random initialisation (the control).
     """
-    rewind = _enum(cfg.prune.rewind)
+    rewind = enum_value(cfg.prune.rewind)
     if rewind == "pretrained":
         model.load_state_dict(states["theta0"])
     elif rewind == "epoch":
@@ -179,7 +176,7 @@ def set_start_weights(cfg: DictConfig, model: nn.Module, states: dict, mask: Mas
         seed = (cfg.seed if cfg.prune.seed is None else cfg.prune.seed) + 10_000
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            fresh = build_model(_enum(cfg.model.name), None, cfg.model.num_classes)
+            fresh = build_model(enum_value(cfg.model.name), None, cfg.model.num_classes)
         model.load_state_dict(fresh.state_dict())
     mask.apply(model)
 
@@ -272,7 +269,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     datamodule.setup()
     data_s = time.perf_counter() - start
 
-    arch = _enum(cfg.model.name)
+    arch = enum_value(cfg.model.name)
     model = build_model(arch, cfg.model.weights, cfg.model.num_classes)
     frozen = freeze_layers(model, arch, cfg.model.frozen_layers)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)

@@ -14,15 +14,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from fer_lottery.config import enum_value
 from fer_lottery.data import CLASSES
 from fer_lottery.data.augment import normalize, random_affine_batch, to_float
 from fer_lottery.data.split import SPLIT_NAMES, stratified_split, write_split
 
 log = logging.getLogger(__name__)
-
-
-def _enum(value) -> str:
-    return getattr(value, "value", value)
 
 
 class SFEWDataModule(pl.LightningDataModule):
@@ -69,10 +66,10 @@ class SFEWDataModule(pl.LightningDataModule):
             raise DataError(f"data.crops_csv={csv} does not exist; fix the path or set it to null")
         manual = read_manual_crops(csv, root) if csv.is_file() else {}
         params = CropParams(
-            method=_enum(self.cfg.crop),
+            method=enum_value(self.cfg.crop),
             size=self.cfg.image_size,
             margin=self.cfg.face_margin,
-            fallback=_enum(self.cfg.crop_fallback),
+            fallback=enum_value(self.cfg.crop_fallback),
             detect_max_side=self.cfg.detect_max_side,
             batch_size=self.cfg.detect_batch_size,
         )
@@ -101,7 +98,7 @@ class SFEWDataModule(pl.LightningDataModule):
         """Load, crop and split once; later calls (fit, then test) reuse the tensors."""
         if self.images:
             return
-        if _enum(self.cfg.name) == "synthetic":
+        if enum_value(self.cfg.name) == "synthetic":
             images, labels, ids = self._load_synthetic()
         else:
             images, labels, ids = self._load_sfew()
@@ -160,7 +157,7 @@ class SFEWDataModule(pl.LightningDataModule):
             x = random_affine_batch(
                 x, aug.hflip, aug.rotation, aug.crop_area_min, aug.crop_area_max
             )
-        return normalize(x, _enum(self.cfg.normalize))
+        return normalize(x, enum_value(self.cfg.normalize))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
