@@ -117,7 +117,7 @@ class TrainerConfig:
     devices: Any = "auto"
     precision: Any = None
     deterministic: bool = False
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 1
     enable_progress_bar: bool = True
     limit_train_batches: Any = None
     limit_val_batches: Any = None

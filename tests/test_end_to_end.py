@@ -247,3 +247,25 @@ def test_imp_rewind_epoch_and_distinctiveness_share_one_dense_run(tmp_path):
     removed = sum(v for k, v in dist.items() if k.startswith("prune/units_removed/"))
     assert removed == dist["prune/units_removed"]
     assert dist["prune/sparsity"] > 0 and "prune/acc_before_retrain" in dist
+
+
+@pytest.mark.slow
+def test_parallel_jobs_wait_for_one_dense_run(tmp_path):
+    """Two jobs at once (joblib launcher): one trains the dense model, the other waits for it."""
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "data=synthetic",
+        "data.synthetic.per_class=10",
+        *SMALL,
+        "prune.ratio=0.5,0.9",
+        "prune.retrain_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert sorted(r["dense/cache"] for r in results) == ["hit", "miss"]
+    assert len({r["dense/test/acc"] for r in results}) == 1
+    assert len(list((tmp_path / "cache" / "dense").glob("*/best.pt"))) == 1
