@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,8 @@ from fer_lottery.errors import FerLotteryError
 log = logging.getLogger("fer_lottery")
 
 register_configs()
+# Lightning's own use of a deprecated torch API; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -39,8 +39,12 @@ def snapshot_epoch(cfg: DictConfig) -> int | None:
     return int(cfg.prune.rewind_epoch) if rewind == "epoch" else None
 
 
-def dense_key(cfg: DictConfig) -> str:
-    """Hash of data, model, optim, trainer and seed (plus theta_k's epoch when it is needed)."""
+def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
+    """Hash of data, model, optim, trainer and seed (plus theta_k's epoch when it is needed).
+
+    ``data_fingerprint`` (a hash of the split tensors) makes the key follow the data itself, so
+    a changed crop or synthetic generator cannot reuse a model trained on other images.
+    """
     parts = {}
     for section in ("data", "model", "optim", "trainer"):
         node = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
@@ -51,6 +55,7 @@ def dense_key(cfg: DictConfig) -> str:
         parts["model"]["weights"] = str(Path(parts["model"]["weights"]).resolve())
     parts["data"]["root"] = str(Path(str(parts["data"]["root"])).expanduser().resolve())
     parts.update(seed=cfg.seed, snapshot_epoch=snapshot_epoch(cfg), version=CACHE_VERSION)
+    parts["data_fingerprint"] = data_fingerprint
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

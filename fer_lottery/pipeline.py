@@ -74,7 +74,7 @@ def dense_stage(
         metrics["cache"] = "off"
         return metrics, {"theta0": theta0, "theta_k": snap.state if snap else None}
 
-    entry = DenseEntry(cfg.cache_dir, dense_key(cfg))
+    entry = DenseEntry(cfg.cache_dir, dense_key(cfg, datamodule.fingerprint()))
     entry.acquire()
     try:
         if entry.done():

@@ -7,6 +7,7 @@ does no per-sample PIL work.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -121,6 +122,14 @@ class SFEWDataModule(pl.LightningDataModule):
         log.info(
             "data: %s, split %s (seed %d)", self.stats["data/source"], counts, self.cfg.split_seed
         )
+
+    def fingerprint(self) -> str:
+        """sha256 of the split tensors: the dense cache key changes whenever the data does."""
+        digest = hashlib.sha256()
+        for name in SPLIT_NAMES:
+            digest.update(self.images[name].numpy().tobytes())
+            digest.update(self.labels[name].numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # -- loaders -------------------------------------------------------------------------------
 
