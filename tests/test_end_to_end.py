@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fer_lottery import report
 from fer_lottery.data import CLASSES
 
 SMALL = [
@@ -179,7 +180,7 @@ def test_alexnet_on_sfew_layout(tmp_path, sfew_frames, crop_cache):
 
 
 @pytest.mark.slow
-def test_prune_ratio_multirun_trains_dense_once(tmp_path):
+def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
     """`-m prune.ratio=0.5,0.9`: one dense fine-tune, two pruned jobs with exact sparsity."""
     sweep = tmp_path / "sweep"
     proc = run_cli(
@@ -209,6 +210,13 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path):
     assert "dense cache hit" in proc.stdout + proc.stderr
     split = {(p / "split.json").read_text() for p in jobs}
     assert len(split) == 1
+
+    # The table: a dense row, one row per ratio, and a job that died listed, not dropped.
+    (sweep / "prune.ratio=0.99" / ".hydra").mkdir(parents=True)
+    assert report.main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "| dense |" in out and "| 0.5 | 50.00 |" in out and "| 0.9 | 90.00 |" in out
+    assert "1 job(s) without results.json" in out and "prune.ratio=0.99" in out
 
 
 @pytest.mark.slow
