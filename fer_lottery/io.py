@@ -28,3 +28,15 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     text = json.dumps(payload, indent=2, sort_keys=False, default=str)
     write_atomic(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dict -> ``{"data.split_seed": 1, ...}``; lists become JSON strings (hashable)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out

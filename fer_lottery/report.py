@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from fer_lottery.io import flatten
+
 GROUP_EXCLUDE = {"seed", "prune.seed"}
 # Config keys that never define an experimental condition.
 IGNORE_PREFIXES = (
@@ -25,17 +27,6 @@ IGNORE_PREFIXES = (
 )
 
 
-def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, list) else value
-    return out
-
-
 def collect(dirs: list[Path]) -> tuple[list[dict], list[Path]]:
     """All results under ``dirs``, and the job folders that have none (failed or unfinished)."""
     results, missing = [], []
@@ -43,7 +34,7 @@ def collect(dirs: list[Path]) -> tuple[list[dict], list[Path]]:
         for path in sorted(Path(d).rglob("results.json")):
             data = json.loads(path.read_text())
             data["_dir"] = str(path.parent)
-            data["_flat"] = _flatten(data.get("config", {}))
+            data["_flat"] = flatten(data.get("config", {}))
             results.append(data)
         for hydra_dir in sorted(Path(d).rglob(".hydra")):
             job = hydra_dir.parent

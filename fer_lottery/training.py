@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
 from fer_lottery.plots import confusion_figure
 
@@ -34,18 +35,7 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
 
 def flat_config(cfg: DictConfig) -> dict[str, object]:
     """The resolved config as ``{"data.split_seed": 1, ...}`` with scalars only (for hparams)."""
-    out: dict[str, object] = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, name + ".")
-            else:
-                out[name] = value if isinstance(value, int | float | str | bool) else str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
-    return out
+    return flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 @torch.no_grad()
