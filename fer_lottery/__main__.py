@@ -1,12 +1,13 @@
 """``python -m fer_lottery [overrides]``: compose the config, run one experiment.
 
 Returns ``val/acc_best`` so that Hydra sweepers (e.g. Optuna) can optimise it. Errors in the
-user's input (FerLotteryError) are printed as one clear message, without a traceback.
+user's input (FerLotteryError) are printed as one clear message, without a traceback. In a
+multirun a failed job is recorded in its ``failed.json`` and returns NaN, so the other jobs of
+the sweep still run (see ``fer_lottery.failures``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
+from fer_lottery.failures import record_failure
 
 log = logging.getLogger("fer_lottery")
 
@@ -28,24 +31,30 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate(cfg)
-        from fer_lottery.pipeline import run_experiment  # heavy imports after validation
+        from fer_lottery.folds import run_folds  # heavy imports after validation
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        done = run_dir / "results.json"
-        if done.is_file():  # a relaunched sweep skips the jobs that finished
-            log.info("%s exists: this job already finished, skipping it", done)
-            results = json.loads(done.read_text())
+        # One experiment, or k of them with data.folds=k; finished ones are skipped.
+        results = run_folds(cfg, run_dir)
+    except Exception as exc:
+        if isinstance(exc, FerLotteryError):
+            log.error("%s", exc)
         else:
-            results = run_experiment(cfg, run_dir)
-    except FerLotteryError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+            log.exception("the job failed")
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            if isinstance(exc, FerLotteryError):
+                sys.exit(2)
+            raise
+        record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
+        log.error("recorded in %s; the sweep goes on", run_dir / "failed.json")
+        return float("nan")
     print(
         f"\nHeld-out test accuracy: {results['test/acc']:.4f} "
         f"(best val acc {results['val/acc_best']:.4f}; n_test={results.get('data/n_test')})\n"
-        f"Results: {run_dir / 'results.json'}"
+        f"Results: {run_dir / ('folds.json' if 'folds' in results else 'results.json')}"
     )
     return float(results["val/acc_best"])
 

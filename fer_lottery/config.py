@@ -72,6 +72,10 @@ class DataConfig:
     root: str = "${oc.env:SFEW_ROOT,data/SFEW}"
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_seed: int = 1
+    # k-fold cross-validation: folds=k tests on each of k stratified folds in turn (split[2] is
+    # then ignored); fold=i runs only fold i (to spread folds over sweep jobs); null runs all k.
+    folds: int | None = None
+    fold: int | None = None
     crop: CropMethod = CropMethod.mtcnn
     crop_fallback: CropFallback = CropFallback.center
     # Manual boxes (file,x1,y1,x2,y2); null looks for <root>/crops.csv.
@@ -183,6 +187,8 @@ class Config:
     cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
     # Reuse a dense fine-tune with the same data/model/optim/trainer/seed config (sweeps).
     cache_dense: bool = True
+    # A preset's published numbers (paper, table, rows); read by the report, never by training.
+    published: Any = None
 
 
 # The Hydra config tree (conf/ beside the package; the package is installed editable).
@@ -218,6 +224,22 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.split={split} sums to {sum(split):.4g}, not 1; "
             "e.g. data.split=[0.7,0.15,0.15] (paper A) or [0.6,0.2,0.2] (paper B)"
+        )
+    folds, fold = data.get("folds"), data.get("fold")
+    if folds is not None and folds < 2:
+        raise ConfigError(
+            f"data.folds={folds}: k-fold cross-validation needs at least 2 folds, "
+            "e.g. data.folds=5; or data.folds=null for one train/val/test split"
+        )
+    if fold is not None and folds is None:
+        raise ConfigError(
+            f"data.fold={fold} is set but data.folds is null: set data.folds=k as well "
+            "(e.g. data.folds=5 data.fold=0), or data.fold=null"
+        )
+    if fold is not None and not 0 <= fold < folds:
+        raise ConfigError(
+            f"data.fold={fold} is out of range for data.folds={folds}: use 0..{folds - 1}, "
+            "or data.fold=null to run every fold"
         )
     if data.image_size < 32:
         raise ConfigError(f"data.image_size={data.image_size} is too small; use at least 32")
@@ -273,8 +295,13 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
         raise ConfigError(f"prune.scope={prune.scope!r}: use global or layer")
     if prune.iterations < 1:
         raise ConfigError(f"prune.iterations={prune.iterations} must be at least 1")
-    if prune.retrain_epochs is not None and prune.retrain_epochs < 1:
-        raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 1 or null")
+    if prune.retrain_epochs is not None and prune.retrain_epochs < 0:
+        raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 0 or null")
+    if prune.retrain_epochs == 0 and enum_value(prune.rewind) != "none":
+        raise ConfigError(
+            f"prune.retrain_epochs=0 tests the pruned model as it is, so prune.rewind="
+            f"{enum_value(prune.rewind)} would test untrained weights: use prune.rewind=none"
+        )
     if enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
         raise ConfigError(
             f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "

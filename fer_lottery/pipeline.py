@@ -24,7 +24,8 @@ from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.random import random_mask
-from fer_lottery.training import evaluate, flat_config, train_stage
+from fer_lottery.sweep_names import swept_params
+from fer_lottery.training import evaluate, test_stage, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def dense_stage(
     ``theta_k`` (after ``prune.rewind_epoch`` epochs, when ``prune.rewind=epoch``).
     """
     k = snapshot_epoch(cfg)
-    hparams = {n: v for n, v in flat_config(cfg).items() if not n.startswith("prune.")}
+    hparams = {n: v for n, v in swept_params(cfg).items() if not n.startswith("prune.")}
 
     def train(out_dir: Path) -> tuple[dict, SnapshotAtEpoch | None]:
         snap = SnapshotAtEpoch(k) if k is not None else None
@@ -220,15 +221,29 @@ def prune_and_retrain(
         set_start_weights(cfg, model, states, mask)
         module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
         stage = "retrain" if n == 1 else f"retrain{r}"
-        final = train_stage(
-            cfg,
-            datamodule,
-            module,
-            run_dir,
-            stage,
-            callbacks=[KeepMasked(mask)],
-            max_epochs=p.retrain_epochs,
-        )
+        hparams = swept_params(cfg)
+        if p.retrain_epochs == 0:  # paper B: the pruned model is tested as it is
+            final = test_stage(
+                cfg,
+                datamodule,
+                module,
+                run_dir,
+                "pruned",
+                hparams=hparams,
+                extra_metrics={"prune/sparsity": zero_fraction(model, names)},
+            )
+        else:
+            final = train_stage(
+                cfg,
+                datamodule,
+                module,
+                run_dir,
+                stage,
+                callbacks=[KeepMasked(mask)],
+                max_epochs=p.retrain_epochs,
+                hparams=hparams,
+                extra_metrics={"prune/sparsity": zero_fraction(model, names)},
+            )
         retrain_s += final["time/train_s"]
         info.update(round_info)
         info["prune/acc_before_retrain"] = before_test

@@ -36,3 +36,38 @@ def swept_dirname(sweep_dir: str, task_overrides) -> str:
         if swept is None or parsed.key_or_group in swept
     ]
     return ",".join(sorted(keep)).replace("/", "_") or "job"
+
+
+# Always shown in TensorBoard's hparams tab, swept or not: what a row of the tab is.
+IDENTITY_KEYS = ("prune.method", "prune.ratio", "prune.rewind", "seed")
+
+
+def swept_params(cfg) -> dict[str, object]:
+    """This job's swept keys (or, in a single run, its command-line overrides) and their values.
+
+    TensorBoard's hparams tab lists these beside each run's final metrics, so a sweep's table
+    shows what varies instead of every config key. Outside Hydra only ``IDENTITY_KEYS`` appear.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    task: list[str] = []
+    swept: set[str] | None = None
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        task = [str(o) for o in hc.overrides.task]
+        if hc.mode == RunMode.MULTIRUN:
+            swept = _swept_keys(Path(hc.sweep.dir) / "multirun.yaml")
+    out: dict[str, object] = {}
+    parser = OverridesParser.create()
+    for text, parsed in zip(task, parser.parse_overrides(task), strict=True):
+        key = parsed.key_or_group
+        if key.startswith("hydra") or (swept is not None and key not in swept):
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        out[key] = value if isinstance(value, (int, float, str, bool)) else text.split("=", 1)[1]
+    for key in IDENTITY_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        out.setdefault(key, value.value if hasattr(value, "value") else value)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in out.items()}

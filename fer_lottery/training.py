@@ -53,6 +53,36 @@ def evaluate(model: torch.nn.Module, datamodule: SFEWDataModule, split: str) -> 
     return correct / max(total, 1)
 
 
+def _loggers(out_dir: Path, stage: str) -> tuple[TensorBoardLogger, CSVLogger]:
+    tb = TensorBoardLogger(save_dir=out_dir, name="tb", version=stage, default_hp_metric=False)
+    return tb, CSVLogger(save_dir=out_dir, name="csv", version=stage)
+
+
+def _report_stage(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    metrics: dict[str, object],
+    tb: TensorBoardLogger,
+    out_dir: Path,
+    stage: str,
+    step: int,
+    hparams: dict[str, object] | None,
+    extra_metrics: dict[str, float] | None,
+) -> None:
+    """Confusion image (TensorBoard and PNG), and the hparams tab: swept keys + final metrics."""
+    figure = confusion_figure(
+        metrics["test/confusion"],
+        datamodule.class_names,
+        title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
+    )
+    tb.experiment.add_figure("test/confusion", figure, global_step=step)
+    figure.savefig(out_dir / f"confusion_{stage}.png")
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    scalars.update(extra_metrics or {})
+    tb.log_hyperparams(hparams if hparams is not None else flat_config(cfg), scalars)
+    tb.finalize("success")
+
+
 def train_stage(
     cfg: DictConfig,
     datamodule: SFEWDataModule,
@@ -62,16 +92,17 @@ def train_stage(
     callbacks: list[pl.Callback] | None = None,
     max_epochs: int | None = None,
     hparams: dict[str, object] | None = None,
+    extra_metrics: dict[str, float] | None = None,
 ) -> dict[str, object]:
     """Train ``module`` for one stage, then test its best-val checkpoint on the held-out split.
 
     Resumes from ``out_dir/checkpoints/<stage>/last.ckpt`` when an earlier attempt was killed.
     Returns ``test/*``, ``val/acc_best`` and ``time/train_s``, and writes TensorBoard scalars, a
-    confusion-matrix image and ``hparams`` (default: the whole config) under ``out_dir/tb/<stage>``.
+    confusion-matrix image and ``hparams`` (default: the whole config) with the stage's final
+    metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
     On return the module holds the best checkpoint's weights.
     """
-    tb = TensorBoardLogger(save_dir=out_dir, name="tb", version=stage, default_hp_metric=False)
-    csv = CSVLogger(save_dir=out_dir, name="csv", version=stage)
+    tb, csv = _loggers(out_dir, stage)
     ckpt_dir = out_dir / "checkpoints" / stage
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True
@@ -97,15 +128,32 @@ def train_stage(
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = float(checkpoint.best_model_score or 0.0)
     metrics["time/train_s"] = round(train_s, 3)
-
-    figure = confusion_figure(
-        metrics["test/confusion"],
-        datamodule.class_names,
-        title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
+    _report_stage(
+        cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
-    tb.experiment.add_figure("test/confusion", figure, global_step=trainer.global_step)
-    figure.savefig(out_dir / f"confusion_{stage}.png")
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    tb.log_hyperparams(hparams if hparams is not None else flat_config(cfg), scalars)
-    tb.finalize("success")
+    return metrics
+
+
+def test_stage(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    module: FERClassifier,
+    out_dir: Path,
+    stage: str,
+    hparams: dict[str, object] | None = None,
+    extra_metrics: dict[str, float] | None = None,
+) -> dict[str, object]:
+    """Test ``module`` as it is, with no training (``prune.retrain_epochs=0``, as in paper B).
+
+    Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy.
+    """
+    tb, csv = _loggers(out_dir, stage)
+    trainer = pl.Trainer(logger=[tb, csv], default_root_dir=out_dir, **trainer_kwargs(cfg, 0))
+    if torch.cuda.is_available():
+        module = module.to(memory_format=torch.channels_last)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics: dict[str, object] = dict(module.test_results)
+    metrics["val/acc_best"] = evaluate(module.model, datamodule, "val")
+    metrics["time/train_s"] = 0.0
+    _report_stage(cfg, datamodule, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
     return metrics

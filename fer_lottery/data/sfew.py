@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from fer_lottery.config import enum_value
 from fer_lottery.data import CLASSES
 from fer_lottery.data.augment import normalize, random_affine_batch, to_float
-from fer_lottery.data.split import SPLIT_NAMES, stratified_split, write_split
+from fer_lottery.data.split import SPLIT_NAMES, kfold_split, stratified_split, write_split
+from fer_lottery.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ class SFEWDataModule(pl.LightningDataModule):
         items = list_images(root)
         csv = Path(self.cfg.crops_csv) if self.cfg.crops_csv else root / "crops.csv"
         if self.cfg.crops_csv and not csv.is_file():
-            from fer_lottery.errors import DataError
-
             raise DataError(f"data.crops_csv={csv} does not exist; fix the path or set it to null")
         manual = read_manual_crops(csv, root) if csv.is_file() else {}
         params = CropParams(
@@ -103,7 +102,7 @@ class SFEWDataModule(pl.LightningDataModule):
             images, labels, ids = self._load_synthetic()
         else:
             images, labels, ids = self._load_sfew()
-        split = stratified_split(labels.tolist(), list(self.cfg.split), self.cfg.split_seed)
+        split, fold_info = self._split(labels.tolist())
         for name in SPLIT_NAMES:
             index = torch.tensor(split[name], dtype=torch.long)
             self.images[name] = images[index].contiguous()
@@ -117,11 +116,44 @@ class SFEWDataModule(pl.LightningDataModule):
                 fractions=list(self.cfg.split),
                 split_seed=self.cfg.split_seed,
                 classes=self.class_names,
+                **fold_info,
             )
+        self.stats.update({f"data/{key}": value for key, value in fold_info.items()})
         counts = {n: len(self.labels[n]) for n in SPLIT_NAMES}
-        log.info(
-            "data: %s, split %s (seed %d)", self.stats["data/source"], counts, self.cfg.split_seed
+        where = (
+            "" if fold_info["folds"] is None else f", fold {fold_info['fold']}/{fold_info['folds']}"
         )
+        log.info(
+            "data: %s, split %s (seed %d%s)",
+            self.stats["data/source"],
+            counts,
+            self.cfg.split_seed,
+            where,
+        )
+
+    def _split(self, labels: list[int]) -> tuple[dict[str, list[int]], dict[str, int | None]]:
+        """The configured split: fractions, or fold ``data.fold`` of ``data.folds`` (k-fold CV).
+
+        With k-fold, test is the fold and val is ``split[1] / (split[0] + split[1])`` of the rest;
+        ``split[2]`` is ignored.
+        """
+        folds, fold = self.cfg.get("folds"), self.cfg.get("fold")
+        if folds is None:
+            split = stratified_split(labels, list(self.cfg.split), self.cfg.split_seed)
+            return split, {"folds": None, "fold": None}
+        if fold is None:
+            raise ConfigError(
+                f"data.folds={folds} with data.fold=null: the data module loads one fold; run "
+                f"the folds with fer_lottery.folds.run_folds, or set data.fold=0..{folds - 1}"
+            )
+        if len(labels) < folds:
+            raise DataError(
+                f"data.folds={folds} is more than the {len(labels)} images; lower data.folds"
+            )
+        train_frac, val_frac = self.cfg.split[0], self.cfg.split[1]
+        val_fraction = val_frac / (train_frac + val_frac)
+        split = kfold_split(labels, folds, fold, val_fraction, self.cfg.split_seed)
+        return split, {"folds": int(folds), "fold": int(fold)}
 
     def fingerprint(self) -> str:
         """sha256 of the split tensors: the dense cache key changes whenever the data does."""

@@ -58,3 +58,37 @@ def write_split(path: Path, split: dict[str, list[int]], ids: list[str], **info)
 def read_split(path: Path) -> dict:
     """Read a ``split.json`` written by ``write_split``."""
     return json.loads(Path(path).read_text())
+
+
+def kfold_split(
+    labels: list[int], folds: int, fold: int, val_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Return train/val/test indices for ``fold`` of ``folds`` stratified folds.
+
+    Each class is shuffled with its own generator derived from (seed, class), as in
+    ``stratified_split``. Walking the classes in order, the i-th item overall goes to fold
+    ``i % folds``, so the assignment is the same for every ``fold``: the test folds are disjoint,
+    cover every item once, and each class (and each fold's size) differs by at most one between
+    folds. Val is ``val_fraction`` of each class's remaining items (at least one when a class has
+    two or more left); the rest is train.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"need folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+    if len(labels) < folds:
+        raise ValueError(f"{len(labels)} items cannot fill {folds} folds")
+    labels_arr = np.asarray(labels)
+    out: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    offset = 0  # position of this class's first item in the round-robin over all classes
+    for cls in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == cls)
+        idx = idx[np.random.default_rng([seed, int(cls)]).permutation(len(idx))]
+        in_test = (offset + np.arange(len(idx))) % folds == fold
+        offset += len(idx)
+        rest = idx[~in_test]  # still in shuffled order: its head is a random subset
+        n_val = _counts(len(rest), [1 - val_fraction, val_fraction])[1] if len(rest) else 0
+        out["test"] += idx[in_test].tolist()
+        out["val"] += rest[:n_val].tolist()
+        out["train"] += rest[n_val:].tolist()
+    return {name: sorted(v) for name, v in out.items()}

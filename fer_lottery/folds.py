@@ -1,0 +1,110 @@
+"""k-fold cross-validation: run one experiment per fold and summarise them in ``folds.json``.
+
+``data.folds=k`` with ``data.fold=null`` runs the k folds one after another inside one job, each
+in ``<run_dir>/fold=<i>`` with its own ``results.json`` (its config shows ``data.fold=i``, so the
+report can group over folds). ``data.fold=i`` runs only fold i, which spreads the folds over sweep
+jobs. No ``results.json`` is written in the parent folder: the report globs them, and a summary
+there would be counted as one more run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from fer_lottery.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# Per-fold metrics copied into folds.json, with their mean and std over folds.
+FOLD_METRICS = ("test/acc", "val/acc_best")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment in ``run_dir``, or load its results when it already finished."""
+    done = run_dir / "results.json"
+    if done.is_file():  # a relaunched sweep skips the jobs that finished
+        log.info("%s exists: this job already finished, skipping it", done)
+        return _load(done)
+    from fer_lottery.pipeline import run_experiment  # heavy imports only when training
+
+    return run_experiment(cfg, run_dir)
+
+
+def summarize_folds(per_fold: list[dict], fold_dirs: list[Path]) -> dict:
+    """The folds.json payload: k, fold folders (relative), per-fold metrics, and ``summary``.
+
+    ``summary`` holds what a single run's results would (``test/acc``, ``val/acc_best`` as means
+    over folds, ``data/n_test`` summed), so callers can print or optimise it the same way.
+    ``test/acc_pooled`` is correct predictions over all test items, every item counted once.
+    """
+    k = len(per_fold)
+    payload: dict[str, object] = {"k": k, "fold_dirs": [d.name for d in fold_dirs]}
+    summary: dict[str, object] = {"folds": k}
+    for key in FOLD_METRICS:
+        values = [float(r[key]) for r in per_fold]
+        payload[key] = values
+        summary[key] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.stdev(values) if k > 1 else float("nan")
+    n_test = [int(r.get("data/n_test") or 0) for r in per_fold]
+    payload["data/n_test"] = n_test
+    summary["data/n_test"] = sum(n_test)
+    if all(n_test):
+        correct = sum(float(r["test/acc"]) * n for r, n in zip(per_fold, n_test, strict=True))
+        summary["test/acc_pooled"] = correct / sum(n_test)
+    payload["summary"] = summary
+    return payload
+
+
+def run_folds(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the experiment ``cfg`` describes in ``run_dir``: once, or once per fold.
+
+    Without k-fold (``data.folds=null``) or for one fold (``data.fold=i``) this is
+    ``run_experiment``. With ``data.folds=k`` and ``data.fold=null`` it runs fold 0..k-1 in
+    ``run_dir/fold=<i>``, writes ``run_dir/folds.json`` and returns its summary. Finished runs and
+    folds are loaded, not rerun.
+    """
+    run_dir = Path(run_dir)
+    done = run_dir / "results.json"
+    if done.is_file():
+        log.info("%s exists: this job already finished, skipping it", done)
+        return _load(done)
+    folds = cfg.data.get("folds")
+    if folds is None or cfg.data.get("fold") is not None:
+        return _run_one(cfg, run_dir)
+
+    summary_path = run_dir / "folds.json"
+    if summary_path.is_file():
+        log.info("%s exists: this job already finished, skipping it", summary_path)
+        return _load(summary_path)["summary"]
+    per_fold, fold_dirs = [], []
+    for i in range(folds):
+        cfg_i = copy.deepcopy(cfg)
+        with open_dict(cfg_i):
+            cfg_i.data.fold = i
+        fold_dir = run_dir / f"fold={i}"
+        log.info("k-fold: fold %d of %d in %s", i, folds, fold_dir)
+        per_fold.append(_run_one(cfg_i, fold_dir))
+        fold_dirs.append(fold_dir)
+    payload = summarize_folds(per_fold, fold_dirs)
+    write_json_atomic(summary_path, payload)
+    summary = payload["summary"]
+    log.info(
+        "k-fold (%d folds): test acc %.4f ± %.4f (pooled %.4f), val acc %.4f; %s",
+        folds,
+        summary["test/acc"],
+        summary["test/acc_std"],
+        summary.get("test/acc_pooled", float("nan")),
+        summary["val/acc_best"],
+        summary_path,
+    )
+    return summary
