@@ -7,7 +7,7 @@ DIR ?= outputs
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train sweep report bench test test-fast lint format tensorboard clean
+.PHONY: help install demo train sweep reproduce report bench test test-fast lint format tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -37,7 +37,14 @@ train: $(STAMP) ## Fine-tune on SFEW: make train ARGS="data.root=/path/to/SFEW m
 sweep: $(STAMP) ## Hydra multirun: make sweep ARGS="data.root=/path/to/SFEW prune.ratio=0.5,0.9,0.95"
 	$(PY) -m fer_lottery -m $(ARGS)
 
-report: $(STAMP) ## Table of a sweep, mean +- std over seeds: make report DIR=outputs/multirun/...
+EXP ?= paper_a_table2
+EXP_DIR ?= outputs/$(EXP)/$(DEMO_STAMP)
+
+reproduce: $(STAMP) ## One paper table, then its report: make reproduce EXP=paper_a_table2 ARGS="data.root=/path/to/SFEW"
+	$(PY) -m fer_lottery -m experiment=$(EXP) hydra.sweep.dir=$(EXP_DIR) $(ARGS); \
+	status=$$?; $(PY) -m fer_lottery.report $(EXP_DIR) && exit $$status
+
+report: $(STAMP) ## report.md, report.csv and PNGs of runs or sweeps: make report DIR=outputs/multirun/...
 	$(PY) -m fer_lottery.report $(DIR)
 
 bench: $(STAMP) ## Performance measurements (JSON lines), not tests
@@ -59,7 +66,7 @@ format: $(STAMP) ## ruff autofix and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-tensorboard: $(STAMP) ## TensorBoard over a run or sweep folder: make tensorboard DIR=outputs/multirun/...
+tensorboard: $(STAMP) ## TensorBoard over a whole sweep (hparams tab: swept keys, final metrics): make tensorboard DIR=...
 	$(VENV)/bin/tensorboard --logdir $(DIR)
 
 clean: ## Remove caches and outputs (not .venv)

@@ -367,8 +367,8 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
         f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
         f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
         "repeats (seeds, folds) pooled. Accuracies are on the held-out test split, in %. "
-        "95% CI: Student t over repeats; a single run gets the binomial (Wilson) interval of its "
-        "test split.\n"
+        "95% CI: Student t over repeats; a single run (or repeats that agree exactly) gets the "
+        "binomial (Wilson) interval of its test predictions.\n"
     )
     figures: list[tuple[str, str]] = []
     for block in blocks:

@@ -91,25 +91,34 @@ class Stat:
 
     @classmethod
     def of(cls, values: list[float], n_test: int | None = None) -> Stat:
-        """t-interval over repeats; a single run gets the binomial (Wilson) interval instead."""
+        """95% CI of the mean: Student t over repeats, clipped to [0, 1] for an accuracy.
+
+        ``n_test`` marks the values as accuracies on that many test images. A single run, or
+        repeats that agree exactly (a t interval of zero width), get the binomial (Wilson)
+        interval of all their test predictions instead: the test split's own sampling error.
+        """
         n = len(values)
         mean = statistics.fmean(values)
-        if n > 1:
+        std = statistics.stdev(values) if n > 1 else float("nan")
+        if n > 1 and std > 0:
             from scipy.stats import t
 
-            std = statistics.stdev(values)
             half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-            return cls(mean, std, n, mean - half, mean + half)
-        if n_test and 0 <= mean <= 1:  # an accuracy on n_test images
-            z = 1.959964
-            centre = (mean + z * z / (2 * n_test)) / (1 + z * z / n_test)
-            half = (
-                z
-                / (1 + z * z / n_test)
-                * math.sqrt(mean * (1 - mean) / n_test + z * z / (4 * n_test * n_test))
-            )
-            return cls(mean, float("nan"), 1, max(0.0, centre - half), min(1.0, centre + half))
-        return cls(mean, float("nan"), 1, float("nan"), float("nan"))
+            low, high = mean - half, mean + half
+            if n_test:
+                low, high = max(0.0, low), min(1.0, high)
+            return cls(mean, std, n, low, high)
+        if n_test and 0 <= mean <= 1:
+            low, high = wilson(mean, n * n_test)
+            return cls(mean, std, n, low, high)
+        return cls(mean, std, n, mean if n > 1 else float("nan"), mean if n > 1 else float("nan"))
+
+
+def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` observed on ``n`` trials."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _job_config(results: dict) -> dict:
@@ -238,7 +247,8 @@ def _stats(members: list[Job], prefix: str = "") -> dict[str, Stat]:
     for metric in METRICS:
         vals = [float(m.results[prefix + metric]) for m in members if prefix + metric in m.results]
         if vals:
-            out[metric] = Stat.of(vals, n_test if metric.endswith("acc") else None)
+            is_acc = metric.endswith("acc") or metric == "prune/acc_before_retrain"
+            out[metric] = Stat.of(vals, n_test if is_acc else None)
     return out
 
 
