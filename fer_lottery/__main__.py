@@ -25,12 +25,20 @@ from fer_lottery.failures import record_failure
 log = logging.getLogger("fer_lottery")
 
 register_configs()
-# Lightning's own use of a deprecated torch API; nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _quiet_warnings() -> None:
+    # Lightning's own use of a deprecated torch API; nothing a user can act on. Set inside main()
+    # so that launcher worker processes (joblib, submitit) get it too.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+_quiet_warnings()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    _quiet_warnings()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -49,6 +57,8 @@ def main(cfg: DictConfig) -> float:
                 sys.exit(2)
             raise
         record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
+        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+            raise  # Optuna marks the trial FAIL; its max_failure_rate decides what follows
         log.error("recorded in %s; the sweep goes on", run_dir / "failed.json")
         return float("nan")
     print(

@@ -41,7 +41,18 @@ def failed_jobs(sweep_dir: Path) -> list[Path]:
 
 
 class FailedJobs(Callback):
-    """After a multirun: name each failed job and its error, then exit non-zero."""
+    """Around a multirun: write ``multirun.yaml`` if the sweeper does not; afterwards name each
+    failed job and its error, then exit non-zero."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        # The basic sweeper writes multirun.yaml itself; Optuna's does not. Job folder names
+        # (fer_lottery.sweep_names) read the swept keys from it, so write it when it is missing.
+        from omegaconf import OmegaConf
+
+        path = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, path)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         import json
