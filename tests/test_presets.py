@@ -1,0 +1,101 @@
+"""Every paper preset composes, validates, sweeps 5 seeds and carries well-formed paper numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from fer_lottery.config import CONF_DIR, register_configs, validate
+from fer_lottery.report_data import paper_values
+
+PRESETS = sorted(
+    p.stem for p in (Path(CONF_DIR) / "experiment").glob("paper_*.yaml") if p.is_file()
+)
+
+
+def compose_preset(name: str, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[f"experiment={name}", *overrides],
+            return_hydra_config=True,
+        )
+
+
+def test_every_table_and_figure_has_a_preset():
+    assert PRESETS == [
+        "paper_a_fig1",
+        "paper_a_table1",
+        "paper_a_table2",
+        "paper_a_table3",
+        "paper_a_table4",
+        "paper_a_table5",
+        "paper_b_table1",
+        "paper_b_table2_3",
+    ]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_composes_validates_and_sweeps_five_seeds(name):
+    cfg = compose_preset(name)
+    validate(cfg)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params["seed"] == "range(1,6)"
+    assert len(params) >= 2, "a preset sweeps its table's own key besides the seed"
+    block = OmegaConf.to_container(cfg.published)
+    assert block["paper"] in ("A", "B") and block["table"]
+    for key in block["match"]:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+        assert key in params, f"{key} is matched against the paper but not swept"
+    for row in block["rows"]:
+        assert len(row["at"]) == len(block["match"])
+        assert "test/acc" in row and 0 < row["test/acc"] < 100
+        assert paper_values(block, dict(zip(block["match"], row["at"], strict=True)))
+
+
+def test_paper_a_presets_share_settings_and_differ_in_method_and_rewind():
+    expected = {
+        "paper_a_table1": ("distinctiveness", "none"),
+        "paper_a_table2": ("magnitude", "none"),
+        "paper_a_table3": ("distinctiveness", "pretrained"),
+        "paper_a_table4": ("magnitude", "pretrained"),
+        "paper_a_table5": ("random", "pretrained"),
+        "paper_a_fig1": ("magnitude", "pretrained"),
+    }
+    dense_parts = set()
+    for name, (method, rewind) in expected.items():
+        cfg = compose_preset(name)
+        assert (cfg.prune.method.value, cfg.prune.rewind.value) == (method, rewind), name
+        assert cfg.model.name.value == "resnet18" and cfg.optim.name.value == "sgd"
+        assert cfg.optim.lr == 0.02 and cfg.data.batch_size == 64
+        assert cfg.trainer.max_epochs == 50 and cfg.prune.retrain_epochs == 50
+        # What the dense cache key hashes: equal, so the six presets share the dense runs.
+        dense_parts.add(
+            OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["data", "model", "optim", "trainer"]))
+        )
+    assert len(dense_parts) == 1
+
+
+def test_paper_b_presets():
+    table1 = compose_preset("paper_b_table1")
+    assert table1.model.name.value == "alexnet" and table1.optim.name.value == "adam"
+    assert table1.optim.lr == 0.001 and list(table1.data.split) == [0.6, 0.2, 0.2]
+    assert table1.data.augment.rotation == 30.0 and table1.prune.ratio == 0.0
+    assert table1.hydra.sweeper.params["model.frozen_layers"] == "range(0,8)"
+    table3 = compose_preset("paper_b_table2_3")
+    assert table3.model.frozen_layers == 6 and table3.prune.retrain_epochs == 0
+    assert table3.prune.variant.value == "paper_b" and list(table3.prune.layers) == ["classifier.4"]
+    per_class = table3.published.per_class
+    assert per_class.prefix == "dense/test"
+    assert all(len(per_class[k]) == 7 for k in ("precision", "recall", "specificity"))
+
+
+def test_preset_works_with_synthetic_data_and_command_line_wins():
+    cfg = compose_preset("paper_a_table2", "data=synthetic", "model.weights=null", "seed=3")
+    validate(cfg)
+    assert cfg.data.name.value == "synthetic" and cfg.model.weights is None and cfg.seed == 3
+    assert list(cfg.data.split) == [0.7, 0.15, 0.15]
