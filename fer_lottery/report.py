@@ -16,9 +16,11 @@ import argparse
 import csv
 import logging
 import math
+import statistics
 import sys
 from pathlib import Path
 
+from fer_lottery import report_plots
 from fer_lottery.data import CLASSES
 from fer_lottery.report_data import (
     FRACTION_KEYS,
@@ -26,11 +28,13 @@ from fer_lottery.report_data import (
     Job,
     Problem,
     Row,
+    Stat,
     collect,
     comparison_rows,
     condition_keys,
     dense_rows,
     mean_curve,
+    paper_values,
     published_blocks,
     rows_of,
     val_curve,
@@ -183,8 +187,6 @@ def _series_label(row: Row, keys: list[str]) -> str:
 
 def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path, paper_dense):
     """Test accuracy against the fraction of weights remaining, one line per method x mode."""
-    from fer_lottery import report_plots
-
     label_keys = [k for k in keys if k.startswith("prune.") and k not in SWEEP_AXES]
     label_keys = [
         "prune.method",
@@ -222,8 +224,6 @@ def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path
     dense_ref = None
     if dense:
         accs = [j.results["dense/test/acc"] for r in dense for j in r.jobs]
-        from fer_lottery.report_data import Stat
-
         stat = Stat.of(accs)
         dense_ref = (stat.mean * 100, 0.0 if math.isnan(stat.std) else stat.std * 100)
     fig = report_plots.accuracy_vs_remaining(data, out, dense=dense_ref, paper_dense=paper_dense)
@@ -232,8 +232,6 @@ def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path
 
 def plot_setting(block: dict, rows: list[Row], out: Path):
     """A paper table's own axis (angle, frozen layers, ratio): ours with error bars, the paper's."""
-    from fer_lottery import report_plots
-
     match = list(block.get("match") or [])
     if len(match) != 1 or not rows or "test/acc" not in rows[0].stats:
         return None
@@ -263,8 +261,6 @@ def plot_setting(block: dict, rows: list[Row], out: Path):
 
 def plot_convergence(rows: list[Row], dense: list[Row], keys: list[str], out: Path, limit: int):
     """Validation accuracy per epoch: the dense fine-tune(s) and each condition's retraining."""
-    from fer_lottery import report_plots
-
     curves = []
     for row in dense:
         runs = [c for c in (val_curve(j.dir, "dense") for j in row.jobs) if c]
@@ -308,8 +304,6 @@ def per_class(block: dict | None, rows: list[Row], dense: list[Row]) -> tuple[st
     A preset can ask for another stage's scores (paper B's Table 2 is the dense model's:
     ``published.per_class.prefix: dense/test``).
     """
-    import statistics
-
     prefix = (block or {}).get("per_class", {}).get("prefix", "test")
     pool = dense if prefix.startswith("dense/") and dense else rows
     metric = "test/acc"
@@ -338,39 +332,9 @@ def _confusion_sum(jobs: list[Job], prefix: str) -> list[list[int]] | None:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: int = 8) -> str:
-    """Collect, aggregate, write report.md, report.csv and the PNGs into ``out``; return the md."""
-    import matplotlib.pyplot as plt
-
-    from fer_lottery import report_plots
-
-    jobs, problems = collect(dirs)
-    if not jobs:
-        raise FileNotFoundError(f"no results.json under {', '.join(map(str, dirs))}")
-    out.mkdir(parents=True, exist_ok=True)
-    keys = condition_keys(jobs)
-    pruned = [j for j in jobs if j.pruned]
-    dense = dense_rows(pruned, keys) if pruned else []
-    rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
-    blocks = published_blocks(jobs)
-    for block in blocks:
-        from fer_lottery.report_data import paper_values
-
-        for row in rows:
-            if any(j.results.get("config", {}).get("published") == block for j in row.jobs):
-                row.paper = paper_values(
-                    block, {k: row.jobs[0].config.get(k) for k in block.get("match") or []}
-                )
-
-    md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
-    md.append(
-        f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
-        f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
-        "repeats (seeds, folds) pooled. Accuracies are on the held-out test split, in %. "
-        "95% CI: Student t over repeats; a single run (or repeats that agree exactly) gets the "
-        "binomial (Wilson) interval of its test predictions.\n"
-    )
-    figures: list[tuple[str, str]] = []
+def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: list) -> list[str]:
+    """One section per paper table: ours beside the published numbers, and its plot."""
+    md: list[str] = []
     for block in blocks:
         comp = comparison_rows(block, jobs)
         title = f"Paper {block.get('paper', '')}, {block.get('table', '')}"
@@ -386,42 +350,30 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
         name = "".join(c if c.isalnum() else "_" for c in name).strip("_") + ".png"
         if block.get("rows") and plot_setting(block, comp, out / name) is not None:
             figures.append((f"{title}, ours and the paper's", name))
-            plt.close("all")
+            report_plots.plt.close("all")
+    return md
 
-    md += ["## All conditions\n", main_table(dense + rows, keys), ""]
-    paper_dense = None
-    for block in blocks:
-        if block.get("dense"):
-            paper_dense = (float(block["dense"]["test/acc"]), float(block["dense"].get("std", 0)))
-    if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
-        figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
-        plt.close("all")
-    chosen = _choose(rows, curves, keys) if curves else rows
-    if len(chosen) > limit:
-        md.append(
-            f"Convergence plot: the first {limit} of {len(chosen)} conditions "
-            "(choose with --curves KEY=VALUE).\n"
-        )
-    if plot_convergence(chosen, dense, keys, out / "convergence.png", limit):
-        figures.append(("Validation accuracy per epoch", "convergence.png"))
-        plt.close("all")
 
+def _per_class_section(
+    blocks: list[dict], rows: list[Row], dense: list[Row], keys: list[str], out: Path, figures
+) -> list[str]:
+    """Per-class table of the best condition (beside paper B's Table 2), and its confusion."""
     block = next((b for b in blocks if b.get("per_class")), None)
     prefix, mean, std, best = per_class(block, rows, dense)
     paper = {k: block["per_class"][k] for k in mean} if block else None
-    best_label = _label(best, keys) or "all runs"
-    md += [f"## Per-class scores ({prefix}, best condition: {best_label}, n={len(best.jobs)})\n"]
-    head = ["score", *CLASSES]
+    best_label = _label(best, [k for k in keys if not best.dense or not k.startswith("prune.")])
+    best_label = best_label or "all runs"
+    md = [f"## Per-class scores ({prefix}, best condition: {best_label}, n={len(best.jobs)})\n"]
     lines = [[s, *(f"{v:.2f}" if not math.isnan(v) else "" for v in mean[s])] for s in mean]
     if paper:
         lines += [[f"{s} (paper)", *(f"{v:.2f}" for v in paper[s])] for s in paper]
-    md += [_table(head, lines), ""]
+    md += [_table(["score", *CLASSES], lines), ""]
     report_plots.per_class_table(
         mean,
         list(CLASSES),
         out / "per_class.png",
         paper=paper,
-        title=f"Per-class scores ({prefix}), {best_label}",
+        title=f"Per-class scores ({prefix}), {best_label}, n={len(best.jobs)}",
         std=std,
     )
     figures.append(("Per-class precision, recall, specificity", "per_class.png"))
@@ -434,8 +386,59 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
             title=f"Confusion ({prefix}), {best_label}, summed over {len(best.jobs)} run(s)",
         )
         figures.append(("Confusion matrix", "confusion.png"))
-    plt.close("all")
+    report_plots.plt.close("all")
+    return md
 
+
+def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: int = 8) -> str:
+    """Collect, aggregate, write report.md, report.csv and the PNGs into ``out``; return the md."""
+    jobs, problems = collect(dirs)
+    if not jobs:
+        raise FileNotFoundError(f"no results.json under {', '.join(map(str, dirs))}")
+    out.mkdir(parents=True, exist_ok=True)
+    keys = condition_keys(jobs)
+    pruned = [j for j in jobs if j.pruned]
+    dense = dense_rows(pruned, keys) if pruned else []
+    rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
+    blocks = published_blocks(jobs)
+    for block in blocks:
+        match = block.get("match") or []
+        for row in rows:
+            if any(j.results.get("config", {}).get("published") == block for j in row.jobs):
+                row.paper = paper_values(block, {k: row.jobs[0].config.get(k) for k in match})
+
+    md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
+    md.append(
+        f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
+        f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
+        "repeats (seeds, folds) pooled. Accuracies are on the held-out test split, in %. "
+        "95% CI: Student t over repeats; a single run (or repeats that agree exactly) gets the "
+        "binomial (Wilson) interval of its test predictions.\n"
+    )
+    figures: list[tuple[str, str]] = []
+    md += _paper_sections(blocks, jobs, out, figures)
+    md += ["## All conditions\n", main_table(dense + rows, keys), ""]
+    paper_dense = next(
+        (
+            (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))
+            for b in blocks
+            if b.get("dense")
+        ),
+        None,
+    )
+    if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
+        figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
+        report_plots.plt.close("all")
+    chosen = _choose(rows, curves) if curves else rows
+    if len(chosen) > limit:
+        md.append(
+            f"Convergence plot: the first {limit} of {len(chosen)} conditions "
+            "(choose with --curves KEY=VALUE).\n"
+        )
+    if plot_convergence(chosen, dense, keys, out / "convergence.png", limit):
+        figures.append(("Validation accuracy per epoch", "convergence.png"))
+        report_plots.plt.close("all")
+    md += _per_class_section(blocks, rows, dense, keys, out, figures)
     if figures:
         md += ["## Figures\n"] + [f"- {text}: ![{text}]({name})" for text, name in figures] + [""]
     md += _problems_md(problems)
@@ -445,7 +448,8 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     return text
 
 
-def _choose(rows: list[Row], filters: list[str], keys: list[str]) -> list[Row]:
+def _choose(rows: list[Row], filters: list[str]) -> list[Row]:
+    """The rows that match any of the ``KEY=VALUE`` filters."""
     wanted = [f.split("=", 1) for f in filters]
     return [r for r in rows if any(str(r.values.get(k)) == v for k, v in wanted)]
 
