@@ -173,6 +173,12 @@ def _pruned(row: Row) -> bool:
 # -- plots ---------------------------------------------------------------------------------------
 
 SWEEP_AXES = ("prune.ratio", "prune.angle", "prune.norm_std")
+AXIS_LABELS = {
+    "prune.angle": "distinctiveness angle threshold (degrees)",
+    "prune.norm_std": "norm pre-filter (standard deviations)",
+    "model.frozen_layers": "frozen layers",
+    "prune.ratio": "fraction of weights pruned",
+}
 
 
 def _series_label(row: Row, keys: list[str]) -> str:
@@ -255,8 +261,12 @@ def plot_setting(block: dict, rows: list[Row], out: Path):
             "paper_label": f"paper {block.get('paper', '')}, {block.get('table', '')}",
         }
     ]
-    title = f"Paper {block.get('paper', '')} {block.get('table', '')}: {block.get('caption', '')}"
-    return report_plots.accuracy_vs_setting(series, out, xlabel=key, title=title[:90])
+    title = (
+        f"Paper {block.get('paper', '')}, {block.get('table', '')}: test accuracy, "
+        "ours (mean ± std over repeats) and the paper's"
+    )
+    xlabel = AXIS_LABELS.get(key, key)
+    return report_plots.accuracy_vs_setting(series, out, xlabel=xlabel, title=title)
 
 
 def plot_convergence(rows: list[Row], dense: list[Row], keys: list[str], out: Path, limit: int):

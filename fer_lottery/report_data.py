@@ -90,8 +90,8 @@ class Stat:
     ci_high: float
 
     @classmethod
-    def of(cls, values: list[float], n_test: int | None = None) -> Stat:
-        """95% CI of the mean: Student t over repeats, clipped to [0, 1] for an accuracy.
+    def of(cls, values: list[float], n_test: int | None = None, bounded: bool = False) -> Stat:
+        """95% CI of the mean: Student t over repeats, clipped to [0, 1] for a fraction.
 
         ``n_test`` marks the values as accuracies on that many test images. A single run, or
         repeats that agree exactly (a t interval of zero width), get the binomial (Wilson)
@@ -105,7 +105,7 @@ class Stat:
 
             half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
             low, high = mean - half, mean + half
-            if n_test:
+            if n_test or bounded:
                 low, high = max(0.0, low), min(1.0, high)
             return cls(mean, std, n, low, high)
         if n_test and 0 <= mean <= 1:
@@ -248,7 +248,7 @@ def _stats(members: list[Job], prefix: str = "") -> dict[str, Stat]:
         vals = [float(m.results[prefix + metric]) for m in members if prefix + metric in m.results]
         if vals:
             is_acc = metric.endswith("acc") or metric == "prune/acc_before_retrain"
-            out[metric] = Stat.of(vals, n_test if is_acc else None)
+            out[metric] = Stat.of(vals, n_test if is_acc else None, metric in FRACTION_KEYS)
     return out
 
 
