@@ -279,7 +279,8 @@ def plot_convergence(rows: list[Row], dense: list[Row], keys: list[str], out: Pa
             label = "dense " + _label(row, [k for k in keys if not k.startswith("prune.")])
             curves.append(_curve(label.strip(), epochs, mean, std, len(runs)))
     for row in rows[:limit]:
-        runs = [c for c in (val_curve(j.dir, _final_stage(j)) for j in row.jobs) if c]
+        stages = [(j, _final_stage(j)) for j in row.jobs]
+        runs = [c for c in (val_curve(j.dir, st) for j, st in stages if st) if c]
         if runs:
             epochs, mean, std = mean_curve(runs)
             curves.append(_curve(_label(row, keys), epochs, mean, std, len(runs)))
@@ -303,9 +304,10 @@ def _label(row: Row, keys: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _final_stage(job: Job) -> str:
+def _final_stage(job: Job) -> str | None:
+    """The job's last retraining stage; None when it was tested without retraining."""
     stages = sorted(p.parent.name for p in (job.dir / "csv").glob("retrain*/metrics.csv"))
-    return stages[-1] if stages else "dense"
+    return stages[-1] if stages else None
 
 
 def per_class(block: dict | None, rows: list[Row], dense: list[Row]) -> tuple[str, dict, dict, Row]:

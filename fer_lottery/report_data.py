@@ -91,7 +91,7 @@ class Stat:
 
     @classmethod
     def of(cls, values: list[float], n_test: int | None = None, bounded: bool = False) -> Stat:
-        """95% CI of the mean: Student t over repeats, clipped to [0, 1] for a fraction.
+        """95% CI of the mean: Student t over repeats, clipped at 0 (and at 1 for a fraction).
 
         ``n_test`` marks the values as accuracies on that many test images. A single run, or
         repeats that agree exactly (a t interval of zero width), get the binomial (Wilson)
@@ -105,8 +105,9 @@ class Stat:
 
             half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
             low, high = mean - half, mean + half
+            low = max(0.0, low)  # every reported metric is >= 0
             if n_test or bounded:
-                low, high = max(0.0, low), min(1.0, high)
+                high = min(1.0, high)
             return cls(mean, std, n, low, high)
         if n_test and 0 <= mean <= 1:
             low, high = wilson(mean, n * n_test)
