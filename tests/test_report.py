@@ -135,3 +135,23 @@ def test_report_of_a_preset_sweep_with_failed_and_missing_jobs(tmp_path):
     for name in ("accuracy_vs_remaining", "convergence", "per_class", "confusion"):
         with Image.open(out / f"{name}.png") as image:
             assert image.size[0] > 300 and image.size[1] > 200, name
+
+
+def test_folds_and_seeds_are_repeats_of_one_condition(tmp_path):
+    from fer_lottery.report_data import Job, condition_keys, rows_of
+
+    jobs = []
+    for seed in (1, 2):
+        for fold in (0, 1, 2):
+            for ratio in (0.5, 0.9):
+                config = {"seed": seed, "data.fold": fold, "data.folds": 3, "prune.ratio": ratio}
+                config |= {"prune.method": "magnitude", "prune.angle": 15.0}
+                acc = 0.5 + 0.01 * fold + 0.02 * seed - 0.1 * (ratio == 0.9)
+                results = {"test/acc": acc, "prune/sparsity": ratio, "data/n_test": 100}
+                jobs.append(Job(tmp_path / f"{seed}{fold}{ratio}", results, config))
+    keys = condition_keys(jobs)
+    assert keys == ["prune.ratio"]
+    rows = rows_of(jobs, keys)
+    assert [r.values["prune.ratio"] for r in rows] == [0.5, 0.9]
+    assert [r.stats["test/acc"].n for r in rows] == [6, 6]
+    assert math.isclose(rows[0].stats["test/acc"].mean, 0.5 + 0.01 + 0.03)
