@@ -128,6 +128,9 @@ def train_stage(
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = float(checkpoint.best_model_score or 0.0)
     metrics["time/train_s"] = round(train_s, 3)
+    # last.ckpt only serves to resume an unfinished stage; a finished one keeps best.ckpt alone
+    # (a ResNet-18 checkpoint with its optimizer state is 100 MB, and a sweep has hundreds).
+    resume.unlink(missing_ok=True)
     _report_stage(
         cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
