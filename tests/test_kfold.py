@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from fer_lottery.config import validate
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.data.split import kfold_split
 from fer_lottery.errors import ConfigError
+from tests.test_end_to_end import run_cli
 
 SFEW_LABELS = [0] * 100 + [1] * 75 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 100 + [6] * 100
 VAL_FRACTION = 0.15 / 0.85
@@ -182,22 +180,6 @@ def test_run_folds_with_one_fold_is_one_experiment(compose_cfg, tmp_path, monkey
     assert run_folds(cfg, tmp_path / "a") == {"test/acc": 0.5}
     assert run_folds(compose_cfg(*TINY), tmp_path / "b") == {"test/acc": 0.5}
     assert calls == [(2, tmp_path / "a"), (None, tmp_path / "b")]
-
-
-def run_cli(*overrides: str, cwd: Path) -> None:
-    """``python -m fer_lottery`` in a subprocess (as tests/test_end_to_end.py does)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_lottery", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
 
 
 @pytest.mark.slow

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fer_lottery.config import CONF_DIR, register_configs
+from tests.test_end_to_end import run_cli
 
 register_configs()
 
@@ -39,23 +38,6 @@ PRESET_SMALL = [
     "prune.ratio=0.5,0.9",
 ]
 JOBS = ["prune.ratio=0.5,seed=1", "prune.ratio=0.9,seed=1"]
-
-
-def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_lottery", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
 
 
 def job_results(sweep: Path) -> dict[str, dict]:
