@@ -18,6 +18,7 @@ import logging
 import math
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 from fer_lottery import report_plots
@@ -182,35 +183,27 @@ AXIS_LABELS = {
 
 
 def _series_label(row: Row, keys: list[str]) -> str:
-    parts = []
+    """``magnitude, rewind=none`` plus any other swept prune key that is not the x axis."""
+    config = row.jobs[0].config
+    parts = [str(config.get("prune.method")), f"rewind={config.get('prune.rewind')}"]
     for k in keys:
         value = row.values.get(k)
-        if k in SWEEP_AXES or value is None:
-            continue
-        parts.append(str(value) if k in ("prune.method",) else f"{k.split('.')[-1]}={value}")
-    return ", ".join(parts) or "pruned"
+        if k.startswith("prune.") and k not in (*SWEEP_AXES, "prune.method", "prune.rewind"):
+            if value is not None:
+                parts.append(f"{k.split('.')[-1]}={value}")
+    return textwrap.fill(", ".join(parts), width=48)
 
 
 def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path, paper_dense):
     """Test accuracy against the fraction of weights remaining, one line per method x mode."""
-    label_keys = [k for k in keys if k.startswith("prune.") and k not in SWEEP_AXES]
-    label_keys = [
-        "prune.method",
-        "prune.rewind",
-        *[k for k in label_keys if k not in ("prune.method", "prune.rewind")],
-    ]
     series: dict[str, list[Row]] = {}
     for row in rows:
-        method = row.jobs[0].config.get("prune.method")
-        rewind = row.jobs[0].config.get("prune.rewind")
-        extra = _series_label(row, [k for k in label_keys[2:]])
-        label = f"{method}, rewind={rewind}" + (f", {extra}" if extra != "pruned" else "")
-        series.setdefault(label, []).append(row)
+        series.setdefault(_series_label(row, keys), []).append(row)
     data = []
     for label, members in series.items():
         members = [r for r in members if "prune/sparsity" in r.stats and "test/acc" in r.stats]
-        members.sort(key=lambda r: -(1 - r.stats["prune/sparsity"].mean))
         points = [(1 - r.stats["prune/sparsity"].mean, r) for r in members]
+        points.sort(key=lambda p: -p[0])
         points = [(x, r) for x, r in points if x > 0]
         if not points:
             continue
@@ -228,12 +221,11 @@ def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path
     if not data:
         return None
     dense_ref = None
-    if dense:
+    if len(dense) == 1:  # one reference line only when all rows share one dense model
         accs = [j.results["dense/test/acc"] for r in dense for j in r.jobs]
         stat = Stat.of(accs)
         dense_ref = (stat.mean * 100, 0.0 if math.isnan(stat.std) else stat.std * 100)
-    fig = report_plots.accuracy_vs_remaining(data, out, dense=dense_ref, paper_dense=paper_dense)
-    return fig
+    return report_plots.accuracy_vs_remaining(data, out, dense=dense_ref, paper_dense=paper_dense)
 
 
 def plot_setting(block: dict, rows: list[Row], out: Path):
