@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
-from fer_lottery.failures import record_failure
+from fer_lottery.failures import FAILED_FILE, record_failure
 
 log = logging.getLogger("fer_lottery")
 
@@ -47,6 +47,7 @@ def main(cfg: DictConfig) -> float:
 
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
         results = run_folds(cfg, run_dir)
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's, now retried
     except Exception as exc:
         if isinstance(exc, FerLotteryError):
             log.error("%s", exc)
