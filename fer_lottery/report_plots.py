@@ -326,25 +326,12 @@ def convergence_curves(
     """
     if not curves:
         raise ValueError("convergence_curves: no curves to plot (got an empty list)")
+    checked = _checked_series(curves, "epochs", "convergence_curves")
     fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=DPI)
-    colors = _colors(len(curves))
-    for i, curve in enumerate(curves):
-        label = str(curve.get("label", f"curve {i}"))
-        where = f"convergence_curves: curve {label!r}"
-        if "epochs" not in curve or "mean" not in curve:
-            raise ValueError(f"{where} needs keys 'epochs' and 'mean'")
-        epochs = _floats(curve["epochs"], f"{where} epochs")
-        mean = _floats(curve["mean"], f"{where} mean")
-        std = curve.get("std")
-        std = [float("nan")] * len(epochs) if std is None else _floats(std, f"{where} std")
-        if not epochs:
-            raise ValueError(f"{where} has no points")
-        if not (len(epochs) == len(mean) == len(std)):
-            raise ValueError(
-                f"{where}: epochs, mean and std differ in length "
-                f"({len(epochs)}, {len(mean)}, {len(std)})"
-            )
-        n = curve.get("n")
+    colors = _colors(len(checked))
+    for i, curve in enumerate(checked):
+        epochs, mean, std, n = curve["x"], curve["mean"], curve["std"], curve["n"]
+        label = curve["label"]
         color = colors[i]
         ax.plot(epochs, mean, color=color, linewidth=1.8, label=label + _n_suffix(n))
         if _finite(n) and n > 1 and any(_finite(v) for v in std):
