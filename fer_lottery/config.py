@@ -187,6 +187,11 @@ class Config:
     cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
     # Reuse a dense fine-tune with the same data/model/optim/trainer/seed config (sweeps).
     cache_dense: bool = True
+    # How long a job waits for another job that is training the same dense model (seconds).
+    cache_lock_timeout_s: float = 14400.0
+    # torch CPU threads for the job; null: every CPU the process may use. CPU float results
+    # depend on it, so it is a setting (the same under every launcher) and is recorded.
+    threads: int | None = None
     # A preset's published numbers (paper, table, rows); read by the report, never by training.
     published: Any = None
 
@@ -283,6 +288,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
     if trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
+    if cfg.get("threads") is not None and cfg.threads < 1:
+        raise ConfigError(f"threads={cfg.threads} must be at least 1, or null for every CPU")
+    if cfg.get("cache_lock_timeout_s", 1) <= 0:
+        raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
     _validate_prune(cfg.prune, trainer.max_epochs)
 
 

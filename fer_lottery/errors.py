@@ -18,3 +18,7 @@ class DataError(FerLotteryError):
 
 class WeightsError(FerLotteryError):
     """Model weights cannot be downloaded or loaded."""
+
+
+class CacheError(FerLotteryError):
+    """A cache entry cannot be published or loaded, or its lock cannot be had."""

@@ -60,6 +60,14 @@ class FERClassifier(pl.LightningModule):
             module.eval()
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps each submodule's mode through fit and never calls train() itself, so
+        # set the modes here, every epoch: trainable layers train (whatever mode an earlier
+        # evaluation left them in), frozen ones stay in eval mode so that their BatchNorm
+        # layers neither normalise with batch statistics nor update their running statistics.
+        # Validation switches to eval and restores these modes afterwards.
+        self.train(True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

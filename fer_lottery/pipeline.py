@@ -6,17 +6,17 @@ Writes ``results.json`` (flat slash keys plus the resolved config) into the run 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fer_lottery.config import enum_value
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.dense_cache import DenseEntry, dense_key, snapshot_epoch
+from fer_lottery.dense_cache import DenseEntry, dense_key, load_state, snapshot_epoch
 from fer_lottery.io import write_json_atomic
 from fer_lottery.models import build_model, count_macs, freeze_layers, prunable_weights
 from fer_lottery.module import FERClassifier
@@ -24,6 +24,7 @@ from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.random import random_mask
+from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.sweep_names import swept_params
 from fer_lottery.training import evaluate, test_stage, train_stage
 
@@ -56,27 +57,21 @@ def dense_stage(
     k = snapshot_epoch(cfg)
     hparams = {n: v for n, v in swept_params(cfg).items() if not n.startswith("prune.")}
 
-    def train(out_dir: Path) -> tuple[dict, SnapshotAtEpoch | None]:
-        snap = SnapshotAtEpoch(k) if k is not None else None
-        metrics = train_stage(
-            cfg,
-            datamodule,
-            module,
-            out_dir,
-            "dense",
-            callbacks=[snap] if snap else [],
-            hparams=hparams,
+    def train(out_dir: Path) -> dict:
+        callbacks = [SnapshotAtEpoch(k, out_dir / "theta_k.pt")] if k else []
+        return train_stage(
+            cfg, datamodule, module, out_dir, "dense", callbacks=callbacks, hparams=hparams
         )
-        return metrics, snap
 
     theta0 = _clone(module.model.state_dict())
     if not cfg.cache_dense:
-        metrics, snap = train(run_dir)
+        metrics = train(run_dir)
         metrics["cache"] = "off"
-        return metrics, {"theta0": theta0, "theta_k": snap.state if snap else None}
+        theta_k = None if k is None else theta0 if k == 0 else load_state(run_dir / "theta_k.pt")
+        return metrics, {"theta0": theta0, "theta_k": theta_k}
 
     entry = DenseEntry(cfg.cache_dir, dense_key(cfg, datamodule.fingerprint()))
-    entry.acquire()
+    entry.acquire(cfg.cache_lock_timeout_s, job=str(run_dir))
     try:
         if entry.done():
             log.info("dense cache hit %s: reusing the dense fine-tune, no training", entry.key)
@@ -87,12 +82,15 @@ def dense_stage(
                 "dense cache %s %s: training the dense model once for every job", status, entry.key
             )
             entry.partial.mkdir(parents=True, exist_ok=True)
-            DenseEntry.save_state(entry.partial / "theta0.pt", theta0)
-            metrics, snap = train(entry.partial)
+            # theta0 is written once, by the job that starts the entry: a resumed job keeps it.
+            if entry.load_partial("theta0.pt") is None:
+                DenseEntry.save_state(entry.partial / "theta0.pt", theta0)
+            metrics = train(entry.partial)
             DenseEntry.save_state(entry.partial / "best.pt", _clone(module.model.state_dict()))
-            if snap is not None:
-                DenseEntry.save_state(entry.partial / "theta_k.pt", snap.state)
-            entry.finish(metrics)
+            if k == 0:
+                shutil.copy2(entry.partial / "theta0.pt", entry.partial / "theta_k.pt")
+            files = ["theta0.pt", "best.pt"] + (["theta_k.pt"] if k is not None else [])
+            entry.finish(metrics, files)
     finally:
         entry.release()
     module.model.load_state_dict(entry.load("best.pt"))
@@ -162,11 +160,29 @@ def make_mask(
     return mask, info
 
 
-def set_start_weights(cfg: DictConfig, model: nn.Module, states: dict, mask: Mask) -> None:
+def frozen_state_names(model: nn.Module, frozen: list[nn.Module]) -> set[str]:
+    """State-dict names (parameters and buffers) of the frozen modules."""
+    ids = {id(m) for m in frozen}
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        if id(module) in ids:
+            names.update(f"{prefix}.{n}" if prefix else n for n in module.state_dict())
+    return names
+
+
+def set_start_weights(
+    cfg: DictConfig,
+    model: nn.Module,
+    states: dict,
+    mask: Mask,
+    frozen_names: set[str] = frozenset(),
+) -> None:
     """Rewind (or not) the surviving weights, then apply the mask.
 
     none: keep the fine-tuned weights; pretrained: all of theta0 (every parameter and BN
-    buffer); epoch: theta_k; random: a fresh random initialisation (the control).
+    buffer); epoch: theta_k; random: a fresh random initialisation of what trains (the
+    control); the frozen layers (``frozen_names``) keep their loaded weights, since nothing
+    would ever train them.
     """
     rewind = enum_value(cfg.prune.rewind)
     if rewind == "pretrained":
@@ -174,12 +190,32 @@ def set_start_weights(cfg: DictConfig, model: nn.Module, states: dict, mask: Mas
     elif rewind == "epoch":
         model.load_state_dict(states["theta_k"])
     elif rewind == "random":
-        seed = (cfg.seed if cfg.prune.seed is None else cfg.prune.seed) + 10_000
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        seed = cfg.seed if cfg.prune.seed is None else cfg.prune.seed
+        with seeded(seed, "rewind-random"):
             fresh = build_model(enum_value(cfg.model.name), None, cfg.model.num_classes)
-        model.load_state_dict(fresh.state_dict())
+        state = fresh.state_dict()
+        if frozen_names:
+            kept = states["theta0"]
+            state.update({n: kept[n] for n in frozen_names})
+        model.load_state_dict(state)
     mask.apply(model)
+
+
+_UNIT_COUNTS = ("prune/units_removed", "prune/similar_pairs", "prune/complementary_pairs")
+
+
+def _add_units(info: dict[str, object], round_info: dict[str, object]) -> None:
+    """Add one round's distinctiveness counts to the job's totals (units removed so far)."""
+    for key, value in round_info.items():
+        if key in _UNIT_COUNTS or key.startswith("prune/units_removed/"):
+            info[key] = info.get(key, 0) + value
+        elif key == "time/angles_s":
+            info[key] = round(info.get(key, 0.0) + value, 4)
+        elif key != "prune/units_removed_frac":
+            info[key] = value
+    if "prune/units_total" in info:
+        total = info["prune/units_total"]
+        info["prune/units_removed_frac"] = info["prune/units_removed"] / total if total else 0.0
 
 
 def prune_and_retrain(
@@ -201,10 +237,12 @@ def prune_and_retrain(
     info: dict[str, object] = {}
     prune_s = retrain_s = 0.0
     final: dict = {}
+    frozen_names = frozen_state_names(model, frozen)
     for r in range(1, n + 1):
         ratio = 1 - (1 - p.ratio) ** (r / n)
         start = time.perf_counter()
-        mask, round_info = make_mask(cfg, model, names, ratio, mask, datamodule)
+        with seeded(cfg.seed, f"prune{r}"):
+            mask, round_info = make_mask(cfg, model, names, ratio, mask, datamodule)
         mask.apply(model)
         prune_s += time.perf_counter() - start
         before_val, before_test = (
@@ -218,7 +256,7 @@ def prune_and_retrain(
             zero_fraction(model, names),
             before_val,
         )
-        set_start_weights(cfg, model, states, mask)
+        set_start_weights(cfg, model, states, mask, frozen_names)
         module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
         stage = "retrain" if n == 1 else f"retrain{r}"
         hparams = swept_params(cfg)
@@ -245,7 +283,7 @@ def prune_and_retrain(
                 extra_metrics={"prune/sparsity": zero_fraction(model, names)},
             )
         retrain_s += final["time/train_s"]
-        info.update(round_info)
+        _add_units(info, round_info)
         info["prune/acc_before_retrain"] = before_test
         info["prune/val_acc_before_retrain"] = before_val
         if n > 1:
@@ -253,6 +291,7 @@ def prune_and_retrain(
             info[f"round{r}/prune/acc_before_retrain"] = before_test
             info[f"round{r}/test/acc"] = final["test/acc"]
             info[f"round{r}/val/acc_best"] = final["val/acc_best"]
+            info.update({f"round{r}/{k}": v for k, v in round_info.items()})
     assert mask is not None
     mask.save(run_dir / "mask.pt")
     sparsity = zero_fraction(model, names)
@@ -277,15 +316,20 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     total_start = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    threads = set_threads(cfg.get("threads"))
+    log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
 
+    # Each point that draws random numbers is seeded on its own (fer_lottery.seeding), so a
+    # number never depends on what ran before it: face detection or a cache hit, say.
     start = time.perf_counter()
     datamodule = SFEWDataModule(cfg.data, run_dir, seed=cfg.seed, cache_dir=cfg.cache_dir)
-    datamodule.setup()
+    with seeded(cfg.seed, "data"):
+        datamodule.setup()
     data_s = time.perf_counter() - start
 
     arch = enum_value(cfg.model.name)
-    model = build_model(arch, cfg.model.weights, cfg.model.num_classes)
+    with seeded(cfg.seed, "model"):
+        model = build_model(arch, cfg.model.weights, cfg.model.num_classes)
     frozen = freeze_layers(model, arch, cfg.model.frozen_layers)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
     dense, states = dense_stage(cfg, datamodule, module, run_dir)
@@ -303,6 +347,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results["params/nonzero"] = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     results["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results["flops/total"], results["flops/nonzero"] = count_macs(model, cfg.data.image_size)
+    results["torch/threads"] = threads
     results["model/init"] = "random" if cfg.model.weights is None else str(cfg.model.weights)
     results.update(datamodule.stats)
     results["time/dense_s"] = dense["time/train_s"]

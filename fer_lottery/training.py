@@ -16,8 +16,17 @@ from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
 from fer_lottery.plots import confusion_figure
+from fer_lottery.seeding import seed_all
 
 log = logging.getLogger(__name__)
+
+
+def resolved_device(cfg: DictConfig) -> str:
+    """``cuda`` or ``cpu``: where ``trainer.accelerator`` puts the training."""
+    accelerator = str(cfg.trainer.accelerator).lower()
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
@@ -26,7 +35,7 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
     extra = kwargs.pop("extra") or {}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "precision" not in kwargs:
-        kwargs["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+        kwargs["precision"] = "bf16-mixed" if resolved_device(cfg) == "cuda" else "32-true"
     if max_epochs is not None:
         kwargs["max_epochs"] = max_epochs
     kwargs.update(extra)
@@ -119,6 +128,9 @@ def train_stage(
     if resume.is_file():
         log.info("%s: resuming the interrupted stage from %s", stage, resume)
     start = time.perf_counter()
+    # Seeded right before fit, by the stage's name alone: augmentation, dropout and shuffling
+    # draw the same numbers whether the dense stage ran in this process or came from the cache.
+    seed_all(cfg.seed, stage)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume if resume.is_file() else None)
     train_s = time.perf_counter() - start
     best = checkpoint.best_model_path

@@ -89,3 +89,33 @@ def crop_cache(tmp_path_factory) -> Path:
 def sfew_root(tmp_path, sfew_frames) -> Path:
     """A private copy of the session's SFEW frames, free to modify."""
     return Path(shutil.copytree(sfew_frames, tmp_path / "SFEW"))
+
+
+# Tiny settings for in-process jobs: synthetic faces, 32 px, ResNet-18 from random init.
+TINY = (
+    "data=synthetic",
+    "data.synthetic.per_class=8",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "model.weights=null",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+)
+
+
+@pytest.fixture
+def run_job(compose_cfg, tmp_path):
+    """Run one experiment in-process (the real pipeline and Trainer) in ``tmp_path/<name>``.
+
+    Returns (results, run_dir). The dense cache lives in ``tmp_path/cache`` unless ``cache=``
+    names another folder.
+    """
+
+    def _run(name: str, *overrides: str, cache: Path | None = None):
+        from fer_lottery.pipeline import run_experiment
+
+        cfg = compose_cfg(*TINY, f"cache_dir={cache or tmp_path / 'cache'}", *overrides)
+        run_dir = tmp_path / name
+        return run_experiment(cfg, run_dir), run_dir
+
+    return _run

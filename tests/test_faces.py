@@ -223,6 +223,37 @@ def test_tiny_frames_fall_back(tmp_path):
     )
     assert kept == [0, 1] and sources == ["fallback", "fallback"] and report.fallback == 2
     assert crops.shape == (2, 3, 32, 32)
+    # The clear "no face" on 40x30 is cached; MTCNN's error on 10x10 is not an outcome.
+    assert report.detect_failed == 1
+    again, _, _, report = crop_faces(paths, CropParams(size=32), tmp_path / "cache", progress=False)
+    assert (report.cache_hits, report.cache_misses, report.detect_failed) == (1, 1, 1)
+    assert torch.equal(again, crops)
+
+
+def test_a_transient_mtcnn_failure_is_not_cached(dataset, tmp_path, monkeypatch, caplog):
+    """A detector error (say, a GPU out of memory) gives a fallback crop now, and the next run
+    detects the face: only real outcomes are cached."""
+    import facenet_pytorch
+
+    _, files = dataset
+    path = files["Angry/astro.png"]
+    real_detect = facenet_pytorch.MTCNN.detect
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(facenet_pytorch.MTCNN, "detect", fail)
+    with caplog.at_level(logging.WARNING):
+        _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert sources == ["fallback"] and report.detect_failed == 1
+    assert any("not cached" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob("*.npz"))
+
+    monkeypatch.setattr(facenet_pytorch.MTCNN, "detect", real_detect)
+    _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert sources == ["detected"] and (report.cache_misses, report.detect_failed) == (1, 0)
+    _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert sources == ["detected"] and report.cache_hits == 1
 
 
 def test_method_none_and_full_fallback(tmp_path):

@@ -66,6 +66,17 @@ def test_joblib_runs_preset_jobs_in_parallel_with_one_dense_run(tmp_path):
     )
     assert_one_dense_run(sweep, tmp_path / "cache")
 
+    # A joblib worker gives the numbers the same job gives alone (same thread count, same
+    # seeds), whichever of the two workers trained the dense model.
+    alone_dir = tmp_path / "alone"
+    single = [o for o in PRESET_SMALL if o not in ("-m", "prune.ratio=0.5,0.9")]
+    run_cli(*single, "prune.ratio=0.9", f"hydra.run.dir={alone_dir}", cwd=alone_dir.parent)
+    alone = json.loads((alone_dir / "results.json").read_text())
+    worker = job_results(sweep)["prune.ratio=0.9,seed=1"]
+    assert worker["torch/threads"] == alone["torch/threads"]
+    for key in ("test/acc", "test/confusion", "val/acc_best", "dense/test/acc"):
+        assert worker[key] == alone[key], key
+
 
 @pytest.mark.slow
 def test_submitit_local_runs_preset_jobs_at_once_with_one_dense_run(tmp_path):

@@ -62,6 +62,7 @@ class CropReport:
 
     detected: int = 0  # crops from an MTCNN detection
     fallback: int = 0  # frames with no face (or MTCNN failed on them) -> fallback box
+    detect_failed: int = 0  # of those, frames where MTCNN raised: used now, never cached
     manual: int = 0  # boxes taken from the manual crops file
     multiple_faces: int = 0  # frames where MTCNN found >1 face (highest-probability one kept)
     unreadable: list[str] = field(default_factory=list)  # paths that could not be decoded
@@ -253,7 +254,8 @@ class _Detector:
     def detect(
         self, images: list[Image.Image]
     ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-        """(boxes [k, 4], probs [k]) per image, or (None, None) when no face or MTCNN failed."""
+        """(boxes [k, 4], probs [k]) per image, (None, None) when it has no face, or None when
+        MTCNN failed on it (an error, not an outcome: the caller must not cache it)."""
         if self.mtcnn is None:
             try:
                 from facenet_pytorch import MTCNN
@@ -271,9 +273,12 @@ class _Detector:
                 self.frames_run -= len(images)
                 return [r for im in images for r in self.detect([im])]
             log.warning(
-                "MTCNN failed on a %dx%d frame (%s); using the fallback box", *images[0].size, e
+                "MTCNN failed on a %dx%d frame (%s); using the fallback box for this run only "
+                "(not cached, so the next run detects again)",
+                *images[0].size,
+                e,
             )
-            return [(None, None)]
+            return [None]
         out = []
         for b, p in zip(boxes, probs, strict=True):
             if b is None or len(b) == 0:
@@ -322,8 +327,14 @@ def crop_faces(
     def flush(key: tuple[int, int]) -> None:
         group = pending.pop(key)
         found = detector.detect([g[2] for g in group])
-        for (i, img, det_img, cache_file), (boxes, probs) in zip(group, found, strict=True):
+        for (i, img, det_img, cache_file), outcome in zip(group, found, strict=True):
             w, h = img.size
+            if outcome is None:  # MTCNN raised: a fallback crop now, but only real outcomes
+                report.detect_failed += 1  # (detection, no face, manual box) are cached
+                entry = _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
+                finish(i, entry, None)
+                continue
+            boxes, probs = outcome
             if boxes is None:
                 entry = _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
             else:
@@ -426,6 +437,7 @@ def _log_summary(n: int, r: CropReport, frames_run: int) -> None:
     )
     log.info(
         "face crops: %d images, %d from cache, %s; detected %d, fallback %d (no face), manual %d, "
-        "unreadable %d, multiple faces %d",
+        "unreadable %d, multiple faces %d, detection failed %d",
         n, r.cache_hits, now, r.detected, r.fallback, r.manual, len(r.unreadable), r.multiple_faces,
+        r.detect_failed,
     )  # fmt: skip

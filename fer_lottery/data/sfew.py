@@ -87,6 +87,7 @@ class SFEWDataModule(pl.LightningDataModule):
                 "data/faces_fallback": report.fallback,
                 "data/faces_manual": report.manual,
                 "data/faces_multiple": report.multiple_faces,
+                "data/faces_detect_failed": report.detect_failed,
                 "data/unreadable": len(report.unreadable),
                 "data/unreadable_files": [str(p) for p in report.unreadable],
                 "data/crop_cache_hits": report.cache_hits,

@@ -5,11 +5,12 @@ They decide only *when* something happens; what happens lives in plain functions
 
 from __future__ import annotations
 
-import copy
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
+from fer_lottery.io import write_atomic
 from fer_lottery.pruning.mask import Mask
 
 # Per-parameter optimizer state that would otherwise push pruned weights back (SGD momentum,
@@ -71,32 +72,35 @@ class KeepMasked(pl.Callback):
 
 
 class SnapshotAtEpoch(pl.Callback):
-    """Keep a CPU copy of the model's full state (parameters and buffers) after epoch ``k``.
+    """Write the model's full state (parameters and buffers) after epoch ``k`` to ``path``.
 
-    ``k=0`` is the state before any training. This is theta_k for ``prune.rewind=epoch``.
+    This is theta_k for ``prune.rewind=epoch`` (k >= 1; theta_0 is the state before training).
+    The snapshot lives in its own file, never in the callback's checkpoint state, so restoring a
+    checkpoint (a resume, or ``trainer.test(ckpt_path=best)`` with a best epoch before k) can
+    neither lose it nor replace it. It is taken when epoch k's validation starts (before that
+    epoch's checkpoint is saved, so a job killed right after the checkpoint still has it) and
+    again at the epoch's end when no validation ran; both see the same weights.
     """
 
-    def __init__(self, epoch: int):
+    def __init__(self, epoch: int, path: str | Path):
+        if epoch < 1:
+            raise ValueError(f"SnapshotAtEpoch needs epoch >= 1, got {epoch}")
         self.epoch = epoch
-        self.state: dict[str, torch.Tensor] | None = None
+        self.path = Path(path)
+        self._taken_at: int | None = None
 
-    @property
-    def state_key(self) -> str:
-        return "SnapshotAtEpoch"
+    def _take(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 != self.epoch or self._taken_at == trainer.current_epoch:
+            return
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+        write_atomic(self.path, lambda tmp: torch.save(state, tmp))
+        self._taken_at = trainer.current_epoch
 
-    def _take(self, pl_module) -> None:
-        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self.epoch == 0 and self.state is None:
-            self._take(pl_module)
+    def on_validation_start(self, trainer, pl_module) -> None:
+        # Only the validation that closes the epoch (val_check_interval < 1 adds others).
+        at_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if not trainer.sanity_checking and at_end:
+            self._take(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch + 1 == self.epoch:
-            self._take(pl_module)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "state": copy.copy(self.state)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.state = state_dict.get("state")
+        self._take(trainer, pl_module)

@@ -1,0 +1,104 @@
+"""The dense cache: complete entries only, keys by what settings resolve to, a bounded wait."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from filelock import FileLock
+
+from fer_lottery.dense_cache import DenseEntry, dense_key, load_state
+from fer_lottery.errors import CacheError
+from fer_lottery.models import build_model
+
+
+def _epochs(run_dir, stage="dense") -> list[dict]:
+    rows = list(csv.DictReader((run_dir / "csv" / stage / "metrics.csv").open()))
+    return [r for r in rows if r.get("val/acc")]
+
+
+def test_rewind_epoch_keeps_theta_k_when_the_best_epoch_comes_before_k(run_job, tmp_path):
+    """Testing the best checkpoint (epoch 0) restores callback state; theta_k must survive it."""
+    job = (
+        "trainer.max_epochs=3",
+        "optim.lr=1e-12",  # nothing learns: epoch 0 stays the best (ties keep the first)
+        "prune.ratio=0.5",
+        "prune.rewind=epoch",
+        "prune.rewind_epoch=2",
+        "prune.retrain_epochs=1",
+    )
+    first, run_dir = run_job("first", *job)
+    val = [float(r["val/acc"]) for r in _epochs(run_dir)]
+    assert len(val) == 3 and max(val) == val[0]  # the best epoch is before k
+    (entry,) = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
+    theta0, theta_k = load_state(entry / "theta0.pt"), load_state(entry / "theta_k.pt")
+    assert theta_k.keys() == theta0.keys()
+    # After exactly k=2 epochs: BatchNorm counted 2 epochs of batches (4 per epoch here).
+    n_train = first["data/n_train"]
+    batches = -(-n_train // 16)
+    assert int(theta_k["bn1.num_batches_tracked"]) == 2 * batches
+    # A second job with the same key loads the published entry and runs.
+    second, _ = run_job("second", *[o for o in job if o != "prune.ratio=0.5"], "prune.ratio=0.9")
+    assert second["dense/cache"] == "hit"
+
+
+def test_an_entry_missing_a_promised_file_is_not_published(tmp_path):
+    entry = DenseEntry(tmp_path, "k")
+    entry.partial.mkdir(parents=True)
+    DenseEntry.save_state(entry.partial / "theta0.pt", {"w": torch.zeros(2)})
+    torch.save(None, entry.partial / "theta_k.pt")  # what a lost snapshot used to leave
+    with pytest.raises(CacheError, match="theta_k.pt"):
+        entry.finish({"test/acc": 0.5}, ["theta0.pt", "theta_k.pt"])
+    with pytest.raises(CacheError, match="best.pt"):
+        entry.finish({"test/acc": 0.5}, ["theta0.pt", "best.pt"])
+    assert not entry.done() and not entry.final.exists()
+    DenseEntry.save_state(entry.partial / "best.pt", {"w": torch.ones(2)})
+    entry.finish({"test/acc": 0.5}, ["theta0.pt", "best.pt"])
+    assert entry.done() and entry.metrics() == {"test/acc": 0.5}
+
+
+def test_weights_file_is_keyed_by_content_not_path(compose_cfg, tmp_path):
+    torch.manual_seed(0)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save(build_model("resnet18", None).state_dict(), a)
+    b.write_bytes(a.read_bytes())
+    key_a = dense_key(compose_cfg(f"model.weights={a}"))
+    assert dense_key(compose_cfg(f"model.weights={b}")) == key_a  # same content, other path
+    torch.save(build_model("resnet18", None).state_dict(), a)  # same path, new content
+    assert dense_key(compose_cfg(f"model.weights={a}")) != key_a
+
+
+def test_null_precision_and_auto_accelerator_are_keyed_as_resolved(compose_cfg):
+    resolved = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    null = dense_key(compose_cfg("trainer.precision=null"))
+    assert null == dense_key(compose_cfg(f"trainer.precision={resolved}"))
+    assert null == dense_key(compose_cfg(f"trainer.accelerator={device}"))
+    assert null != dense_key(compose_cfg("trainer.precision=64-true"))
+
+
+def test_cpu_thread_count_is_part_of_the_key(compose_cfg):
+    if torch.cuda.is_available():
+        pytest.skip("the thread count is keyed on CPU runs only")
+    assert dense_key(compose_cfg("threads=1")) != dense_key(compose_cfg("threads=2"))
+
+
+def test_waiting_for_the_lock_times_out_naming_the_lock_and_its_holder(tmp_path):
+    holder = DenseEntry(tmp_path, "key")
+    holder.acquire(10, job="outputs/job-that-trains")
+    try:
+        waiter = DenseEntry(tmp_path, "key")
+        waiter.lock = FileLock(str(waiter.lock_path))  # a second handle, as another job has
+        with pytest.raises(CacheError) as err:
+            waiter.acquire(1.5, job="outputs/other")
+        message = str(err.value)
+        assert str(waiter.lock_path) in message
+        assert "outputs/job-that-trains" in message and "pid" in message
+        assert "cache_lock_timeout_s" in message
+        info = json.loads(holder.holder_path.read_text())
+        assert info["job"] == "outputs/job-that-trains"
+    finally:
+        holder.release()
+    assert not holder.holder_path.exists()
