@@ -1,0 +1,137 @@
+"""Conditions: the jobs grouped by the keys that vary between them, with their statistics.
+
+A *condition* is one setting of the keys that vary between jobs, except the seed and the fold:
+its jobs are repeats, summarised as mean, std, n and a 95% confidence interval. Keys that do not
+apply to a job's method (``prune.angle`` for magnitude pruning, every ``prune.*`` key of a dense
+run) are blanked first, so they neither split rows nor show up in them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from fer_lottery.report.collect import REPEAT_KEYS, Job
+from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
+
+# Config keys that never define an experimental condition.
+IGNORE_PREFIXES = (
+    "published",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "cache_",
+    "data.root",
+    "data.num_workers",
+    "data.crops_csv",
+)
+DISTINCTIVENESS_KEYS = ("angle", "complementary", "normalize", "norm_std", "variant", "layers")
+MAGNITUDE_KEYS = ("ratio", "scope", "include")
+
+
+def applicable(config: dict) -> dict:
+    """The config with keys that do not apply to this run's method set to None."""
+    out = dict(config)
+    method = out.get("prune.method")
+    ratio = out.get("prune.ratio") or 0.0
+    dense_only = method == "none" or (method in ("magnitude", "random") and ratio <= 0)
+    for key in [k for k in out if k.startswith("prune.")]:
+        name = key.split(".", 1)[1]
+        if dense_only:
+            out[key] = None
+        elif method == "distinctiveness" and name in MAGNITUDE_KEYS:
+            out[key] = None
+        elif method in ("magnitude", "random") and name.split(".")[0] in DISTINCTIVENESS_KEYS:
+            out[key] = None
+        elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
+            out[key] = None
+    variant = out.get("prune.variant")
+    if variant in ("paper_a", "paper_b"):  # the literal paper rules ignore these options
+        for name in ("normalize", "complementary") + (
+            ("norm_std",) if variant == "paper_a" else ()
+        ):
+            out[f"prune.{name}"] = None
+    return out
+
+
+def condition_keys(jobs: list[Job]) -> list[str]:
+    """Keys that vary between jobs once non-applicable keys are blanked (not seed or fold)."""
+    for job in jobs:
+        job.condition = applicable(job.config)
+    keys = sorted({k for j in jobs for k in j.condition})
+    out = []
+    for k in keys:
+        if k in REPEAT_KEYS or k.startswith(IGNORE_PREFIXES):
+            continue
+        if len({json.dumps(j.condition.get(k), default=str) for j in jobs}) > 1:
+            out.append(k)
+    return out
+
+
+@dataclass
+class Row:
+    """One condition: its key values, its jobs, and the statistics of each metric."""
+
+    values: dict
+    jobs: list[Job]
+    stats: dict[str, Stat] = field(default_factory=dict)
+    paper: dict[str, float] = field(default_factory=dict)
+    dense: bool = False
+
+    def label(self, keys: list[str]) -> str:
+        parts = [
+            f"{k.split('.')[-1]}={self.values[k]}" for k in keys if self.values.get(k) is not None
+        ]
+        return ", ".join(parts) or "all"
+
+
+def condition_label(row: Row, keys: list[str]) -> str:
+    """``ratio=0.9, rewind=none``: the row's non-empty key values, or "" when there are none."""
+    parts = [f"{k.split('.')[-1]}={row.values[k]}" for k in keys if row.values.get(k) is not None]
+    return ", ".join(parts)
+
+
+def _stats(members: list[Job], prefix: str = "") -> dict[str, Stat]:
+    out: dict[str, Stat] = {}
+    n_test = members[0].results.get("data/n_test") if members else None
+    for metric in METRICS:
+        vals = [float(m.results[prefix + metric]) for m in members if prefix + metric in m.results]
+        if vals:
+            is_acc = metric.endswith("acc") or metric == "prune/acc_before_retrain"
+            out[metric] = Stat.of(vals, n_test if is_acc else None, metric in FRACTION_KEYS)
+    return out
+
+
+def rows_of(jobs: list[Job], keys: list[str]) -> list[Row]:
+    """One row per condition, in a stable order (by the keys' values)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        values = {k: job.condition.get(k) for k in keys}
+        groups.setdefault(json.dumps(values, sort_keys=True, default=str), []).append(job)
+    rows = [Row({k: g[0].condition.get(k) for k in keys}, g, _stats(g)) for g in groups.values()]
+    rows.sort(key=lambda r: [_sort_key(r.values.get(k)) for k in keys])
+    return rows
+
+
+def _sort_key(value) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def dense_rows(jobs: list[Job], keys: list[str]) -> list[Row]:
+    """The dense model of each non-pruning condition, once per repeat (sweep jobs share it)."""
+    dense_keys = [k for k in keys if not k.startswith("prune.")]
+    groups: dict[str, dict[tuple, Job]] = {}
+    for job in jobs:
+        if "dense/test/acc" in job.results:
+            values = {k: job.condition.get(k) for k in dense_keys}
+            key = json.dumps(values, sort_keys=True, default=str)
+            groups.setdefault(key, {})[job.repeat] = job
+    rows = []
+    for by_repeat in groups.values():
+        members = list(by_repeat.values())
+        values = {
+            k: ("dense" if k.startswith("prune.") else members[0].condition.get(k)) for k in keys
+        }
+        stats = _stats(members, prefix="dense/")
+        stats["prune/sparsity"] = Stat(0.0, float("nan"), len(members), float("nan"), float("nan"))
+        rows.append(Row(values, members, stats, dense=True))
+    return rows
