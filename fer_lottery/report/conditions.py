@@ -90,9 +90,19 @@ def condition_label(row: Row, keys: list[str]) -> str:
     return ", ".join(parts)
 
 
+def n_test_images(jobs: list[Job]) -> int | None:
+    """Distinct test images behind the jobs: seeds share one test split; folds add theirs."""
+    by_fold: dict[str, int] = {}
+    for job in jobs:
+        n = job.results.get("data/n_test")
+        if n:
+            by_fold.setdefault(json.dumps(job.config.get("data.fold")), int(n))
+    return sum(by_fold.values()) or None
+
+
 def _stats(members: list[Job], prefix: str = "") -> dict[str, Stat]:
     out: dict[str, Stat] = {}
-    n_test = members[0].results.get("data/n_test") if members else None
+    n_test = n_test_images(members)
     for metric in METRICS:
         vals = [float(m.results[prefix + metric]) for m in members if prefix + metric in m.results]
         if vals:

@@ -44,9 +44,11 @@ class Stat:
     def of(cls, values: list[float], n_test: int | None = None, bounded: bool = False) -> Stat:
         """95% CI of the mean: Student t over repeats, clipped at 0 (and at 1 for a fraction).
 
-        ``n_test`` marks the values as accuracies on that many test images. A single run, or
-        repeats that agree exactly (a t interval of zero width), get the binomial (Wilson)
-        interval of all their test predictions instead: the test split's own sampling error.
+        ``n_test`` marks the values as accuracies on that many distinct test images in all. A
+        single run, or repeats that agree exactly (a t interval of zero width), get the
+        binomial (Wilson) interval of ``n_test`` trials instead: the test split's own sampling
+        error. Seeds that share one test split add no trials, so ``n_test`` is that split's
+        size (with folds, the sum of the folds' sizes: see ``n_test_images``).
         """
         n = len(values)
         mean = statistics.fmean(values)
@@ -61,7 +63,7 @@ class Stat:
                 high = min(1.0, high)
             return cls(mean, std, n, low, high)
         if n_test and 0 <= mean <= 1:
-            low, high = wilson(mean, n * n_test)
+            low, high = wilson(mean, n_test)
             return cls(mean, std, n, low, high)
         return cls(mean, std, n, mean if n > 1 else float("nan"), mean if n > 1 else float("nan"))
 

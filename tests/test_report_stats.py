@@ -1,0 +1,149 @@
+"""The report's statistics on sweep folders shaped like real ones: what n counts, the intervals,
+the best condition and the final stage.
+
+Each job folder holds a ``results.json`` with the keys ``pipeline.run_experiment`` writes and
+the resolved config of a real preset. Accuracies are whole numbers of correct test images, and
+the per-class scores come from a confusion matrix that agrees with them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from fer_lottery.data import CLASSES
+from fer_lottery.report.collect import collect
+from fer_lottery.report.conditions import condition_keys, rows_of
+from fer_lottery.report.stats import wilson
+
+N_TEST = 101  # SFEW's 675 images, 15% test
+
+
+@pytest.fixture
+def preset(compose_cfg):
+    """A preset's resolved config as a nested dict, as ``results.json`` stores it."""
+
+    def _preset(name: str, *overrides: str) -> dict:
+        cfg = compose_cfg(f"experiment={name}", *overrides)
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+    return _preset
+
+
+def with_keys(config: dict, values: dict) -> dict:
+    """A copy of ``config`` with dotted keys (``prune.angle``) set."""
+    out = copy.deepcopy(config)
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return out
+
+
+def confusion(correct: int, n_test: int) -> list[list[int]]:
+    """A 7x7 confusion matrix of ``n_test`` images with ``correct`` on the diagonal."""
+    k = len(CLASSES)
+    sizes = [n_test // k + (c < n_test % k) for c in range(k)]
+    matrix = [[0] * k for _ in range(k)]
+    left = correct
+    for c, size in enumerate(sizes):
+        hit = min(size, left)
+        left -= hit
+        matrix[c][c] = hit
+        matrix[c][(c + 1) % k] += size - hit
+    assert left == 0
+    return matrix
+
+
+def class_scores(matrix: list[list[int]], prefix: str) -> dict[str, float]:
+    """Per-class precision, recall and specificity of a confusion matrix (rows: true class)."""
+    total = sum(map(sum, matrix))
+    out = {}
+    for c, name in enumerate(CLASSES):
+        tp, true = matrix[c][c], sum(matrix[c])
+        predicted = sum(row[c] for row in matrix)
+        fp = predicted - tp
+        tn = total - true - fp
+        out[f"{prefix}/precision/{name}"] = tp / predicted if predicted else 0.0
+        out[f"{prefix}/recall/{name}"] = tp / true if true else 0.0
+        out[f"{prefix}/specificity/{name}"] = tn / (tn + fp) if tn + fp else 0.0
+    return out
+
+
+def write_job(
+    folder: Path,
+    config: dict,
+    correct: int,
+    val: float,
+    n_test: int = N_TEST,
+    dense_correct: int | None = None,
+    dense_val: float = 0.5,
+    units_removed: int | None = None,
+) -> Path:
+    """One finished pruning job: ``results.json`` as ``run_experiment`` writes it."""
+    dense_correct = n_test // 2 if dense_correct is None else dense_correct
+    matrix, dense = confusion(correct, n_test), confusion(dense_correct, n_test)
+    prune = config["prune"]
+    results: dict = {"test/acc": correct / n_test, **class_scores(matrix, "test")}
+    results |= {"test/confusion": matrix, "val/acc_best": val}
+    results |= {"dense/test/acc": dense_correct / n_test, **class_scores(dense, "dense/test")}
+    results |= {"dense/test/confusion": dense, "dense/val/acc_best": dense_val}
+    results |= {"dense/cache": "hit", "prune/acc_before_retrain": 0.3}
+    if units_removed is None:
+        results |= {"prune/sparsity": prune["ratio"], "prune/mask_sparsity": prune["ratio"]}
+    else:
+        units = 4096  # AlexNet's fc7
+        results |= {"prune/units_removed": units_removed, "prune/units_total": units}
+        results |= {"prune/units_removed_frac": units_removed / units}
+        results |= {"prune/sparsity": units_removed / units / 2}
+    results |= {"params/total": 11180103, "params/nonzero": 5594855, "model/init": "IMAGENET1K_V1"}
+    results |= {"data/source": "/data/SFEW", "data/n_train": 473, "data/n_val": 101}
+    results |= {"data/n_test": n_test, "data/folds": config["data"]["folds"]}
+    results |= {"data/fold": config["data"]["fold"], "time/dense_s": 61.2, "time/total_s": 80.0}
+    results["config"] = config
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def rows(sweep: Path):
+    jobs, problems = collect([sweep])
+    assert not problems
+    return rows_of(jobs, condition_keys(jobs))
+
+
+# -- the binomial fallback ------------------------------------------------------------------------
+
+
+def test_wilson_counts_the_shared_test_split_once_not_once_per_seed(tmp_path, preset):
+    """Seeds that agree exactly: the interval is that of one 101-image test split."""
+    config = preset("paper_a_table2")
+    for seed in (1, 2, 3):
+        values = {"seed": seed, "prune.ratio": 0.9}
+        write_job(tmp_path / f"prune.ratio=0.9,seed={seed}", with_keys(config, values), 50, 0.5)
+    (row,) = rows(tmp_path)
+    stat = row.stats["test/acc"]
+    assert stat.n == 3 and stat.std == 0.0
+    assert (stat.ci_low, stat.ci_high) == pytest.approx(wilson(50 / N_TEST, N_TEST))
+    # 303 trials would give an interval about sqrt(3) times narrower
+    assert stat.ci_high - stat.ci_low > 0.19
+
+
+def test_wilson_with_folds_counts_each_folds_test_images_once(tmp_path, preset):
+    """2 seeds x 3 folds of 45 test images that agree: 135 trials, not 6 x 45."""
+    config = preset("paper_a_table2", "data.folds=3")
+    for seed in (1, 2):
+        for fold in (0, 1, 2):
+            values = {"seed": seed, "data.fold": fold, "prune.ratio": 0.5}
+            folder = tmp_path / f"seed={seed}" / f"fold={fold}"
+            write_job(folder, with_keys(config, values), 18, 0.4, n_test=45)
+    (row,) = rows(tmp_path)
+    stat = row.stats["test/acc"]
+    assert stat.std == 0.0
+    assert (stat.ci_low, stat.ci_high) == pytest.approx(wilson(0.4, 135))
