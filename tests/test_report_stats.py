@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 from fer_lottery.data import CLASSES
 from fer_lottery.report.collect import collect
 from fer_lottery.report.conditions import condition_keys, rows_of
+from fer_lottery.report.curves import final_stage
+from fer_lottery.report.figures import plot_convergence
 from fer_lottery.report.stats import wilson
 
 N_TEST = 101  # SFEW's 675 images, 15% test
@@ -112,6 +114,19 @@ def write_job(
     return folder
 
 
+def write_metrics(job_dir: Path, stage: str, val_acc: list[float]) -> None:
+    """``csv/<stage>/metrics.csv`` as Lightning's CSVLogger writes it: val and train lines."""
+    folder = job_dir / "csv" / stage
+    folder.mkdir(parents=True)
+    lines = ["epoch,step,test/acc,train/acc,train/loss,val/acc,val/acc_best,val/loss"]
+    for epoch, acc in enumerate(val_acc):
+        step = 8 * (epoch + 1)
+        lines += [f"{epoch},{step},,,,{acc},{max(val_acc[: epoch + 1])},1.8"]
+        lines += [f"{epoch},{step},,0.31,1.9,,,"]
+    lines += [f"{len(val_acc)},{8 * len(val_acc)},0.42,,,,,"]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
 def rows(sweep: Path):
     jobs, problems = collect([sweep])
     assert not problems
@@ -147,3 +162,20 @@ def test_wilson_with_folds_counts_each_folds_test_images_once(tmp_path, preset):
     stat = row.stats["test/acc"]
     assert stat.std == 0.0
     assert (stat.ci_low, stat.ci_high) == pytest.approx(wilson(0.4, 135))
+
+
+# -- stages ---------------------------------------------------------------------------------------
+
+
+def test_the_final_stage_of_an_imp_job_is_its_last_round(tmp_path, preset):
+    """Ten IMP rounds: retrain10 is the last stage, not retrain9 (text order)."""
+    config = with_keys(preset("paper_a_table4", "prune.iterations=10"), {"prune.ratio": 0.99})
+    job_dir = write_job(tmp_path / "prune.ratio=0.99", config, 40, 0.45)
+    for r in range(1, 11):
+        write_metrics(job_dir, f"retrain{r}", [0.2 + 0.01 * r, 0.3 + 0.01 * r])
+    jobs, _ = collect([tmp_path])
+    assert final_stage(jobs[0]) == "retrain10"
+    # The convergence plot draws that round's curve.
+    fig = plot_convergence(rows(tmp_path), [], [], tmp_path / "convergence.png", limit=8)
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_ydata()) == pytest.approx([30.0, 40.0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from pathlib import Path
 
@@ -33,7 +34,13 @@ def mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], list[float], 
     return epochs, means, stds
 
 
+def natural_key(name: str) -> list:
+    """Sort key that compares digit runs as numbers, so ``retrain10`` comes after ``retrain9``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def final_stage(job: Job) -> str | None:
     """The job's last retraining stage; None when it was tested without retraining."""
-    stages = sorted(p.parent.name for p in (job.dir / "csv").glob("retrain*/metrics.csv"))
+    names = [p.parent.name for p in (job.dir / "csv").glob("retrain*/metrics.csv")]
+    stages = sorted(names, key=natural_key)
     return stages[-1] if stages else None
