@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from fer_lottery import report
 from fer_lottery.data import CLASSES
 from fer_lottery.report.collect import collect
-from fer_lottery.report.conditions import condition_keys, rows_of
+from fer_lottery.report.conditions import condition_keys, dense_rows, rows_of
 from fer_lottery.report.curves import final_stage
 from fer_lottery.report.figures import plot_convergence
+from fer_lottery.report.per_class import per_class
 from fer_lottery.report.stats import wilson
 
 N_TEST = 101  # SFEW's 675 images, 15% test
@@ -179,3 +181,49 @@ def test_the_final_stage_of_an_imp_job_is_its_last_round(tmp_path, preset):
     fig = plot_convergence(rows(tmp_path), [], [], tmp_path / "convergence.png", limit=8)
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_ydata()) == pytest.approx([30.0, 40.0])
+
+
+# -- the best condition ---------------------------------------------------------------------------
+
+
+def test_the_per_class_best_condition_is_chosen_by_validation_accuracy(tmp_path, preset):
+    """Ratio 0.5 validates better, ratio 0.9 tests better: the table shows ratio 0.5."""
+    config = preset("paper_a_table2")
+    for ratio, correct, val in ((0.5, 50, 0.60), (0.9, 60, 0.55)):
+        for seed in (1, 2):
+            values = {"seed": seed, "prune.ratio": ratio}
+            name = f"prune.ratio={ratio},seed={seed}"
+            write_job(tmp_path / name, with_keys(config, values), correct + seed, val)
+    _, mean, _, best = per_class(None, rows(tmp_path), [])
+    assert best.values["prune.ratio"] == 0.5
+    scores = [class_scores(confusion(c, N_TEST), "test") for c in (51, 52)]
+    recall = [(scores[0][k] + scores[1][k]) / 2 for k in (f"test/recall/{c}" for c in CLASSES)]
+    assert mean["recall"] == pytest.approx(recall)
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0
+    assert "(test, best condition: ratio=0.5, n=2)" in (out / "report.md").read_text()
+
+
+def test_the_best_dense_model_is_chosen_by_its_validation_accuracy(tmp_path, preset):
+    """Paper B's Table 2 (dense scores): 5 frozen layers validate better, 6 test better."""
+    config = preset("paper_b_table2_3")
+    for frozen, dense_correct, dense_val in ((5, 45, 0.52), (6, 55, 0.50)):
+        for seed in (1, 2):
+            values = {"seed": seed, "model.frozen_layers": frozen, "prune.angle": 10}
+            values["prune.norm_std"] = 1
+            name = f"model.frozen_layers={frozen},seed={seed}"
+            job = with_keys(config, values)
+            dense = {"dense_correct": dense_correct, "dense_val": dense_val}
+            write_job(tmp_path / name, job, 40, 0.45, units_removed=60, **dense)
+    jobs, _ = collect([tmp_path])
+    keys = condition_keys(jobs)
+    assert keys == ["model.frozen_layers"]
+    prefix, mean, _, best = per_class(
+        config["published"], rows_of(jobs, keys), dense_rows(jobs, keys)
+    )
+    assert prefix == "dense/test" and best.dense
+    assert best.values["model.frozen_layers"] == 5
+    expected = class_scores(confusion(45, N_TEST), "dense/test")
+    assert mean["precision"] == pytest.approx(
+        [expected[f"dense/test/precision/{c}"] for c in CLASSES]
+    )

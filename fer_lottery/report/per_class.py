@@ -16,12 +16,14 @@ from fer_lottery.report.tables import markdown_table
 def per_class(block: dict | None, rows: list[Row], dense: list[Row]) -> tuple[str, dict, dict, Row]:
     """Per-class precision/recall/specificity of the best condition, mean and std over runs.
 
-    A preset can ask for another stage's scores (paper B's Table 2 is the dense model's:
-    ``published.per_class.prefix: dense/test``).
+    The best condition has the highest mean validation accuracy: the test split never takes
+    part in selection. A preset can ask for another stage's scores (paper B's Table 2 is the
+    dense model's: ``published.per_class.prefix: dense/test``); dense rows hold that stage's
+    validation accuracy under ``val/acc_best``.
     """
     prefix = (block or {}).get("per_class", {}).get("prefix", "test")
     pool = dense if prefix.startswith("dense/") and dense else rows
-    metric = "test/acc"
+    metric = "val/acc_best"
     best = max(pool, key=lambda r: r.stats[metric].mean if metric in r.stats else -1)
     mean: dict[str, list[float]] = {}
     std: dict[str, list[float]] = {}
