@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from fer_lottery import report
+from fer_lottery.config import CONF_DIR
 from fer_lottery.data import CLASSES
 from fer_lottery.report.collect import collect
 from fer_lottery.report.conditions import condition_keys, dense_rows, rows_of
 from fer_lottery.report.curves import final_stage
 from fer_lottery.report.figures import plot_convergence
+from fer_lottery.report.papers import comparison_rows
 from fer_lottery.report.per_class import per_class
 from fer_lottery.report.stats import wilson
 
@@ -227,3 +230,107 @@ def test_the_best_dense_model_is_chosen_by_its_validation_accuracy(tmp_path, pre
     assert mean["precision"] == pytest.approx(
         [expected[f"dense/test/precision/{c}"] for c in CLASSES]
     )
+
+
+# -- what n counts --------------------------------------------------------------------------------
+
+
+def _paper_b_table3_sweep(sweep: Path, preset, seeds=(1, 2, 3, 4, 5)) -> dict:
+    """The preset's own sweep (5 angles x 9 norm_std) over ``seeds``; returns its config.
+
+    Each seed's dense model sets its level (seed effects of several points), the threshold adds
+    about one point either way, as when every threshold prunes the same fine-tuned fc7.
+    """
+    config = preset("paper_b_table2_3")
+    params = OmegaConf.load(Path(CONF_DIR) / "experiment" / "paper_b_table2_3.yaml")
+    params = params.hydra.sweeper.params
+    angles = [float(a) for a in str(params["prune.angle"]).split(",")]
+    norm_stds = [float(k) for k in str(params["prune.norm_std"]).split(",")]
+    level = {1: 44, 2: 52, 3: 47, 4: 55, 5: 49}
+    for seed in seeds:
+        for i, angle in enumerate(angles):
+            for j, k in enumerate(norm_stds):
+                values = {"seed": seed, "prune.angle": angle, "prune.norm_std": k}
+                name = f"prune.angle={angle:g},prune.norm_std={k:g},seed={seed}"
+                correct = level[seed] - 2 * i + (j % 3 - 1)
+                units = 20 + 30 * i + 2 * j + seed
+                job = with_keys(config, values)
+                write_job(sweep / name, job, correct, 0.5, units_removed=units)
+    return config
+
+
+def _t_interval(values: list[float]) -> tuple[float, float]:
+    from scipy.stats import t
+
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = float(t.ppf(0.975, len(values) - 1)) * sd / len(values) ** 0.5
+    return mean - half, mean + half
+
+
+def test_paper_table_averages_pooled_keys_within_each_seed(tmp_path, preset):
+    """paper_b_table2_3: 9 thresholds x 5 seeds per angle are 5 repeats, not 45."""
+    sweep = tmp_path / "sweep"
+    config = _paper_b_table3_sweep(sweep, preset)
+    block = config["published"]
+    jobs, _ = collect([sweep])
+    condition_keys(jobs)
+    comp = comparison_rows(block, jobs)
+    assert [row.values["prune.angle"] for row in comp] == [7.5, 10.0, 12.5, 15.0, 17.5]
+    for row in comp:
+        assert len(row.jobs) == 45
+        per_seed = {}
+        for job in row.jobs:
+            per_seed.setdefault(job.config["seed"], []).append(job.results["test/acc"])
+        means = [statistics.fmean(v) for v in per_seed.values()]
+        stat = row.stats["test/acc"]
+        assert stat.n == 5
+        assert stat.mean == pytest.approx(statistics.fmean(means))
+        assert stat.std == pytest.approx(statistics.stdev(means))
+        assert (stat.ci_low, stat.ci_high) == pytest.approx(_t_interval(means))
+        assert row.stats["prune/units_removed"].n == 5
+
+    out = tmp_path / "report"
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    section = md.split("## Paper B, Tables 2-3")[1].split("\n## ")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert len(lines) == 5
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        # angle | test acc, n, CI, paper, in CI | units removed, n, CI, paper
+        assert cells[2] == "5" and cells[7] == "5", line
+    assert "n: independent repeats, one per seed" in section
+    assert "`prune.norm_std`" in section
+
+
+def test_prune_seed_draws_of_one_seed_are_one_repeat(tmp_path, preset):
+    """Random pruning with 3 mask draws (prune.seed) per seed: the rows count 2 seeds."""
+    config = preset("paper_a_table5")
+    for seed in (1, 2):
+        for draw in (1, 2, 3):
+            values = {"seed": seed, "prune.seed": draw, "prune.ratio": 0.9}
+            job_dir = tmp_path / f"prune.seed={draw},seed={seed}"
+            correct = 40 + 6 * seed + draw
+            write_job(job_dir, with_keys(config, values), correct, 0.3 + 0.01 * correct)
+            write_metrics(job_dir, "dense", [0.3 + 0.05 * seed, 0.4 + 0.05 * seed])
+            write_metrics(job_dir, "retrain", [0.2 + 0.01 * draw, 0.3 + 0.05 * seed])
+    jobs, _ = collect([tmp_path])
+    keys = condition_keys(jobs)
+    (row,) = rows_of(jobs, keys)
+    stat = row.stats["test/acc"]
+    means = [(46 + 2) / N_TEST, (52 + 2) / N_TEST]  # each seed's mean over its 3 draws
+    assert stat.n == 2
+    assert stat.mean == pytest.approx(statistics.fmean(means))
+    assert stat.std == pytest.approx(statistics.stdev(means))
+    (dense,) = dense_rows(jobs, keys)
+    assert len(dense.jobs) == 2 and dense.stats["test/acc"].n == 2  # one dense model per seed
+
+    fig = plot_convergence([row], [dense], keys, tmp_path / "convergence.png", limit=8)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["dense (n=2)", " (n=2)"]
+
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "(test, best condition: all runs, n=2)" in md
+    assert "`prune.seed` are averaged into one value first" in md

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from fer_lottery.report import plots
 from fer_lottery.report.collect import Job, Problem, collect
-from fer_lottery.report.conditions import Row, condition_keys, dense_rows, rows_of
+from fer_lottery.report.conditions import (
+    Row,
+    condition_keys,
+    dense_rows,
+    repeat_note,
+    rows_of,
+)
 from fer_lottery.report.figures import plot_convergence, plot_remaining, plot_setting
 from fer_lottery.report.papers import comparison_rows, paper_values, published_blocks
 from fer_lottery.report.per_class import per_class_section
@@ -21,7 +27,10 @@ def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: lis
         title = f"Paper {block.get('paper', '')}, {block.get('table', '')}"
         md += [f"## {title}: ours beside the paper\n", f"{block.get('caption', '')}\n"]
         if block.get("rows"):
-            md += [comparison_table(block, comp), ""]
+            members = [j for row in comp for j in row.jobs]
+            match = list(block.get("match") or [])
+            pooled = [k for k in condition_keys(members) if k not in match]
+            md += [comparison_table(block, comp), "", repeat_note(members, pooled), ""]
         else:
             md += ["The paper gives this as a figure only: no numbers to compare.\n"]
         if block.get("dense"):
@@ -56,13 +65,16 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     md.append(
         f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
         f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
-        "repeats (seeds, folds) pooled. Accuracies are on the held-out test split, in %. "
-        "95% CI: Student t over repeats; a single run (or repeats that agree exactly) gets the "
-        "binomial (Wilson) interval of its test predictions.\n"
+        "n counts independent repeats (seeds, folds): the jobs of one repeat share a dense "
+        "model and a test split, so they are averaged into one value first. Accuracies are on "
+        "the held-out test split, in %. 95% CI: Student t over repeats; a single repeat (or "
+        "repeats that agree exactly) gets the binomial (Wilson) interval of the test images "
+        "(seeds share one test split; folds add theirs).\n"
     )
     figures: list[tuple[str, str]] = []
     md += _paper_sections(blocks, jobs, out, figures)
     md += ["## All conditions\n", main_table(dense + rows, keys), ""]
+    md += [repeat_note(jobs, []), ""]
     paper_dense = next(
         (
             (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))

@@ -16,6 +16,8 @@ from fer_lottery.io import flatten
 
 # Repeats of one condition: averaged over, never grouped by.
 REPEAT_KEYS = {"seed", "prune.seed", "data.fold"}
+# One independent repeat: jobs with the same seed and fold share a dense model and a test split.
+REPEAT_UNIT = ("seed", "data.fold")
 
 
 @dataclass
@@ -29,7 +31,8 @@ class Job:
 
     @property
     def repeat(self) -> tuple:
-        return tuple(self.config.get(k) for k in sorted(REPEAT_KEYS))
+        """The independent repeat the job belongs to: its seed and fold (not ``prune.seed``)."""
+        return tuple(self.config.get(k) for k in REPEAT_UNIT)
 
     @property
     def pruned(self) -> bool:

@@ -4,11 +4,17 @@ A *condition* is one setting of the keys that vary between jobs, except the seed
 its jobs are repeats, summarised as mean, std, n and a 95% confidence interval. Keys that do not
 apply to a job's method (``prune.angle`` for magnitude pruning, every ``prune.*`` key of a dense
 run) are blanked first, so they neither split rows nor show up in them.
+
+The independent repeats are the seeds and folds. Jobs of one seed and fold share a dense model
+and a test split, so a row that holds several of them (a paper table pools its other swept keys;
+``prune.seed`` draws) averages them into one value per repeat before any statistic, and n counts
+repeats, not jobs.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 
 from fer_lottery.report.collect import REPEAT_KEYS, Job
@@ -100,15 +106,50 @@ def n_test_images(jobs: list[Job]) -> int | None:
     return sum(by_fold.values()) or None
 
 
+def repeats(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs grouped by independent repeat (seed and fold), in the order first seen."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.repeat, []).append(job)
+    return list(groups.values())
+
+
+def repeat_means(jobs: list[Job], key: str) -> list[float]:
+    """One value of ``key`` per repeat: the mean over that repeat's jobs that have it."""
+    out = []
+    for group in repeats(jobs):
+        values = [float(j.results[key]) for j in group if key in j.results]
+        if values:
+            out.append(statistics.fmean(values))
+    return out
+
+
 def _stats(members: list[Job], prefix: str = "") -> dict[str, Stat]:
+    """Each metric over the repeats: one value per seed and fold, then mean, std, n and CI."""
     out: dict[str, Stat] = {}
     n_test = n_test_images(members)
     for metric in METRICS:
-        vals = [float(m.results[prefix + metric]) for m in members if prefix + metric in m.results]
+        vals = repeat_means(members, prefix + metric)
         if vals:
             is_acc = metric.endswith("acc") or metric == "prune/acc_before_retrain"
             out[metric] = Stat.of(vals, n_test if is_acc else None, metric in FRACTION_KEYS)
     return out
+
+
+def _varies(jobs: list[Job], key: str) -> bool:
+    return len({json.dumps(j.config.get(key), default=str) for j in jobs}) > 1
+
+
+def repeat_note(jobs: list[Job], pooled: list[str]) -> str:
+    """What n counts in a table of these jobs, and which swept keys a repeat averages over."""
+    names = {"seed": "seed", "data.fold": "fold"}
+    unit = " × ".join(name for key, name in names.items() if _varies(jobs, key))
+    note = f"n: independent repeats, one per {unit or 'seed and fold'}"
+    pooled = pooled + (["prune.seed"] if _varies(jobs, "prune.seed") else [])
+    if pooled:
+        keys = ", ".join(f"`{k}`" for k in pooled)
+        note += f"; the jobs of one repeat that differ in {keys} are averaged into one value first"
+    return note + "."
 
 
 def rows_of(jobs: list[Job], keys: list[str]) -> list[Row]:

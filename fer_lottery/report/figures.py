@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 from fer_lottery.report import plots
-from fer_lottery.report.conditions import Row, condition_label
+from fer_lottery.report.collect import Job
+from fer_lottery.report.conditions import Row, condition_label, repeats
 from fer_lottery.report.curves import final_stage, mean_curve, val_curve
 from fer_lottery.report.stats import Stat
 
@@ -101,18 +102,32 @@ def plot_setting(block: dict, rows: list[Row], out: Path):
     return plots.accuracy_vs_setting(series, out, xlabel=xlabel, title=title)
 
 
+def _repeat_curves(jobs: list[Job], stage_of) -> list[dict[int, float]]:
+    """One validation curve per repeat: the mean over its jobs' curves of ``stage_of(job)``."""
+    out = []
+    for group in repeats(jobs):
+        stages = [(j, stage_of(j)) for j in group]
+        runs = [c for c in (val_curve(j.dir, st) for j, st in stages if st) if c]
+        if runs:
+            epochs, mean, _ = mean_curve(runs)
+            out.append(dict(zip(epochs, mean, strict=True)))
+    return out
+
+
 def plot_convergence(rows: list[Row], dense: list[Row], keys: list[str], out: Path, limit: int):
-    """Validation accuracy per epoch: the dense fine-tune(s) and each condition's retraining."""
+    """Validation accuracy per epoch: the dense fine-tune(s) and each condition's retraining.
+
+    Mean and std over repeats (seeds, folds); the jobs of one repeat are averaged first.
+    """
     curves = []
     for row in dense:
-        runs = [c for c in (val_curve(j.dir, "dense") for j in row.jobs) if c]
+        runs = _repeat_curves(row.jobs, lambda _job: "dense")
         if runs:
             epochs, mean, std = mean_curve(runs)
             label = "dense " + condition_label(row, [k for k in keys if not k.startswith("prune.")])
             curves.append(_curve(label.strip(), epochs, mean, std, len(runs)))
     for row in rows[:limit]:
-        stages = [(j, final_stage(j)) for j in row.jobs]
-        runs = [c for c in (val_curve(j.dir, st) for j, st in stages if st) if c]
+        runs = _repeat_curves(row.jobs, final_stage)
         if runs:
             epochs, mean, std = mean_curve(runs)
             curves.append(_curve(condition_label(row, keys), epochs, mean, std, len(runs)))

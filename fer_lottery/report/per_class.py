@@ -9,12 +9,12 @@ from pathlib import Path
 from fer_lottery.data import CLASSES
 from fer_lottery.report import plots
 from fer_lottery.report.collect import Job
-from fer_lottery.report.conditions import Row, condition_label
+from fer_lottery.report.conditions import Row, condition_label, repeat_means, repeats
 from fer_lottery.report.tables import markdown_table
 
 
 def per_class(block: dict | None, rows: list[Row], dense: list[Row]) -> tuple[str, dict, dict, Row]:
-    """Per-class precision/recall/specificity of the best condition, mean and std over runs.
+    """Per-class precision/recall/specificity of the best condition, mean and std over repeats.
 
     The best condition has the highest mean validation accuracy: the test split never takes
     part in selection. A preset can ask for another stage's scores (paper B's Table 2 is the
@@ -30,8 +30,7 @@ def per_class(block: dict | None, rows: list[Row], dense: list[Row]) -> tuple[st
     for score in ("precision", "recall", "specificity"):
         mean[score], std[score] = [], []
         for cls in CLASSES:
-            vals = [j.results.get(f"{prefix}/{score}/{cls}") for j in best.jobs]
-            vals = [float(v) for v in vals if v is not None]
+            vals = repeat_means(best.jobs, f"{prefix}/{score}/{cls}")
             mean[score].append(statistics.fmean(vals) if vals else float("nan"))
             std[score].append(statistics.stdev(vals) if len(vals) > 1 else float("nan"))
     return prefix, mean, std, best
@@ -57,7 +56,8 @@ def per_class_section(
         best, [k for k in keys if not best.dense or not k.startswith("prune.")]
     )
     best_label = best_label or "all runs"
-    md = [f"## Per-class scores ({prefix}, best condition: {best_label}, n={len(best.jobs)})\n"]
+    n = len(repeats(best.jobs))
+    md = [f"## Per-class scores ({prefix}, best condition: {best_label}, n={n})\n"]
     lines = [[s, *(f"{v:.2f}" if not math.isnan(v) else "" for v in mean[s])] for s in mean]
     if paper:
         lines += [[f"{s} (paper)", *(f"{v:.2f}" for v in paper[s])] for s in paper]
@@ -67,7 +67,7 @@ def per_class_section(
         list(CLASSES),
         out / "per_class.png",
         paper=paper,
-        title=f"Per-class scores ({prefix}), {best_label}, n={len(best.jobs)}",
+        title=f"Per-class scores ({prefix}), {best_label}, n={n}",
         std=std,
     )
     figures.append(("Per-class precision, recall, specificity", "per_class.png"))
