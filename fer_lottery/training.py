@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
-from fer_lottery.plots import confusion_figure
+from fer_lottery.report.plots import confusion_figure
 from fer_lottery.seeding import seed_all
 
 log = logging.getLogger(__name__)

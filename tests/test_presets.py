@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
-from fer_lottery.report_data import paper_values
+from fer_lottery.report.papers import paper_values
 
 PRESETS = sorted(
     p.stem for p in (Path(CONF_DIR) / "experiment").glob("paper_*.yaml") if p.is_file()

@@ -13,7 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from fer_lottery import report
-from fer_lottery.report_data import Stat, applicable, paper_values
+from fer_lottery.report.conditions import applicable
+from fer_lottery.report.papers import paper_values
+from fer_lottery.report.stats import Stat
 from tests.test_end_to_end import SMALL, run_cli
 
 
@@ -138,7 +140,8 @@ def test_report_of_a_preset_sweep_with_failed_and_missing_jobs(tmp_path):
 
 
 def test_folds_and_seeds_are_repeats_of_one_condition(tmp_path):
-    from fer_lottery.report_data import Job, condition_keys, rows_of
+    from fer_lottery.report.collect import Job
+    from fer_lottery.report.conditions import condition_keys, rows_of
 
     jobs = []
     for seed in (1, 2):

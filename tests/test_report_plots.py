@@ -11,8 +11,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
-from fer_lottery import report_plots as rp
 from fer_lottery.data import CLASSES
+from fer_lottery.report import plots as rp
 
 NAN = float("nan")
 

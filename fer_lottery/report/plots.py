@@ -1,8 +1,9 @@
-"""The report's PNG figures: accuracy vs sparsity / setting, convergence, per-class table.
+"""The PNG figures: accuracy vs sparsity / setting, convergence, per-class table, confusion.
 
 Every function takes plain Python data (lists, dicts, tuples), builds a matplotlib
 ``Figure``, saves it as a PNG at ``out_path`` (parent folders are created) and returns the
-figure without closing it; the caller closes it (``plt.close(fig)``).
+figure without closing it; the caller closes it (``plt.close(fig)``). ``confusion_figure``
+only builds its figure: training also logs it to the run directory and TensorBoard.
 
 Accuracies are in percent, remaining weights are fractions in (0, 1], per-class scores are
 fractions in [0, 1]. A spread that cannot be estimated (one run, ``std`` NaN or None) is
@@ -20,8 +21,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from fer_lottery.plots import confusion_figure  # noqa: E402
 
 DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
@@ -442,8 +441,31 @@ def per_class_table(
     return fig
 
 
+def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str = ""):
+    """A labelled confusion-matrix heat map: rows are true classes, columns predictions."""
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            value = matrix[i][j]
+            color = "white" if value > peak / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=9)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = sum(map(sum, matrix)) or 1
+    acc = sum(matrix[i][i] for i in range(n)) / total
+    ax.set_title(title or f"Confusion matrix (test, n={total}, acc={acc:.3f})")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
 def confusion(matrix, class_names, out_path, title: str = ""):
-    """The labelled confusion-matrix heat map of ``fer_lottery.plots``, saved as a PNG."""
+    """The labelled confusion-matrix heat map of ``confusion_figure``, saved as a PNG."""
     if not matrix or not class_names:
         raise ValueError("confusion: empty matrix or class names")
     if len(matrix) != len(class_names) or any(len(row) != len(class_names) for row in matrix):

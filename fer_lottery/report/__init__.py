@@ -1,0 +1,18 @@
+"""The report of runs and sweeps: ``python -m fer_lottery.report DIR...`` (see ``cli``).
+
+Modules, in the order data flows through them:
+
+- ``collect``: finished jobs under the folders, and jobs without results;
+- ``conditions``: jobs grouped into conditions, repeats summarised;
+- ``stats``: mean, std, n and the 95% confidence interval;
+- ``papers``: the presets' published numbers, and ours grouped to match them;
+- ``curves``: per-epoch validation curves from the jobs' CSV logs;
+- ``tables``: the markdown tables and ``report.csv``;
+- ``figures`` and ``per_class``: which data each plot shows; ``plots`` draws it;
+- ``build``: report.md from all of these; ``cli``: the command line.
+"""
+
+from fer_lottery.report.build import build
+from fer_lottery.report.cli import main
+
+__all__ = ["build", "main"]

@@ -1,0 +1,119 @@
+"""Building the report: collect the jobs, group them, write report.md, report.csv and the PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fer_lottery.report import plots
+from fer_lottery.report.collect import Job, Problem, collect
+from fer_lottery.report.conditions import (
+    Row,
+    condition_keys,
+    dense_rows,
+    repeat_note,
+    rows_of,
+)
+from fer_lottery.report.figures import plot_convergence, plot_remaining, plot_setting
+from fer_lottery.report.papers import comparison_rows, paper_values, published_blocks
+from fer_lottery.report.per_class import per_class_section
+from fer_lottery.report.tables import comparison_table, main_table, write_csv
+
+
+def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: list) -> list[str]:
+    """One section per paper table: ours beside the published numbers, and its plot."""
+    md: list[str] = []
+    for block in blocks:
+        comp = comparison_rows(block, jobs)
+        title = f"Paper {block.get('paper', '')}, {block.get('table', '')}"
+        md += [f"## {title}: ours beside the paper\n", f"{block.get('caption', '')}\n"]
+        if block.get("rows"):
+            members = [j for row in comp for j in row.jobs]
+            match = list(block.get("match") or [])
+            pooled = [k for k in condition_keys(members) if k not in match]
+            md += [comparison_table(block, comp), "", repeat_note(members, pooled), ""]
+        else:
+            md += ["The paper gives this as a figure only: no numbers to compare.\n"]
+        if block.get("dense"):
+            d = block["dense"]
+            md += [f"Paper's dense model: {d.get('test/acc')} ± {d.get('std', '?')} % test.\n"]
+        name = f"paper_{block.get('paper', '')}_{block.get('table', '')}".lower()
+        name = "".join(c if c.isalnum() else "_" for c in name).strip("_") + ".png"
+        if block.get("rows") and plot_setting(block, comp, out / name) is not None:
+            figures.append((f"{title}, ours and the paper's", name))
+            plots.plt.close("all")
+    return md
+
+
+def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: int = 8) -> str:
+    """Collect, aggregate, write report.md, report.csv and the PNGs into ``out``; return the md."""
+    jobs, problems = collect(dirs)
+    if not jobs:
+        raise FileNotFoundError(f"no results.json under {', '.join(map(str, dirs))}")
+    out.mkdir(parents=True, exist_ok=True)
+    keys = condition_keys(jobs)
+    pruned = [j for j in jobs if j.pruned]
+    dense = dense_rows(pruned, keys) if pruned else []
+    rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
+    blocks = published_blocks(jobs)
+    for block in blocks:
+        match = block.get("match") or []
+        for row in rows:
+            if any(j.results.get("config", {}).get("published") == block for j in row.jobs):
+                row.paper = paper_values(block, {k: row.jobs[0].config.get(k) for k in match})
+
+    md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
+    md.append(
+        f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
+        f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
+        "n counts independent repeats (seeds, folds): the jobs of one repeat share a dense "
+        "model and a test split, so they are averaged into one value first. Accuracies are on "
+        "the held-out test split, in %. 95% CI: Student t over repeats; a single repeat (or "
+        "repeats that agree exactly) gets the binomial (Wilson) interval of the test images "
+        "(seeds share one test split; folds add theirs).\n"
+    )
+    figures: list[tuple[str, str]] = []
+    md += _paper_sections(blocks, jobs, out, figures)
+    md += ["## All conditions\n", main_table(dense + rows, keys), ""]
+    md += [repeat_note(jobs, []), ""]
+    paper_dense = next(
+        (
+            (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))
+            for b in blocks
+            if b.get("dense")
+        ),
+        None,
+    )
+    if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
+        figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
+        plots.plt.close("all")
+    chosen = _choose(rows, curves) if curves else rows
+    if len(chosen) > limit:
+        md.append(
+            f"Convergence plot: the first {limit} of {len(chosen)} conditions "
+            "(choose with --curves KEY=VALUE).\n"
+        )
+    if plot_convergence(chosen, dense, keys, out / "convergence.png", limit):
+        figures.append(("Validation accuracy per epoch", "convergence.png"))
+        plots.plt.close("all")
+    md += per_class_section(blocks, rows, dense, keys, out, figures)
+    if figures:
+        md += ["## Figures\n"] + [f"- {text}: ![{text}]({name})" for text, name in figures] + [""]
+    md += _problems_md(problems)
+    write_csv(out / "report.csv", dense + rows, keys)
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def _choose(rows: list[Row], filters: list[str]) -> list[Row]:
+    """The rows that match any of the ``KEY=VALUE`` filters."""
+    wanted = [f.split("=", 1) for f in filters]
+    return [r for r in rows if any(str(r.values.get(k)) == v for k, v in wanted)]
+
+
+def _problems_md(problems: list[Problem]) -> list[str]:
+    if not problems:
+        return ["All jobs finished.\n"]
+    lines = [f"## {len(problems)} job(s) without results\n"]
+    lines += [f"- `{p.name}`: {p.reason}" for p in problems]
+    return lines + [""]

@@ -1,0 +1,111 @@
+"""Finding the jobs of runs and sweeps: finished ones with their results, and those without.
+
+A finished job is a folder with a ``results.json``. A job without results failed (its
+``failed.json`` or its log says why), was killed, or never started (a job its sweep's
+``multirun.yaml`` asked for that has no folder). The report lists those, never drops them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fer_lottery.failures import FAILED_FILE
+from fer_lottery.io import flatten
+
+# Repeats of one condition: averaged over, never grouped by.
+REPEAT_KEYS = {"seed", "prune.seed", "data.fold"}
+# One independent repeat: jobs with the same seed and fold share a dense model and a test split.
+REPEAT_UNIT = ("seed", "data.fold")
+
+
+@dataclass
+class Job:
+    """One finished job: its results, its flat config, and its condition (blanked keys)."""
+
+    dir: Path
+    results: dict
+    config: dict
+    condition: dict = field(default_factory=dict)
+
+    @property
+    def repeat(self) -> tuple:
+        """The independent repeat the job belongs to: its seed and fold (not ``prune.seed``)."""
+        return tuple(self.config.get(k) for k in REPEAT_UNIT)
+
+    @property
+    def pruned(self) -> bool:
+        return "prune/sparsity" in self.results
+
+
+@dataclass
+class Problem:
+    """A job of the sweep without results: failed, killed, still running, or never started."""
+
+    name: str
+    reason: str
+
+
+def _job_config(results: dict) -> dict:
+    return flatten(results.get("config", {}))
+
+
+def _log_error(job: Path) -> str | None:
+    """The last ERROR line of a job's Hydra log, if any (why a job without results stopped)."""
+    for log in job.glob("*.log"):
+        errors = [ln for ln in log.read_text(errors="replace").splitlines() if "[ERROR]" in ln]
+        if errors:
+            return errors[-1].split("[ERROR] - ", 1)[-1]
+    return None
+
+
+def _expected_jobs(sweep_dir: Path) -> list[str]:
+    """Job folder names a basic-sweeper multirun was asked for (from its ``multirun.yaml``)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from fer_lottery.sweep_names import swept_dirname
+
+    cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
+    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")):
+        return []
+    task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    parsed = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + task
+    )
+    # The command line beats the preset's params, as in BasicSweeper.
+    by_key = {o.key_or_group: o for o in parsed}
+    batches = BasicSweeper.split_arguments(list(by_key.values()), None)
+    return [swept_dirname(str(sweep_dir), job) for batch in batches for job in batch]
+
+
+def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
+    """Every finished job under ``dirs``, and every job of their sweeps that has no results."""
+    jobs: list[Job] = []
+    problems: list[Problem] = []
+    for d in map(Path, dirs):
+        for path in sorted(d.rglob("results.json")):
+            results = json.loads(path.read_text())
+            jobs.append(Job(path.parent, results, _job_config(results)))
+        seen: set[str] = set()
+        for hydra_dir in sorted(d.rglob(".hydra")):
+            job = hydra_dir.parent
+            seen.add(job.name)
+            if (job / "results.json").is_file() or (job / "folds.json").is_file():
+                continue
+            if list(job.glob("fold=*/results.json")):
+                continue  # a k-fold job still running: its finished folds are counted
+            if (job / FAILED_FILE).is_file():
+                reason = "failed: " + json.loads((job / FAILED_FILE).read_text())["error"]
+            else:
+                error = _log_error(job)
+                reason = f"failed: {error}" if error else "no results.json (killed or unfinished)"
+            problems.append(Problem(str(job), reason.splitlines()[0]))
+        for sweep in sorted(p.parent for p in d.rglob("multirun.yaml")):
+            for name in _expected_jobs(sweep):
+                if name not in seen and not (sweep / name).exists():
+                    problems.append(Problem(str(sweep / name), "never started"))
+    return jobs, problems

@@ -1,0 +1,60 @@
+"""The papers' published numbers: the presets' ``published`` blocks, and ours grouped to match.
+
+A preset that reproduces a paper table stores the paper's numbers under ``published:`` with the
+keys its rows are matched on (``match``, e.g. ``[prune.ratio]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from fer_lottery.report.collect import Job
+from fer_lottery.report.conditions import Row, rows_of
+
+
+def published_blocks(jobs: list[Job]) -> list[dict]:
+    """The distinct ``published`` blocks of the presets the jobs ran (one per paper table)."""
+    seen: dict[str, dict] = {}
+    for job in jobs:
+        block = job.results.get("config", {}).get("published")
+        if block:
+            seen.setdefault(json.dumps(block, sort_keys=True), block)
+    return list(seen.values())
+
+
+def _same(a, b) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def paper_values(block: dict, values: dict) -> dict[str, float]:
+    """The published numbers of the block's row whose ``match`` keys equal ``values``."""
+    match = list(block.get("match") or [])
+    for row in block.get("rows") or []:
+        if all(k in values and _same(values[k], v) for k, v in zip(match, row["at"], strict=True)):
+            return {k: float(v) for k, v in row.items() if k not in ("at", "runs")}
+    return {}
+
+
+def block_jobs(block: dict, jobs: list[Job]) -> list[Job]:
+    """The jobs that ran the preset with this ``published`` block."""
+    text = json.dumps(block, sort_keys=True)
+    return [
+        j
+        for j in jobs
+        if json.dumps(j.results.get("config", {}).get("published"), sort_keys=True) == text
+    ]
+
+
+def comparison_rows(block: dict, jobs: list[Job]) -> list[Row]:
+    """Ours grouped by the paper table's own keys (other swept keys pooled), beside the paper."""
+    match = list(block.get("match") or [])
+    members = block_jobs(block, jobs)
+    pruned = [j for j in members if j.pruned] or members
+    rows = rows_of(pruned, match)
+    for row in rows:
+        row.paper = paper_values(block, {k: row.jobs[0].config.get(k) for k in match})
+    return rows
