@@ -14,6 +14,7 @@ from fer_lottery.models import build_model
 from fer_lottery.pruning import distinctiveness as dist
 from fer_lottery.pruning.distinctiveness import (
     distinctiveness_prune,
+    honest,
     pair_units,
     prunable_units,
     unit_activations,
@@ -424,8 +425,8 @@ def test_pairing_matches_brute_force(
     variant, normalize, complementary, norm_std, angle, monkeypatch
 ):
     # tiny sorted blocks, so the block-by-block path runs as it does for millions of pairs
-    monkeypatch.setattr(dist, "BLOCK_PER_UNIT", 1)
-    monkeypatch.setattr(dist, "BLOCK_MIN", 4)
+    monkeypatch.setattr(honest, "BLOCK_PER_UNIT", 1)
+    monkeypatch.setattr(honest, "BLOCK_MIN", 4)
     for seed, rank in [(0, 1), (1, 3), (2, 12)]:
         acts = structured_acts(30, 45, rank, 0.3, seed)
         w, expected, removed = brute_force(acts, angle, complementary, normalize, variant, norm_std)
