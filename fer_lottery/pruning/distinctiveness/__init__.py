@@ -2,22 +2,23 @@
 
 Each prunable unit (an FC neuron or a conv channel) gets an activation vector over the training
 split. Two units whose vectors are nearly parallel (angle < tau) do the same job: one is removed
-and its outgoing weights are added to the other, so the next layer sees the same input. Two units
-whose vectors are nearly opposite (angle > 180 - tau, "complementary") cancel out: both go.
+and its weights are added to the other. Two units whose vectors are nearly opposite (angle >
+180 - tau, "complementary") cancel out: both go.
 
-``distinctiveness_prune`` merges the outgoing weights into ``model`` *in place* and returns a
-``Mask``; the caller applies it (``result.mask.apply(model)``). Until then the removed units still
-fire, so the model's output is the dense output plus the merged contributions (double counted).
+``distinctiveness_prune`` merges weights into ``model`` *in place* and returns a ``Mask``; the
+caller applies it (``result.mask.apply(model)``).
 
-One module per part: ``angles`` (which layers, activations, the Gram step), and one per rule
-(``variant=``): ``honest`` (DESIGN "Distinctiveness, precisely"), ``paper_a`` and ``paper_b``
-(each paper's rule read literally). ``layers`` restricts the prunable layers, e.g.
-``["classifier.4"]`` for paper B's fc7.
+One module per part:
+- ``angles``: which layers, their activations, and the Gram step, shared by the rules.
+- ``honest`` (DESIGN "Distinctiveness, precisely"): per-unit normalisation, greedy disjoint pairs.
+  A merged unit's *outgoing* weights are added to its keeper's, which keeps a duplicate's merge
+  exact.
+- ``paper_a`` and ``paper_b``: what each paper's published code does, flaws included. Both merge
+  a unit's *incoming* weights (``W[i] += W[j]``), as their code does.
 
-Where a paper says "weights" of a neuron are added to another, it is read as the *outgoing*
-weights, as in the Gedeon & Harris method both papers cite; that is what keeps a duplicate unit's
-merge exact. ``similar_pairs`` / ``complementary_pairs`` count removals by the kind of pair that
-removed a unit (for the paper variants: the first qualifying pair in loop order).
+``variant=`` picks the rule; ``layers`` restricts the layers, e.g. ``["classifier.4"]`` for paper
+B's fc7. ``similar_pairs`` / ``complementary_pairs`` count removals by the kind of pair that
+removed a unit (for the paper rules: the unit's first pair in the code's loop order).
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ from fer_lottery.pruning.distinctiveness.angles import (
     CHUNK,
     Pairing,
     PrunableUnit,
-    gram_rows,
     pairwise_angles,
     prunable_units,
-    roots,
     select_layers,
+    select_names,
     unit_activations,
 )
 from fer_lottery.pruning.mask import Mask
@@ -81,25 +81,12 @@ class DistinctivenessResult:
     units_flagged: dict[str, int] = field(default_factory=dict)
     units_compared: dict[str, int] = field(default_factory=dict)
     pairings: dict[str, Pairing] = field(default_factory=dict)  # per layer: who went, into whom
+    # paper_b: removed units live again (counted in units_removed too); see paper_b
+    units_revived: dict[str, int] = field(default_factory=dict)
 
     def removed_fraction(self) -> float:
         total = sum(self.units_total.values())
         return sum(self.units_removed.values()) / total if total else 0.0
-
-
-def _normalise(
-    acts: torch.Tensor, variant: str, normalize: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit-norm columns to compare, and the flag of units that cannot be compared."""
-    if variant == "paper_a":
-        return paper_a.normalise(acts)
-    if variant == "paper_b":
-        return paper_b.normalise(acts)
-    return honest.normalise(acts, normalize)
-
-
-_norm_filter = honest.norm_filter
-_gram_rows = gram_rows
 
 
 def pair_units(
@@ -114,42 +101,21 @@ def pair_units(
 ) -> Pairing:
     """Decide, from a (samples, units) activation matrix, which units go and where they merge.
 
-    This is the whole angle step (normalise, Gram, pairing); see the module docstring for each
-    variant's rule.
+    This is the whole angle step (normalise, Gram, pairing); each rule's module documents it.
     """
     _check(angle, normalize, norm_std, variant)
-    units = acts.shape[1]
-    z, flagged = _normalise(acts, variant, normalize)
-    compared = ~flagged
-    if norm_std is not None and variant != "paper_a":
-        compared &= _norm_filter(acts, norm_std)
-    idx = compared.nonzero().squeeze(1)
-    zc = z[:, idx]
-    cos_tau = math.cos(math.radians(angle))
-    idx_cpu = idx.cpu()
-    removed = torch.zeros(units, dtype=torch.bool)
-    into = torch.full((units,), -1, dtype=torch.long)
-    similar = compl = 0
-    if idx.numel() >= 2:
-        if variant == "honest":
-            if complementary:
-                parent, gone, similar, compl = honest.greedy_general(zc, cos_tau, chunk)
-            else:
-                parent = honest.greedy_similar(zc, cos_tau, chunk)
-                gone = parent >= 0
-                similar = int(gone.sum())
-            merged = torch.from_numpy(parent >= 0)
-            target = torch.from_numpy(roots(parent))
-            removed[idx_cpu] = torch.from_numpy(gone)
-        else:
-            first, is_high = paper_a.pairs_in_order(zc, cos_tau, variant == "paper_b", chunk)
-            merged = first >= 0
-            target = first
-            removed[idx_cpu] = merged
-            compl = int(is_high.sum())
-            similar = int(merged.sum()) - compl
-        into[idx_cpu[merged]] = idx_cpu[target[merged]]
-    return Pairing(removed, into, flagged.cpu(), compared.cpu(), similar, compl)
+    if variant == "paper_a":
+        return paper_a.pair(acts, angle, chunk)
+    if variant == "paper_b":
+        return paper_b.pair(acts, angle, norm_std, chunk)
+    return honest.pair(
+        acts,
+        angle,
+        complementary=complementary,
+        normalize=normalize,
+        norm_std=norm_std,
+        chunk=chunk,
+    )
 
 
 def _check(angle: float, normalize: str, norm_std: float | None, variant: str) -> None:
@@ -163,45 +129,19 @@ def _check(angle: float, normalize: str, norm_std: float | None, variant: str) -
         raise ConfigError(f"prune.norm_std={norm_std}: expected null or a number >= 0")
 
 
-# -- merge and mask -----------------------------------------------------------------------------
+# -- prune ---------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def _merge(model: nn.Module, unit: PrunableUnit, into: torch.Tensor) -> None:
-    """Add each merged unit's outgoing weights (columns of the next layer) to its keeper's."""
-    src = (into >= 0).nonzero().squeeze(1)
-    if not src.numel():
-        return
-    weight = model.get_submodule(unit.next).weight
-    n_units = into.numel()
-    w = weight.detach().reshape(weight.shape[0], n_units, -1).clone()
-    src = src.to(w.device)
-    w.index_add_(1, into.to(w.device)[src], w[:, src])
-    weight.copy_(w.view(weight.shape))
-
-
-def _mask_unit(model: nn.Module, unit: PrunableUnit, removed: torch.Tensor, keep: dict) -> None:
-    """Mark a removed unit's incoming weights, bias, BN gamma/beta and outgoing weights."""
-    state = model.state_dict(keep_vars=True)
-
-    def entry(name: str) -> torch.Tensor:
-        if name not in keep:
-            keep[name] = torch.ones(state[name].shape, dtype=torch.bool)
-        return keep[name]
-
-    owners = [unit.name] + ([unit.bn] if unit.bn else [])
-    for owner in owners:
-        for suffix in ("weight", "bias"):
-            name = f"{owner}.{suffix}"
-            if name in state and state[name] is not None:
-                entry(name)[removed] = False
-    out = entry(f"{unit.next}.weight")
-    out.view(out.shape[0], removed.numel(), -1)[:, removed] = False
+def _mask_rows(model: nn.Module, name: str, rows: torch.Tensor, keep: dict) -> None:
+    """Mask the given rows (units) of module ``name``'s weight, and nothing else of it."""
+    weight = model.get_submodule(name).weight
+    entry = keep.setdefault(f"{name}.weight", torch.ones(weight.shape, dtype=torch.bool))
+    entry[rows] = False
 
 
 def distinctiveness_prune(
     model: nn.Module,
-    arch: str,
+    arch: str | None,
     batches: Iterable[torch.Tensor],
     angle: float,
     complementary: bool = False,
@@ -213,32 +153,43 @@ def distinctiveness_prune(
 ) -> DistinctivenessResult:
     """Prune units with near-parallel (or, optionally, opposite) activation vectors.
 
-    ``batches``: training-split inputs, normalised, not augmented. Outgoing weights of merged
-    units are added to their keepers *in ``model``, in place, before this returns*; the returned
-    mask (every touched tensor: incoming weights, biases, BN gamma/beta, next-layer weights) is
-    not applied: call ``result.mask.apply(model)``. ``layers``: module names (or glob patterns)
-    to restrict to, e.g. ``["classifier.4"]``; None = all of ``prunable_units``. ``device`` runs
-    the activation pass and the angle step; the model is returned to its own device.
+    ``batches``: training-split inputs, normalised, not augmented. Merged weights are added to
+    their keepers *in ``model``, in place, before this returns*: outgoing weights for ``honest``,
+    the layer's own rows for the paper rules. The returned mask is not applied: call
+    ``result.mask.apply(model)``. ``honest`` masks every tensor of a removed unit (incoming
+    weights, bias, BN gamma/beta, next-layer weights); the paper rules mask only the removed rows
+    of the layer's weight, as their code zeroes nothing else.
+
+    ``arch`` picks ``prunable_units`` for ``honest`` and ``paper_b``; ``paper_a`` takes every
+    Conv2d and Linear of any model and ignores it. ``layers``: module names (or glob patterns) to
+    restrict to, e.g. ``["classifier.4"]``. ``device`` runs the activation pass and the angle
+    step; the model is returned to its own device.
     """
     _check(angle, normalize, norm_std, variant)
     if variant == "paper_a" and (complementary or norm_std is not None):
         log.warning(
             "distinctiveness paper_a: complementary and norm_std are not in paper A; ignored"
         )
-    units = select_layers(prunable_units(model, arch), layers)
+    if variant == "paper_b" and complementary:
+        log.warning("distinctiveness paper_b: it merges complementary pairs; complementary ignored")
     home = next(model.parameters()).device
     model.to(device)
     try:
-        acts = unit_activations(model, units, batches, device)
+        if variant == "paper_a":
+            units = {n: None for n in select_names(paper_a.layers(model), layers)}
+            acts = paper_a.activations(model, list(units), batches, device)
+        else:
+            units = {u.name: u for u in select_layers(prunable_units(model, arch), layers)}
+            acts = unit_activations(model, list(units.values()), batches, device)
     finally:
         model.to(home)
 
     keep: dict[str, torch.Tensor] = {}
-    removed_n, total_n, flagged_n, compared_n, pairings = {}, {}, {}, {}, {}
+    removed_n, total_n, flagged_n, compared_n, revived_n, pairings = {}, {}, {}, {}, {}, {}
     similar = compl = 0
     seconds = 0.0
-    for unit in units:
-        a = acts[unit.name]
+    for name, unit in units.items():
+        a = acts[name]
         start = time.perf_counter()
         pairing = pair_units(
             a,
@@ -249,25 +200,33 @@ def distinctiveness_prune(
             variant=variant,
         )
         seconds += time.perf_counter() - start
-        _merge(model, unit, pairing.into)
-        _mask_unit(model, unit, pairing.removed, keep)
-        removed_n[unit.name] = int(pairing.removed.sum())
-        total_n[unit.name] = a.shape[1]
-        flagged_n[unit.name] = int(pairing.flagged.sum())
-        compared_n[unit.name] = int(pairing.compared.sum())
-        pairings[unit.name] = pairing
+        if variant == "honest":
+            honest.merge(model, unit, pairing.into)
+            honest.mask(model, unit, pairing.removed, keep)
+        else:
+            rule = paper_a if variant == "paper_a" else paper_b
+            rule.merge(model.get_submodule(name).weight, pairing)
+            _mask_rows(model, name, rule.zeroed(pairing), keep)
+        removed_n[name] = int(pairing.removed.sum())
+        total_n[name] = a.shape[1]
+        flagged_n[name] = int(pairing.flagged.sum())
+        compared_n[name] = int(pairing.compared.sum())
+        if pairing.revived is not None:
+            revived_n[name] = int(pairing.revived.sum())
+        pairings[name] = pairing
         similar += pairing.similar_pairs
         compl += pairing.complementary_pairs
         log.info(
             "distinctiveness %s: removed %d of %d units (%d similar, %d complementary; "
-            "%d flagged dead/constant, %d compared)",
-            unit.name,
-            removed_n[unit.name],
-            total_n[unit.name],
+            "%d flagged dead/constant, %d compared; %d revived)",
+            name,
+            removed_n[name],
+            total_n[name],
             pairing.similar_pairs,
             pairing.complementary_pairs,
-            flagged_n[unit.name],
-            compared_n[unit.name],
+            flagged_n[name],
+            compared_n[name],
+            revived_n.get(name, 0),
         )
     return DistinctivenessResult(
         mask=Mask(keep),
@@ -279,4 +238,5 @@ def distinctiveness_prune(
         units_flagged=flagged_n,
         units_compared=compared_n,
         pairings=pairings,
+        units_revived=revived_n,
     )

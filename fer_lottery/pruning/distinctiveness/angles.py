@@ -1,19 +1,22 @@
-"""What every distinctiveness variant shares: which layers, their activations, and the Gram step.
+"""What the distinctiveness rules share: which layers, their activations, the Gram step.
 
-Activations: one eval-mode, no-grad pass over the given batches. FC units: the post-ReLU output.
-Conv channels: the post-BN-ReLU (ResNet) or post-ReLU (AlexNet) map averaged over HxW. Which
-layers (``prunable_units``): ResNet-18 only each BasicBlock's ``conv1`` channels (they feed only
-``conv2``; every other conv output lies on a residual path shared with the skip connection, so a
-merge there cannot keep the block's output); AlexNet conv1-5 and fc6, fc7 (fc8's units, the
-logits, are never removed, though its input columns receive fc7's merges).
+``prunable_units`` (``honest`` and ``paper_b``): ResNet-18 only each BasicBlock's ``conv1``
+channels (they feed only ``conv2``; every other conv output lies on a residual path shared with
+the skip connection, so a merge there cannot keep the block's output); AlexNet conv1-5 and fc6,
+fc7 (fc8's units, the logits, are never removed, though its input columns receive fc7's merges
+under ``honest``). ``paper_a`` takes every Conv2d and Linear instead (see its module).
 
-Speed: all pairwise cosines come from one normalised Gram matrix ``Z^T Z`` computed in row chunks
+``unit_activations`` (``honest`` and ``paper_b``): one eval-mode, no-grad pass over the given
+batches. FC units: the post-ReLU output. Conv channels: the post-BN-ReLU (ResNet) or post-ReLU
+(AlexNet) map averaged over HxW.
+
+Speed: pairwise cosines come from a normalised Gram matrix ``Z^T Z`` computed in row chunks
 (``gram_rows``); ``pairwise_angles`` gives the degrees for inspection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
@@ -49,16 +52,20 @@ class PrunableUnit:
 
 @dataclass
 class Pairing:
-    """Which units of one layer go, and where their outgoing weights go (local unit indices)."""
+    """Which units of one layer go, and where their weights go (local unit indices)."""
 
-    removed: torch.Tensor  # bool (U,)
-    # long (U,): the unit whose outgoing weights finally hold this one's, or -1 (honest: the
-    # end of its merge chain; paper variants: the loop's first partner, possibly removed itself)
+    removed: torch.Tensor  # bool (U,): the units the rule counts as removed
+    # long (U,), or -1: honest: the keeper at the end of the unit's merge chain (outgoing
+    # weights); paper_a: the first later unit that takes its weights (which may pass them on);
+    # paper_b: the first earlier unit paired with it (which may be removed itself)
     into: torch.Tensor
-    flagged: torch.Tensor  # bool (U,): dead / constant units, not compared
+    flagged: torch.Tensor  # bool (U,): units that cannot be compared (dead, constant)
     compared: torch.Tensor  # bool (U,): units that took part in the angle comparison
     similar_pairs: int
     complementary_pairs: int
+    # bool (U,), paper_b only: removed units whose zeroed row later received another unit's
+    # weights, so they are live again although counted as removed
+    revived: torch.Tensor | None = None
 
 
 # -- which layers ---------------------------------------------------------------------------------
@@ -99,24 +106,28 @@ def _is_fc(m: nn.Module) -> bool:
     return isinstance(m, nn.Linear)
 
 
-def select_layers(units: list[PrunableUnit], layers: list[str] | None) -> list[PrunableUnit]:
-    """The units whose name matches one of the ``layers`` globs (all when None)."""
+def select_names(names: list[str], layers: list[str] | None) -> list[str]:
+    """The names that match one of the ``layers`` globs (all when None); a glob must match."""
     if layers is None:
-        return units
-    names = [u.name for u in units]
+        return names
     for pattern in layers:
         if not any(fnmatch(n, pattern) for n in names):
             raise ConfigError(
                 f"distinctiveness layers: {pattern!r} matches no prunable layer; "
                 f"choose from {', '.join(names)}"
             )
-    return [u for u in units if any(fnmatch(u.name, p) for p in layers)]
+    return [n for n in names if any(fnmatch(n, p) for p in layers)]
+
+
+def select_layers(units: list[PrunableUnit], layers: list[str] | None) -> list[PrunableUnit]:
+    """The units whose name matches one of the ``layers`` globs (all when None)."""
+    keep = set(select_names([u.name for u in units], layers))
+    return [u for u in units if u.name in keep]
 
 
 # -- activations ----------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def unit_activations(
     model: nn.Module,
     units: list[PrunableUnit],
@@ -126,23 +137,42 @@ def unit_activations(
     """(samples, units) activation matrix per layer: one eval-mode, no-grad pass.
 
     The hook sees the conv / BN / linear output before any ReLU runs, and applies ReLU itself:
-    AlexNet's ReLUs are in place, and a ResNet block calls one ReLU module twice. Each module's
-    train/eval mode is restored afterwards. A batch may be a tensor or a tuple whose first item is
-    the input tensor.
+    AlexNet's ReLUs are in place, and a ResNet block calls one ReLU module twice.
     """
-    store: dict[str, list[torch.Tensor]] = {u.name: [] for u in units}
+
+    def post_relu(output: torch.Tensor) -> torch.Tensor:
+        a = F.relu(output)
+        return a.mean(dim=(2, 3)) if a.dim() == 4 else a
+
+    return collect_activations(model, {u.name: u.source for u in units}, batches, device, post_relu)
+
+
+@torch.no_grad()
+def collect_activations(
+    model: nn.Module,
+    sources: dict[str, str],
+    batches: Iterable,
+    device: str | torch.device,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """(samples, units) float32 matrix per layer name: ``reduce`` of its source module's output.
+
+    One eval-mode, no-grad pass; each module's train/eval mode is restored afterwards. A batch may
+    be a tensor or a tuple whose first item is the input tensor.
+    """
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
 
     def hook(name: str):
         def fn(_module, _inputs, output):
-            a = F.relu(output)
-            if a.dim() == 4:
-                a = a.mean(dim=(2, 3))
-            store[name].append(a.detach().float())
+            store[name].append(reduce(output).detach().float())
 
         return fn
 
     modes = {m: m.training for m in model.modules()}
-    handles = [model.get_submodule(u.source).register_forward_hook(hook(u.name)) for u in units]
+    handles = [
+        model.get_submodule(source).register_forward_hook(hook(name))
+        for name, source in sources.items()
+    ]
     try:
         model.eval()
         for batch in batches:
@@ -154,9 +184,9 @@ def unit_activations(
             h.remove()
         for m, training in modes.items():
             m.train(training)
-    if not units:
+    if not sources:
         return {}
-    n = sum(a.shape[0] for a in store[units[0].name])
+    n = sum(a.shape[0] for a in next(iter(store.values())))
     if n < 2:
         raise DataError(
             f"distinctiveness needs at least 2 training images for its activation vectors, got {n}"
@@ -200,3 +230,19 @@ def roots(parent: np.ndarray) -> np.ndarray:
         if np.array_equal(nxt, up):
             return up
         up = nxt
+
+
+@torch.no_grad()
+def rows_into(weight: torch.Tensor, target: torch.Tensor) -> None:
+    """In place: each row (unit) of ``weight`` becomes the sum of the rows whose target it is.
+
+    ``target[u] == u`` keeps row u where it is; a row that is nobody's target becomes zero. Rows
+    are added in index order (on the CPU), from zero.
+    """
+    target = target.to(weight.device)
+    if torch.equal(target, torch.arange(target.numel(), device=weight.device)):
+        return
+    w = weight.detach()
+    out = torch.zeros_like(w)
+    out.index_add_(0, target, w)
+    w.copy_(out)

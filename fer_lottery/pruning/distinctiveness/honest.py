@@ -23,12 +23,57 @@ within one.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from torch import nn
 
-from fer_lottery.pruning.distinctiveness.angles import gram_rows, unit_columns
+from fer_lottery.pruning.distinctiveness.angles import (
+    Pairing,
+    PrunableUnit,
+    gram_rows,
+    roots,
+    unit_columns,
+)
 
 BLOCK_PER_UNIT, BLOCK_MIN = 8, 1 << 15  # first sorted block of candidate pairs (complementary on)
+
+
+def pair(
+    acts: torch.Tensor,
+    angle: float,
+    *,
+    complementary: bool,
+    normalize: str,
+    norm_std: float | None,
+    chunk: int,
+) -> Pairing:
+    """Normalise, filter by norm, and pair greedily; ``into`` is the end of each merge chain."""
+    units = acts.shape[1]
+    z, flagged = normalise(acts, normalize)
+    compared = ~flagged
+    if norm_std is not None:
+        compared &= norm_filter(acts, norm_std)
+    idx = compared.nonzero().squeeze(1)
+    zc = z[:, idx]
+    cos_tau = math.cos(math.radians(angle))
+    idx_cpu = idx.cpu()
+    removed = torch.zeros(units, dtype=torch.bool)
+    into = torch.full((units,), -1, dtype=torch.long)
+    similar = compl = 0
+    if idx.numel() >= 2:
+        if complementary:
+            parent, gone, similar, compl = greedy_general(zc, cos_tau, chunk)
+        else:
+            parent = greedy_similar(zc, cos_tau, chunk)
+            gone = parent >= 0
+            similar = int(gone.sum())
+        merged = torch.from_numpy(parent >= 0)
+        target = torch.from_numpy(roots(parent))
+        removed[idx_cpu] = torch.from_numpy(gone)
+        into[idx_cpu[merged]] = idx_cpu[target[merged]]
+    return Pairing(removed, into, flagged.cpu(), compared.cpu(), similar, compl)
 
 
 def normalise(acts: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,3 +221,39 @@ def _scan(keys: torch.Tensor, bits: int, alive: np.ndarray, parent: np.ndarray, 
             pos += step
             step *= 4
     state["n"] = n
+
+
+# -- merge and mask -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def merge(model: nn.Module, unit: PrunableUnit, into: torch.Tensor) -> None:
+    """Add each merged unit's outgoing weights (columns of the next layer) to its keeper's."""
+    src = (into >= 0).nonzero().squeeze(1)
+    if not src.numel():
+        return
+    weight = model.get_submodule(unit.next).weight
+    n_units = into.numel()
+    w = weight.detach().reshape(weight.shape[0], n_units, -1).clone()
+    src = src.to(w.device)
+    w.index_add_(1, into.to(w.device)[src], w[:, src])
+    weight.copy_(w.view(weight.shape))
+
+
+def mask(model: nn.Module, unit: PrunableUnit, removed: torch.Tensor, keep: dict) -> None:
+    """Mark a removed unit's incoming weights, bias, BN gamma/beta and outgoing weights."""
+    state = model.state_dict(keep_vars=True)
+
+    def entry(name: str) -> torch.Tensor:
+        if name not in keep:
+            keep[name] = torch.ones(state[name].shape, dtype=torch.bool)
+        return keep[name]
+
+    owners = [unit.name] + ([unit.bn] if unit.bn else [])
+    for owner in owners:
+        for suffix in ("weight", "bias"):
+            name = f"{owner}.{suffix}"
+            if name in state and state[name] is not None:
+                entry(name)[removed] = False
+    out = entry(f"{unit.next}.weight")
+    out.view(out.shape[0], removed.numel(), -1)[:, removed] = False
