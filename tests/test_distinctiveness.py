@@ -14,10 +14,14 @@ from fer_lottery.models import build_model
 from fer_lottery.pruning import distinctiveness as dist
 from fer_lottery.pruning.distinctiveness import (
     distinctiveness_prune,
+    honest,
     pair_units,
+    paper_a,
+    paper_b,
     prunable_units,
     unit_activations,
 )
+from fer_lottery.pruning.distinctiveness.angles import gram_rows
 
 
 @pytest.fixture(scope="module")
@@ -195,22 +199,19 @@ def test_complementary_pairs_fire_only_on_centred_activations(alexnet_base, norm
     assert not result.pairings["classifier.1"].removed[[i, j]].any()
 
 
-def test_paper_a_raw_activations_never_see_complementary_pairs(alexnet):
-    x = images(24, 64, seed=2)
-    i, j = 5, 9
-    plant_complementary_fc6(alexnet, i, j)
-    result = distinctiveness_prune(
-        alexnet,
-        "alexnet",
-        [x],
-        angle=5.0,
-        complementary=True,
-        variant="paper_a",
-        layers=["classifier.1"],
-    )
-    assert result.complementary_pairs == 0
-    # raw, both vectors sit near (1, 1, ..., 1): paper A takes the opposite pair for similar units
-    assert result.pairings["classifier.1"].removed[j]
+def test_paper_a_merges_the_lower_index_into_the_higher_on_raw_outputs():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(50, generator=g) * 0.2 - 0.1
+    # 1 + t and 1 - t: opposite once centred, a few degrees apart raw
+    acts = torch.stack([1 + t, *torch.rand(2, 50, generator=g), 1 - t], dim=1)
+
+    pairing = pair_units(acts, 15.0, variant="paper_a", complementary=True, normalize="center")
+    assert pairing.complementary_pairs == 0
+    assert pairing.removed.nonzero().flatten().tolist() == [0]  # the lower index goes
+    assert pairing.into[0] == 3
+
+    honest = pair_units(acts, 15.0, complementary=True, normalize="center")
+    assert honest.complementary_pairs == 1 and honest.removed[[0, 3]].all()
 
 
 def test_paper_b_merges_a_complementary_pair_instead_of_removing_both():
@@ -220,24 +221,25 @@ def test_paper_b_merges_a_complementary_pair_instead_of_removing_both():
     acts = torch.cat([t[:, None], (1 - t)[:, None], other], dim=1)
     acts[0, 0], acts[0, 1] = 0.0, 1.0
 
-    paper_b = pair_units(acts, 10.0, variant="paper_b")
-    assert paper_b.complementary_pairs == 1
-    assert paper_b.removed.nonzero().flatten().tolist() == [1]
-    assert paper_b.into[1] == 0  # the second vector's weights are added to the first
+    pairing = pair_units(acts, 10.0, variant="paper_b")
+    assert pairing.complementary_pairs == 1
+    assert pairing.removed.nonzero().flatten().tolist() == [1]
+    assert pairing.into[1] == 0  # the second vector's weights are added to the first
 
     honest = pair_units(acts, 10.0, complementary=True, normalize="minmax")
     assert honest.complementary_pairs == 1
     assert honest.removed[:2].all() and (honest.into[:2] == -1).all()
 
-    # the weight-level consequence: paper_b sums the pair's outgoing weights into unit 0
-    w = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    # the weight-level consequence: unit 1's incoming weights are added to unit 0's
+    w = torch.randn(5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     merged = w.clone()
-    src = (paper_b.into >= 0).nonzero().flatten()
-    merged.index_add_(1, paper_b.into[src], w[:, src])
-    torch.testing.assert_close(merged[:, 0], w[:, 0] + w[:, 1])
+    paper_b.merge(merged, pairing)
+    torch.testing.assert_close(merged[0], w[0] + w[1])
+    assert not merged[1].any()
+    torch.testing.assert_close(merged[2:], w[2:])
 
 
-def test_paper_b_on_alexnet_fc7_sums_a_complementary_pair_into_fc8(alexnet):
+def test_paper_b_on_alexnet_merges_a_complementary_pair_into_an_fc7_row(alexnet):
     x = images(2, 64, seed=3)
     units = {u.name: u for u in prunable_units(alexnet, "alexnet")}
     acts = unit_activations(alexnet, [units["classifier.1"], units["classifier.4"]], [x])
@@ -248,7 +250,7 @@ def test_paper_b_on_alexnet_fc7_sums_a_complementary_pair_into_fc8(alexnet):
         w = (h2 - h1) * top / (h2 - h1).square().sum()
         fc7.weight[0], fc7.bias[0] = w, -(w @ h1)
         fc7.weight[1], fc7.bias[1] = -w, top + (w @ h1)
-    old = alexnet.classifier[6].weight.detach().clone()
+    before = {n: t.clone() for n, t in alexnet.state_dict().items()}
 
     result = distinctiveness_prune(
         alexnet, "alexnet", [x], angle=10.0, variant="paper_b", layers=["classifier.4"]
@@ -256,8 +258,14 @@ def test_paper_b_on_alexnet_fc7_sums_a_complementary_pair_into_fc8(alexnet):
     pairing = result.pairings["classifier.4"]
     assert result.complementary_pairs == 1  # the planted pair; the rest sit near 90 degrees
     assert pairing.removed[1] and not pairing.removed[0] and pairing.into[1] == 0
-    torch.testing.assert_close(alexnet.classifier[6].weight[:, 0], old[:, 0] + old[:, 1])
-    assert not result.mask.tensors["classifier.6.weight"][:, 1].any()
+    old = before["classifier.4.weight"]
+    torch.testing.assert_close(fc7.weight[0], old[0] + old[1])
+    assert not fc7.weight[1].any() and not result.mask.tensors["classifier.4.weight"][1].any()
+    # fc8 and every bias are untouched, and only fc7's weight is masked
+    for name, tensor in alexnet.state_dict().items():
+        if name != "classifier.4.weight":
+            assert torch.equal(tensor, before[name]), name
+    assert set(result.mask.tensors) == {"classifier.4.weight"}
 
 
 def test_norm_std_filter_restricts_the_compared_units():
@@ -273,12 +281,9 @@ def test_norm_std_filter_restricts_the_compared_units():
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
-@pytest.mark.parametrize(
-    ("variant", "complementary"),
-    [("honest", False), ("honest", True), ("paper_a", False), ("paper_b", False)],
-)
-def test_layers_keep_a_unit_logits_untouched_counts_match(
-    arch, variant, complementary, alexnet_base, resnet_base
+@pytest.mark.parametrize("complementary", [False, True])
+def test_honest_layers_keep_a_unit_logits_untouched_counts_match(
+    arch, complementary, alexnet_base, resnet_base
 ):
     model = copy.deepcopy(alexnet_base if arch == "alexnet" else resnet_base)
     x = images(12, 64 if arch == "alexnet" else 32, seed=4)
@@ -292,7 +297,6 @@ def test_layers_keep_a_unit_logits_untouched_counts_match(
         [x],
         angle=90.0,
         complementary=complementary,
-        variant=variant,
         normalize="center",
     )
     keep = result.mask.tensors
@@ -320,13 +324,53 @@ def test_layers_keep_a_unit_logits_untouched_counts_match(
             assert (pairing.compared & ~pairing.removed).any()  # a compared unit survives
         assert not (pairing.removed & pairing.flagged).any()
         removed_total += int(pairing.removed.sum())
-        if variant == "honest" and not complementary:
+        if not complementary:
             targets = pairing.into[pairing.into >= 0]
             assert not pairing.removed[targets].any()  # nothing merges into a removed unit
-    if variant == "honest":
-        assert removed_total == result.similar_pairs + 2 * result.complementary_pairs
+    assert removed_total == result.similar_pairs + 2 * result.complementary_pairs
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "resnet18"])
+@pytest.mark.parametrize("variant", ["paper_a", "paper_b"])
+def test_paper_rules_move_rows_within_a_layer_and_touch_nothing_else(
+    arch, variant, alexnet_base, resnet_base
+):
+    model = copy.deepcopy(alexnet_base if arch == "alexnet" else resnet_base)
+    x = images(12, 64 if arch == "alexnet" else 32, seed=4)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    rule = paper_a if variant == "paper_a" else paper_b
+    result = distinctiveness_prune(model, arch, [x], angle=30.0, variant=variant)
+
+    if variant == "paper_a":  # every Conv2d and Linear, the logits layer included
+        layers = paper_a.layers(model)
+        assert "fc" in layers or "classifier.6" in layers
     else:
-        assert removed_total == result.similar_pairs + result.complementary_pairs
+        layers = [u.name for u in prunable_units(model, arch)]
+    assert list(result.pairings) == layers
+    assert set(result.mask.tensors) == {f"{n}.weight" for n in layers}
+    assert sum(result.units_removed.values()) > 0
+    removed_total = 0
+    for name, tensor in model.state_dict().items():
+        layer = name.removesuffix(".weight")
+        if layer not in result.pairings:  # biases, BN, buffers, other layers: untouched
+            assert torch.equal(tensor, before[name]), name
+            continue
+        pairing = result.pairings[layer]
+        new, old = tensor.flatten(1).double(), before[name].flatten(1).double()
+        # rows only move within the layer: every input's total weight is kept
+        torch.testing.assert_close(new.sum(0), old.sum(0), rtol=1e-5, atol=1e-4)
+        zeroed = rule.zeroed(pairing)
+        assert not new[zeroed].any()
+        assert torch.equal(dead_rows(result.mask.tensors[name]), zeroed)
+        assert result.units_removed[layer] == int(pairing.removed.sum())
+        # paper A removes the lower index of a pair, paper B the higher one
+        assert not pairing.removed[-1 if variant == "paper_a" else 0]
+        if variant == "paper_b":  # revived rows hold another unit's weights
+            assert torch.equal(pairing.removed & ~zeroed, pairing.revived)
+            assert new[pairing.revived].any(1).all()
+            assert result.units_revived[layer] == int(pairing.revived.sum())
+        removed_total += int(pairing.removed.sum())
+    assert removed_total == result.similar_pairs + result.complementary_pairs
 
 
 def test_train_eval_modes_are_restored(resnet):
@@ -363,44 +407,36 @@ def structured_acts(n: int, units: int, rank: int, noise: float, seed: int) -> t
     return acts
 
 
-def brute_force(acts, angle, complementary, normalize, variant, norm_std):
-    """The rules as plain loops over pairs, on the module's own normalised Gram matrix."""
-    z, flagged = dist._normalise(acts, variant, normalize)
+def brute_force(acts, angle, complementary, normalize, norm_std):
+    """The honest rule as a plain loop over pairs, on the module's own normalised Gram matrix."""
+    z, flagged = honest.normalise(acts, normalize)
     compared = ~flagged
-    if norm_std is not None and variant != "paper_a":
-        compared &= dist._norm_filter(acts, norm_std)
+    if norm_std is not None:
+        compared &= honest.norm_filter(acts, norm_std)
     idx = compared.nonzero().flatten().tolist()
-    gram = dist._gram_rows(z[:, idx], 0, len(idx)).numpy()
+    gram = gram_rows(z[:, idx], 0, len(idx)).numpy()
     c = np.float32(math.cos(math.radians(angle)))
     w = torch.randn(4, acts.shape[1], dtype=torch.float64, generator=torch.Generator())
     out = w.clone()
     gone = [False] * len(idx)
-    if variant == "honest":
-        pairs = sorted(
-            (-abs(gram[j, i]), i, j)
-            for j in range(len(idx))
-            for i in range(j)
-            if gram[j, i] > c or (complementary and gram[j, i] < -c)
-        )
-        left = len(idx)
-        for _, i, j in pairs:
-            if gone[i] or gone[j]:
-                continue
-            if gram[j, i] < 0:
-                if left >= 3:
-                    gone[i] = gone[j] = True
-                    left -= 2
-            else:
-                out[:, idx[i]] += out[:, idx[j]]
-                gone[j] = True
-                left -= 1
-    else:  # the papers' double loop: add the second to the first, zero the second, no checks
-        for i in range(len(idx)):
-            for j in range(i + 1, len(idx)):
-                if gram[j, i] > c or (variant == "paper_b" and gram[j, i] < -c):
-                    out[:, idx[i]] += out[:, idx[j]]
-                    out[:, idx[j]] = 0.0
-                    gone[j] = True
+    pairs = sorted(
+        (-abs(gram[j, i]), i, j)
+        for j in range(len(idx))
+        for i in range(j)
+        if gram[j, i] > c or (complementary and gram[j, i] < -c)
+    )
+    left = len(idx)
+    for _, i, j in pairs:
+        if gone[i] or gone[j]:
+            continue
+        if gram[j, i] < 0:
+            if left >= 3:
+                gone[i] = gone[j] = True
+                left -= 2
+        else:
+            out[:, idx[i]] += out[:, idx[j]]
+            gone[j] = True
+            left -= 1
     removed = {idx[k] for k, g in enumerate(gone) if g}
     for r in removed:
         out[:, r] = 0.0
@@ -408,27 +444,22 @@ def brute_force(acts, angle, complementary, normalize, variant, norm_std):
 
 
 CASES = [
-    ("honest", "minmax", False, None),
-    ("honest", "minmax", True, None),
-    ("honest", "center", True, None),
-    ("honest", "center", True, 0.5),
-    ("paper_a", "minmax", False, None),
-    ("paper_b", "minmax", False, None),
-    ("paper_b", "minmax", False, 0.5),
+    ("minmax", False, None),
+    ("minmax", True, None),
+    ("center", True, None),
+    ("center", True, 0.5),
 ]
 
 
-@pytest.mark.parametrize(("variant", "normalize", "complementary", "norm_std"), CASES)
+@pytest.mark.parametrize(("normalize", "complementary", "norm_std"), CASES)
 @pytest.mark.parametrize("angle", [5.0, 25.0, 90.0])
-def test_pairing_matches_brute_force(
-    variant, normalize, complementary, norm_std, angle, monkeypatch
-):
+def test_honest_pairing_matches_brute_force(normalize, complementary, norm_std, angle, monkeypatch):
     # tiny sorted blocks, so the block-by-block path runs as it does for millions of pairs
-    monkeypatch.setattr(dist, "BLOCK_PER_UNIT", 1)
-    monkeypatch.setattr(dist, "BLOCK_MIN", 4)
+    monkeypatch.setattr(honest, "BLOCK_PER_UNIT", 1)
+    monkeypatch.setattr(honest, "BLOCK_MIN", 4)
     for seed, rank in [(0, 1), (1, 3), (2, 12)]:
         acts = structured_acts(30, 45, rank, 0.3, seed)
-        w, expected, removed = brute_force(acts, angle, complementary, normalize, variant, norm_std)
+        w, expected, removed = brute_force(acts, angle, complementary, normalize, norm_std)
         for chunk in (7, 1024):
             p = pair_units(
                 acts,
@@ -436,7 +467,6 @@ def test_pairing_matches_brute_force(
                 complementary=complementary,
                 normalize=normalize,
                 norm_std=norm_std,
-                variant=variant,
                 chunk=chunk,
             )
             assert set(p.removed.nonzero().flatten().tolist()) == removed
