@@ -157,6 +157,9 @@ def make_mask(
         "time/angles_s": round(result.angle_seconds, 4),
     }
     info.update({f"prune/units_removed/{n}": v for n, v in result.units_removed.items()})
+    if result.units_revived:  # paper_b: removed units that a later merge wrote back into
+        info["prune/units_revived"] = sum(result.units_revived.values())
+        info.update({f"prune/units_revived/{n}": v for n, v in result.units_revived.items()})
     return mask, info
 
 
@@ -201,13 +204,18 @@ def set_start_weights(
     mask.apply(model)
 
 
-_UNIT_COUNTS = ("prune/units_removed", "prune/similar_pairs", "prune/complementary_pairs")
+_UNIT_COUNTS = (
+    "prune/units_removed",
+    "prune/units_revived",
+    "prune/similar_pairs",
+    "prune/complementary_pairs",
+)
 
 
 def _add_units(info: dict[str, object], round_info: dict[str, object]) -> None:
     """Add one round's distinctiveness counts to the job's totals (units removed so far)."""
     for key, value in round_info.items():
-        if key in _UNIT_COUNTS or key.startswith("prune/units_removed/"):
+        if key in _UNIT_COUNTS or key.startswith(("prune/units_removed/", "prune/units_revived/")):
             info[key] = info.get(key, 0) + value
         elif key == "time/angles_s":
             info[key] = round(info.get(key, 0.0) + value, 4)
