@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from fer_lottery import termination
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
 from fer_lottery.failures import FAILED_FILE, record_failure
@@ -41,6 +42,7 @@ def main(cfg: DictConfig) -> float:
     _quiet_warnings()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    termination.install()
     try:
         validate(cfg)
         from fer_lottery.folds import run_folds  # heavy imports after validation
@@ -48,6 +50,15 @@ def main(cfg: DictConfig) -> float:
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
         results = run_folds(cfg, run_dir)
         (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's, now retried
+    except (termination.JobTerminated, SystemExit) as exc:
+        if not termination.is_termination(exc):
+            raise
+        # Pre-empted or timed out: what a rerun needs is on disk; never report success.
+        log.error("%s: %s. Run the same command again to resume it.", termination.REASON, run_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            overrides = list(hydra_cfg.overrides.task)
+            record_failure(run_dir, exc, overrides, reason=termination.REASON)
+        sys.exit(termination.EXIT_STATUS)
     except Exception as exc:
         if isinstance(exc, FerLotteryError):
             log.error("%s", exc)

@@ -22,12 +22,17 @@ log = logging.getLogger("fer_lottery")
 FAILED_FILE = "failed.json"
 
 
-def record_failure(run_dir: Path, exc: BaseException, overrides: list[str]) -> None:
-    """Write ``run_dir/failed.json``: the error's type and message, traceback and overrides."""
+def record_failure(
+    run_dir: Path, exc: BaseException, overrides: list[str], reason: str = "error"
+) -> None:
+    """Write ``run_dir/failed.json``: why (``reason``: "error", or "terminated (pre-empted)"),
+    the error's type and message, traceback and overrides."""
+    error = f"{type(exc).__name__}: {exc}"
     write_json_atomic(
         Path(run_dir) / FAILED_FILE,
         {
-            "error": f"{type(exc).__name__}: {exc}",
+            "reason": reason,
+            "error": error if reason == "error" else f"{reason}: {error}",
             "traceback": "".join(traceback.format_exception(exc)),
             "overrides": overrides,
         },

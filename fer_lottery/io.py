@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fer_lottery import faults
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
@@ -24,10 +26,16 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
+def write_json_atomic(path: str | Path, payload: Any, fault_point: str | None = None) -> None:
+    """Write ``payload`` as indented JSON, atomically. ``fault_point``: see ``faults.at``."""
     text = json.dumps(payload, indent=2, sort_keys=False, default=str)
-    write_atomic(path, lambda tmp: tmp.write_text(text + "\n"))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text + "\n")
+        if fault_point:
+            faults.at(fault_point)
+
+    write_atomic(path, write)
 
 
 def flatten(node: dict, prefix: str = "") -> dict[str, object]:

@@ -42,6 +42,7 @@ class FERClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(n, average="micro")
         self.val_acc = MulticlassAccuracy(n, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed stage keeps its best
         self.test_metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(n, average="micro"),

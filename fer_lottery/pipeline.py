@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fer_lottery import faults
 from fer_lottery.config import enum_value
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.dense_cache import DenseEntry, dense_key, load_state, snapshot_epoch
@@ -253,6 +254,7 @@ def prune_and_retrain(
             mask, round_info = make_mask(cfg, model, names, ratio, mask, datamodule)
         mask.apply(model)
         prune_s += time.perf_counter() - start
+        faults.at("prune")
         before_val, before_test = (
             evaluate(model, datamodule, "val"),
             evaluate(model, datamodule, "test"),
@@ -323,6 +325,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     """Run one experiment in ``run_dir`` and write ``results.json``; return the results."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in run_dir.glob(".results.json.*.tmp"):  # from a job killed while writing
+        leftover.unlink()
     total_start = time.perf_counter()
     threads = set_threads(cfg.get("threads"))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
@@ -362,5 +366,5 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results["time/data_s"] = round(data_s, 3)
     results["time/total_s"] = round(time.perf_counter() - total_start, 3)
     results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(run_dir / "results.json", results, fault_point="results")
     return results

@@ -10,13 +10,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 
+from fer_lottery import stage_logs
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
 from fer_lottery.report.plots import confusion_figure
 from fer_lottery.seeding import seed_all
+from fer_lottery.stage_callbacks import FaultPoint
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,6 @@ def evaluate(model: torch.nn.Module, datamodule: SFEWDataModule, split: str) -> 
     return correct / max(total, 1)
 
 
-def _loggers(out_dir: Path, stage: str) -> tuple[TensorBoardLogger, CSVLogger]:
-    tb = TensorBoardLogger(save_dir=out_dir, name="tb", version=stage, default_hp_metric=False)
-    return tb, CSVLogger(save_dir=out_dir, name="csv", version=stage)
-
-
 def _report_stage(
     cfg: DictConfig,
     datamodule: SFEWDataModule,
@@ -105,33 +102,37 @@ def train_stage(
 ) -> dict[str, object]:
     """Train ``module`` for one stage, then test its best-val checkpoint on the held-out split.
 
-    Resumes from ``out_dir/checkpoints/<stage>/last.ckpt`` when an earlier attempt was killed.
+    A checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``: model, optimizer, epoch, callback
+    state such as the mask and the best score) is written at each epoch boundary. A stage that
+    was killed resumes from it at the next epoch and ends with the same numbers as an
+    uninterrupted one: every epoch reseeds the RNGs and reshuffles from (seed, stage, epoch).
+    Its CSV and TensorBoard curves keep the epochs from before the kill (``stage_logs``).
     Returns ``test/*``, ``val/acc_best`` and ``time/train_s``, and writes TensorBoard scalars, a
     confusion-matrix image and ``hparams`` (default: the whole config) with the stage's final
     metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
     On return the module holds the best checkpoint's weights.
     """
-    tb, csv = _loggers(out_dir, stage)
+    resume, tb, csv = stage_logs.prepare(out_dir, stage)
     ckpt_dir = out_dir / "checkpoints" / stage
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True
     )
+    datamodule.seed_epochs(cfg.seed, stage)
     trainer = pl.Trainer(
         logger=[tb, csv],
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[checkpoint, FaultPoint(stage), *(callbacks or [])],
         default_root_dir=out_dir,
         **trainer_kwargs(cfg, max_epochs),
     )
     if torch.cuda.is_available():
         module = module.to(memory_format=torch.channels_last)
-    resume = ckpt_dir / "last.ckpt"
-    if resume.is_file():
-        log.info("%s: resuming the interrupted stage from %s", stage, resume)
+    if resume.ckpt is not None:
+        log.info("%s: resuming after epoch %d from %s", stage, resume.epoch, resume.ckpt)
     start = time.perf_counter()
-    # Seeded right before fit, by the stage's name alone: augmentation, dropout and shuffling
-    # draw the same numbers whether the dense stage ran in this process or came from the cache.
+    # Seeded right before fit, by the stage's name alone: what the stage draws does not depend
+    # on whether the dense stage ran in this process or came from the cache.
     seed_all(cfg.seed, stage)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume if resume.is_file() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
     train_s = time.perf_counter() - start
     best = checkpoint.best_model_path
     log.info("%s: best val/acc %.4f (%s)", stage, checkpoint.best_model_score or 0.0, best)
@@ -142,7 +143,7 @@ def train_stage(
     metrics["time/train_s"] = round(train_s, 3)
     # last.ckpt only serves to resume an unfinished stage; a finished one keeps best.ckpt alone
     # (a ResNet-18 checkpoint with its optimizer state is 100 MB, and a sweep has hundreds).
-    resume.unlink(missing_ok=True)
+    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
     _report_stage(
         cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
@@ -162,7 +163,7 @@ def test_stage(
 
     Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy.
     """
-    tb, csv = _loggers(out_dir, stage)
+    _, tb, csv = stage_logs.prepare(out_dir, stage)  # a rerun replaces an earlier attempt's logs
     trainer = pl.Trainer(logger=[tb, csv], default_root_dir=out_dir, **trainer_kwargs(cfg, 0))
     if torch.cuda.is_available():
         module = module.to(memory_format=torch.channels_last)

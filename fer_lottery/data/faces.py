@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from fer_lottery import faults
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.io import write_atomic
 
@@ -314,9 +315,13 @@ def crop_faces(
     pending: dict[tuple[int, int], list[tuple[int, Image.Image, Image.Image, Path]]] = {}
     bar = tqdm(total=len(paths), desc="face crops", unit="img", disable=not progress)
 
+    written: list[int] = []  # crops written to the cache in this call
+
     def finish(i: int, entry: dict, cache_file: Path | None) -> None:
         if cache_file is not None:
             _cache_save(cache_file, entry)
+            written.append(i)
+            faults.at(f"crops/{len(written)}")
         results[i] = {
             "crop": entry["crop"],
             "source": str(entry["source"]),

@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from fer_lottery.config import enum_value
 from fer_lottery.data import CLASSES
 from fer_lottery.data.augment import normalize, random_affine_batch, to_float
+from fer_lottery.data.sampler import EpochShuffle
 from fer_lottery.data.split import SPLIT_NAMES, kfold_split, stratified_split, write_split
 from fer_lottery.errors import ConfigError, DataError
+from fer_lottery.seeding import seed_all
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +168,15 @@ class SFEWDataModule(pl.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
 
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = EpochShuffle(len(self.labels[name]), self.seed, self._epoch) if shuffle else None
         return DataLoader(
             TensorDataset(self.images[name], self.labels[name]),
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
         )
 
@@ -201,7 +205,24 @@ class SFEWDataModule(pl.LightningDataModule):
             )
         return normalize(x, enum_value(self.cfg.normalize))
 
+    def seed_epochs(self, seed: int, stage: str) -> None:
+        """Reseed every RNG at the first training batch of each epoch of ``stage``.
+
+        From (seed, stage, epoch) alone, so a stage resumed at epoch e augments, drops out and
+        (with ``EpochShuffle``) shuffles as an uninterrupted one did. It happens here, right
+        before the batch is augmented, because Lightning skips ``on_train_epoch_start`` for the
+        first epoch after a restore.
+        """
+        self._epoch_seed = (seed, stage)
+        self._seeded_epoch = None
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
+        if training and getattr(self, "_epoch_seed", None) is not None:
+            epoch = self.trainer.current_epoch
+            if self._seeded_epoch != epoch:
+                seed, stage = self._epoch_seed
+                seed_all(seed, f"{stage}/epoch{epoch}")
+                self._seeded_epoch = epoch
         return self.transform(images, train=training), labels

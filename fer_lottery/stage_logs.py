@@ -1,0 +1,108 @@
+"""Per-stage logs and checkpoints that survive a kill: a resumed stage appends, a fresh one
+starts clean.
+
+- A **resumed** stage (``checkpoints/<stage>/last.ckpt`` exists and loads) keeps the CSV rows of
+  the epochs its checkpoint holds, drops any row logged after it (those epochs run again), and
+  appends; TensorBoard hides the events after the checkpoint's step (``purge_step``).
+- A **fresh** stage (no usable checkpoint) removes what an earlier attempt left of that stage:
+  its CSV, events and checkpoints, so no row is counted twice.
+- A ``last.ckpt`` that does not load (a kill while Lightning wrote it) is moved aside with one
+  warning and the stage starts from its beginning, which gives the same numbers, only later.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+log = logging.getLogger(__name__)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but it keeps an existing ``metrics.csv`` and appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                self.metrics_keys = list(next(csv.reader(f), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """A CSVLogger whose writer appends to the rows an earlier attempt of the stage wrote."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+@dataclass
+class Resume:
+    """Where a stage starts: a checkpoint to resume from (None: the beginning)."""
+
+    ckpt: Path | None = None
+    epoch: int = -1  # the last finished epoch the checkpoint holds
+    global_step: int = 0
+
+
+def _read_checkpoint(path: Path) -> Resume | None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return Resume(path, int(ckpt["epoch"]), int(ckpt["global_step"]))
+    except Exception as exc:  # truncated or foreign: not a checkpoint we can resume from
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        log.warning(
+            "%s cannot be loaded (%s: %s); moved it to %s and restarting the stage from its "
+            "beginning (same numbers, since every epoch is seeded)",
+            path,
+            type(exc).__name__,
+            exc,
+            aside.name,
+        )
+        return None
+
+
+def _keep_rows_through(csv_path: Path, epoch: int) -> None:
+    """Drop the rows logged after ``epoch`` (they belong to an epoch that runs again)."""
+    if not csv_path.is_file():
+        return
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if r.get("epoch") not in (None, "") and int(r["epoch"]) <= epoch]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def prepare(out_dir: Path, stage: str) -> tuple[Resume, TensorBoardLogger, CSVLogger]:
+    """Decide whether ``stage`` resumes, tidy its logs to match, and make its loggers."""
+    ckpt_dir = out_dir / "checkpoints" / stage
+    last = ckpt_dir / "last.ckpt"
+    resume = _read_checkpoint(last) if last.is_file() else None
+    csv_dir, tb_dir = out_dir / "csv" / stage, out_dir / "tb" / stage
+    if resume is None:
+        resume = Resume()
+        for folder in (csv_dir, tb_dir, ckpt_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        purge = None
+    else:
+        _keep_rows_through(csv_dir / "metrics.csv", resume.epoch)
+        purge = resume.global_step + 1
+    tb = TensorBoardLogger(
+        save_dir=out_dir, name="tb", version=stage, default_hp_metric=False, purge_step=purge
+    )
+    return resume, tb, AppendingCSVLogger(save_dir=out_dir, name="csv", version=stage)

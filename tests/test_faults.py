@@ -1,0 +1,209 @@
+"""Fault injection: real jobs killed (SIGKILL) or terminated (SIGTERM) at exact points, rerun,
+and compared with an uninterrupted run of the same config.
+
+``FER_LOTTERY_FAULT=<point>=<signal>`` makes the job signal itself when it reaches ``<point>``
+(``fer_lottery.faults``). The rerun is the same command; its numbers, its per-epoch CSV rows and
+its TensorBoard scalars must equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+JOB = [
+    "data=synthetic",
+    "data.synthetic.per_class=8",
+    "data.image_size=32",
+    "data.batch_size=16",  # 3 training batches per epoch
+    "model.weights=null",
+    "trainer.max_epochs=3",
+    "prune.retrain_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run(cwd: Path, *args: str, fault: str | None = None, once: Path | None = None):
+    """``python -m fer_lottery *args`` in ``cwd`` with its own cache; a fault if given."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
+    env.pop("FER_LOTTERY_FAULT", None)
+    if fault:
+        env["FER_LOTTERY_FAULT"] = fault
+    if once:
+        env["FER_LOTTERY_FAULT_ONCE"] = str(once)
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "fer_lottery", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def ok(proc) -> None:
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+
+
+def numbers(run_dir: Path) -> dict:
+    """Every metric of a job (not timings, cache states or the config)."""
+    results = json.loads((run_dir / "results.json").read_text())
+    prefixes = (
+        "test/",
+        "val/",
+        "dense/test/",
+        "dense/val/",
+        "prune/",
+        "params/",
+        "flops/",
+        "data/",
+    )
+    return {k: v for k, v in results.items() if k.startswith(prefixes) and "cache" not in k}
+
+
+def scalars(folder: Path) -> dict:
+    acc = EventAccumulator(str(folder)).Reload()
+    tags = [t for t in acc.Tags()["scalars"] if not t.startswith("time/")]
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+
+
+def same_run(resumed: Path, reference: Path, stages=("dense", "retrain")) -> None:
+    assert numbers(resumed) == numbers(reference)
+    for stage in stages:
+        csv = f"csv/{stage}/metrics.csv"
+        assert (resumed / csv).read_text() == (reference / csv).read_text(), csv
+        assert scalars(resumed / "tb" / stage) == scalars(reference / "tb" / stage), stage
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted run: dense fine-tune, magnitude pruning at 50%, retraining."""
+    cwd = tmp_path_factory.mktemp("reference")
+    ok(run(cwd, *JOB, "prune.ratio=0.5", f"hydra.run.dir={cwd / 'run'}"))
+    return cwd / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    ["dense/epoch1/batch1", "prune", "retrain/epoch1/batch0", "results"],
+)
+def test_a_killed_job_resumes_to_the_same_numbers_curves_and_events(tmp_path, reference, point):
+    run_dir = tmp_path / "run"
+    args = (*JOB, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
+    killed = run(tmp_path, *args, fault=f"{point}=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "results.json").exists()
+    again = run(tmp_path, *args)
+    ok(again)
+    log = again.stdout + again.stderr
+    if point.startswith(("dense/", "retrain/")):
+        stage = point.split("/")[0]
+        assert f"{stage}: resuming after epoch 0" in log  # resumed, not redone
+    if point == "dense/epoch1/batch1":
+        assert "dense cache resumed" in log
+    same_run(run_dir, reference)
+    assert not list(run_dir.glob(".results.json.*"))  # no temp file left from the kill
+    assert not (run_dir / "checkpoints" / "retrain" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_path, reference):
+    """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", *JOB, "prune.ratio=0.5", f"hydra.sweep.dir={sweep}")
+    terminated = run(tmp_path, *args, fault="dense/epoch1/batch1=TERM")
+    assert terminated.returncode == 143, terminated.stderr[-2000:]
+    (job,) = [p.parent for p in sweep.glob("*/failed.json")]  # one job: its folder is "job"
+    failed = json.loads((job / "failed.json").read_text())
+    assert failed["reason"] == "terminated (pre-empted)"
+    assert "terminated (pre-empted)" in terminated.stdout + terminated.stderr
+    assert not (job / "results.json").exists()
+    assert list((tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt"))
+
+    again = run(tmp_path, *args)
+    ok(again)
+    assert "dense: resuming after epoch 0" in again.stdout + again.stderr
+    assert not (job / "failed.json").exists()
+    same_run(job, reference)
+
+
+@pytest.mark.slow
+def test_a_job_killed_while_cropping_faces_resumes_to_the_same_numbers(tmp_path, sfew_frames):
+    small = [o for o in JOB if not o.startswith(("data=", "data.image_size", "trainer.max_epochs"))]
+    args = (f"data.root={sfew_frames}", *small, "data.image_size=48", "trainer.max_epochs=1")
+    ok(run(tmp_path / "ref", *args, f"hydra.run.dir={tmp_path / 'ref' / 'run'}"))
+    cwd, run_dir = tmp_path / "killed", tmp_path / "killed" / "run"
+    killed = run(cwd, *args, f"hydra.run.dir={run_dir}", fault="crops/5=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list((cwd / "cache" / "crops").glob("*.npz"))) == 5
+    ok(run(cwd, *args, f"hydra.run.dir={run_dir}"))
+    resumed = json.loads((run_dir / "results.json").read_text())
+    assert resumed["data/crop_cache_hits"] == 5
+    same_run(run_dir, tmp_path / "ref" / "run", stages=("dense",))
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_survives_the_dense_lock_holder_being_killed(tmp_path, reference):
+    """The job training the dense model (and holding its lock) is killed: no deadlock, and the
+    rerun takes over the unfinished entry; one dense entry, every job's results valid."""
+    sweep = tmp_path / "sweep"
+    args = (
+        "-m",
+        *JOB,
+        "prune.ratio=0.3,0.5,0.7",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    once = tmp_path / "killed-once"
+    first = run(tmp_path, *args, fault="dense/epoch1/batch1=KILL", once=once)
+    assert once.exists()  # the holder was killed while training the dense model
+    # joblib's pool stops all its workers when one dies: the sweep fails fast, never hangs.
+    assert first.returncode != 0
+    assert "TerminatedWorkerError" in first.stdout + first.stderr
+    dense = tmp_path / "cache" / "dense"
+    assert list(dense.glob("*.partial"))
+
+    ok(run(tmp_path, *args, fault="dense/epoch1/batch1=KILL", once=once))
+    entries = [p for p in dense.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "metrics.json").is_file()
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert sorted(results) == ["prune.ratio=0.3", "prune.ratio=0.5", "prune.ratio=0.7"]
+    assert sorted(r["dense/cache"] for r in results.values()).count("hit") == 2
+    assert "resumed" in {r["dense/cache"] for r in results.values()}
+    assert numbers(sweep / "prune.ratio=0.5") == numbers(reference)
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
+    """Pre-emption under submitit: its signal (USR2) makes submitit call the launcher's
+    ``checkpoint`` and requeue the job, as on SLURM; the requeued job resumes the dense stage
+    from its last epoch and ends with the uninterrupted numbers."""
+    sweep = tmp_path / "sweep"
+    args = (
+        "-m",
+        *JOB,
+        "prune.ratio=0.5",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep}",
+    )
+    once = tmp_path / "preempted-once"
+    ok(run(tmp_path, *args, fault="dense/epoch1/batch1=USR2", once=once))
+    assert once.exists()
+    log = "\n".join(p.read_text() for p in sweep.glob(".submitit/*/*_0_log.*"))
+    assert "this job is preempted" in log and "Requeued job" in log
+    assert "dense: resuming after epoch 0" in log
+    (job,) = [p.parent for p in sweep.glob("*/results.json")]
+    same_run(job, reference)
