@@ -25,6 +25,7 @@ from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.random import random_mask
+from fer_lottery.results_schema import check_results
 from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.sweep_names import swept_params
 from fer_lottery.training import evaluate, test_stage, train_stage
@@ -366,5 +367,6 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results["time/data_s"] = round(data_s, 3)
     results["time/total_s"] = round(time.perf_counter() - total_start, 3)
     results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    check_results(results, run_dir / "results.json")  # a key missing or mistyped: fail, not write
     write_json_atomic(run_dir / "results.json", results, fault_point="results")
     return results

@@ -48,7 +48,14 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     """Collect, aggregate, write report.md, report.csv and the PNGs into ``out``; return the md."""
     jobs, problems = collect(dirs)
     if not jobs:
-        raise FileNotFoundError(f"no results.json under {', '.join(map(str, dirs))}")
+        where = ", ".join(map(str, dirs))
+        if not problems:
+            raise FileNotFoundError(f"no results.json under {where}")
+        head = (
+            f"no usable results.json under {where}; {len(problems)} job(s) without usable results:"
+        )
+        lines = [f"  {p.name}: {p.reason}" for p in problems]
+        raise FileNotFoundError("\n".join([head, *lines]))
     out.mkdir(parents=True, exist_ok=True)
     keys = condition_keys(jobs)
     pruned = [j for j in jobs if j.pruned]
@@ -63,7 +70,7 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
 
     md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
     md.append(
-        f"{len(jobs)} finished job(s), {len(problems)} failed or missing; "
+        f"{len(jobs)} finished job(s), {len(problems)} without usable results; "
         f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
         "n counts independent repeats (seeds, folds): the jobs of one repeat share a dense "
         "model and a test split, so they are averaged into one value first. Accuracies are on "
@@ -112,8 +119,15 @@ def _choose(rows: list[Row], filters: list[str]) -> list[Row]:
 
 
 def _problems_md(problems: list[Problem]) -> list[str]:
+    """The jobs without usable results and why: failed, killed, never started, bad results.json."""
     if not problems:
         return ["All jobs finished.\n"]
-    lines = [f"## {len(problems)} job(s) without results\n"]
+    lines = [f"## {len(problems)} job(s) without results the report can use\n"]
     lines += [f"- `{p.name}`: {p.reason}" for p in problems]
+    if any(p.bad_results for p in problems):
+        lines += [
+            "",
+            "A sweep that is run again does not redo a job that has a results.json, even an "
+            "unusable one: delete that file first, then run the same command.",
+        ]
     return lines + [""]

@@ -1,8 +1,10 @@
 """Finding the jobs of runs and sweeps: finished ones with their results, and those without.
 
-A finished job is a folder with a ``results.json``. A job without results failed (its
-``failed.json`` or its log says why), was killed, or never started (a job its sweep's
-``multirun.yaml`` asked for that has no folder). The report lists those, never drops them.
+A finished job is a folder with a ``results.json`` that the report can use (it parses and fits
+``fer_lottery.results_schema``). A job without usable results failed (its ``failed.json`` or its
+log says why), was killed, never started (a job its sweep's ``multirun.yaml`` asked for that has
+no folder), or has a ``results.json`` that does not parse or breaks the schema. The report lists
+those with the reason, never drops them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from fer_lottery.failures import FAILED_FILE
 from fer_lottery.io import flatten
+from fer_lottery.results_schema import RESULTS_FILE, ResultsError, read_results
 
 # Repeats of one condition: averaged over, never grouped by.
 REPEAT_KEYS = {"seed", "prune.seed", "data.fold"}
@@ -41,14 +44,16 @@ class Job:
 
 @dataclass
 class Problem:
-    """A job of the sweep without results: failed, killed, still running, or never started."""
+    """A job without usable results: failed, killed, still running, never started, or with a
+    results.json that does not parse or breaks the schema."""
 
     name: str
     reason: str
+    bad_results: bool = False  # its results.json does not parse or breaks the schema
 
 
 def _job_config(results: dict) -> dict:
-    return flatten(results.get("config", {}))
+    return flatten(results["config"])
 
 
 def _log_error(job: Path) -> str | None:
@@ -58,6 +63,14 @@ def _log_error(job: Path) -> str | None:
         if errors:
             return errors[-1].split("[ERROR] - ", 1)[-1]
     return None
+
+
+def _failure(job: Path) -> str:
+    """The error a job's ``failed.json`` records (or why that file cannot be read)."""
+    try:
+        return str(json.loads((job / FAILED_FILE).read_text())["error"])
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        return f"{FAILED_FILE} is unreadable ({type(exc).__name__}: {exc})"
 
 
 def _expected_jobs(sweep_dir: Path) -> list[str]:
@@ -83,23 +96,28 @@ def _expected_jobs(sweep_dir: Path) -> list[str]:
 
 
 def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
-    """Every finished job under ``dirs``, and every job of their sweeps that has no results."""
+    """Every finished job under ``dirs``, and every job of their sweeps without usable results."""
     jobs: list[Job] = []
     problems: list[Problem] = []
     for d in map(Path, dirs):
-        for path in sorted(d.rglob("results.json")):
-            results = json.loads(path.read_text())
+        for path in sorted(d.rglob(RESULTS_FILE)):
+            try:
+                results = read_results(path)
+            except ResultsError as exc:
+                reason = f"{path.name}: {'; '.join(exc.reasons)}"
+                problems.append(Problem(str(path.parent), reason, bad_results=True))
+                continue
             jobs.append(Job(path.parent, results, _job_config(results)))
         seen: set[str] = set()
         for hydra_dir in sorted(d.rglob(".hydra")):
             job = hydra_dir.parent
             seen.add(job.name)
-            if (job / "results.json").is_file() or (job / "folds.json").is_file():
-                continue
-            if list(job.glob("fold=*/results.json")):
+            if (job / RESULTS_FILE).is_file() or (job / "folds.json").is_file():
+                continue  # listed above, as a finished job or as one without usable results
+            if list(job.glob(f"fold=*/{RESULTS_FILE}")):
                 continue  # a k-fold job still running: its finished folds are counted
             if (job / FAILED_FILE).is_file():
-                reason = "failed: " + json.loads((job / FAILED_FILE).read_text())["error"]
+                reason = "failed: " + _failure(job)
             else:
                 error = _log_error(job)
                 reason = f"failed: {error}" if error else "no results.json (killed or unfinished)"
