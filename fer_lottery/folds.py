@@ -13,11 +13,13 @@ import copy
 import json
 import logging
 import statistics
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
 from fer_lottery.io import write_json_atomic
+from fer_lottery.results_schema import ResultsError, read_results
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,15 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one experiment in ``run_dir``, or load its results when it already finished."""
     done = run_dir / "results.json"
     if done.is_file():  # a relaunched sweep skips the jobs that finished
-        log.info("%s exists: this job already finished, skipping it", done)
-        return _load(done)
+        try:
+            results = read_results(done)
+        except ResultsError as exc:  # unusable: keep it for inspection and run the job again
+            aside = done.with_name(f"results.json.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+            done.rename(aside)
+            log.warning("%s; moved it to %s and running the job again", exc, aside.name)
+        else:
+            log.info("%s exists: this job already finished, skipping it", done)
+            return results
     from fer_lottery.pipeline import run_experiment  # heavy imports only when training
 
     return run_experiment(cfg, run_dir)

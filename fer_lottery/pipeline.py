@@ -119,15 +119,16 @@ def make_mask(
     ratio: float,
     previous: Mask | None,
     datamodule: SFEWDataModule,
-) -> tuple[Mask, dict[str, object]]:
-    """Run the configured strategy on the model's current weights: a Mask and what it did."""
+) -> tuple[Mask, dict[str, object], dict[str, torch.Tensor]]:
+    """Run the configured strategy on the model's current weights: a Mask, what it did, and (for
+    distinctiveness) which units of each layer it removed."""
     p = cfg.prune
     method = enum_value(p.method)
     seed = cfg.seed if p.seed is None else p.seed
     if method == "magnitude":
-        return magnitude_mask(model, names, ratio, p.scope, previous), {}
+        return magnitude_mask(model, names, ratio, p.scope, previous), {}, {}
     if method == "random":
-        return random_mask(model, names, ratio, p.scope, previous, seed=seed), {}
+        return random_mask(model, names, ratio, p.scope, previous, seed=seed), {}, {}
     from fer_lottery.pruning.distinctiveness import distinctiveness_prune
 
     device = _device()
@@ -162,7 +163,8 @@ def make_mask(
     if result.units_revived:  # paper_b: removed units that a later merge wrote back into
         info["prune/units_revived"] = sum(result.units_revived.values())
         info.update({f"prune/units_revived/{n}": v for n, v in result.units_revived.items()})
-    return mask, info
+    removed = {n: pairing.removed.cpu().clone() for n, pairing in result.pairings.items()}
+    return mask, info, removed
 
 
 def frozen_state_names(model: nn.Module, frozen: list[nn.Module]) -> set[str]:
@@ -206,25 +208,30 @@ def set_start_weights(
     mask.apply(model)
 
 
-_UNIT_COUNTS = (
-    "prune/units_removed",
-    "prune/units_revived",
-    "prune/similar_pairs",
-    "prune/complementary_pairs",
-)
+_UNIT_COUNTS = ("prune/units_revived", "prune/similar_pairs", "prune/complementary_pairs")
 
 
-def _add_units(info: dict[str, object], round_info: dict[str, object]) -> None:
-    """Add one round's distinctiveness counts to the job's totals (units removed so far)."""
+def _add_units(
+    info: dict[str, object], round_info: dict[str, object], removed: dict[str, torch.Tensor]
+) -> None:
+    """Fold one round's distinctiveness counts into the job's totals.
+
+    ``removed`` holds, per layer, every unit removed so far (the union over rounds), so a unit
+    that a later round removes again (a dead unit that a paper rule compares like any other)
+    counts once.
+    """
     for key, value in round_info.items():
-        if key in _UNIT_COUNTS or key.startswith(("prune/units_removed/", "prune/units_revived/")):
+        if key in _UNIT_COUNTS or key.startswith("prune/units_revived/"):
             info[key] = info.get(key, 0) + value
         elif key == "time/angles_s":
             info[key] = round(info.get(key, 0.0) + value, 4)
-        elif key != "prune/units_removed_frac":
+        elif not key.startswith(("prune/units_removed", "prune/units_removed_frac")):
             info[key] = value
-    if "prune/units_total" in info:
-        total = info["prune/units_total"]
+    if removed:
+        per_layer = {n: int(r.sum()) for n, r in removed.items()}
+        info.update({f"prune/units_removed/{n}": v for n, v in per_layer.items()})
+        info["prune/units_removed"] = sum(per_layer.values())
+        total = info.get("prune/units_total", 0)
         info["prune/units_removed_frac"] = info["prune/units_removed"] / total if total else 0.0
 
 
@@ -248,11 +255,14 @@ def prune_and_retrain(
     prune_s = retrain_s = 0.0
     final: dict = {}
     frozen_names = frozen_state_names(model, frozen)
+    removed: dict[str, torch.Tensor] = {}  # distinctiveness: units removed so far, per layer
     for r in range(1, n + 1):
         ratio = 1 - (1 - p.ratio) ** (r / n)
         start = time.perf_counter()
         with seeded(cfg.seed, f"prune{r}"):
-            mask, round_info = make_mask(cfg, model, names, ratio, mask, datamodule)
+            mask, round_info, round_removed = make_mask(cfg, model, names, ratio, mask, datamodule)
+        for layer, units in round_removed.items():
+            removed[layer] = units | removed[layer] if layer in removed else units
         mask.apply(model)
         prune_s += time.perf_counter() - start
         faults.at("prune")
@@ -294,7 +304,7 @@ def prune_and_retrain(
                 extra_metrics={"prune/sparsity": zero_fraction(model, names)},
             )
         retrain_s += final["time/train_s"]
-        _add_units(info, round_info)
+        _add_units(info, round_info, removed)
         info["prune/acc_before_retrain"] = before_test
         info["prune/val_acc_before_retrain"] = before_val
         if n > 1:

@@ -207,3 +207,18 @@ def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
     assert "dense: resuming after epoch 0" in log
     (job,) = [p.parent for p in sweep.glob("*/results.json")]
     same_run(job, reference)
+
+
+def test_a_rerun_over_an_unusable_results_json_runs_the_job_again(compose_cfg, tmp_path):
+    """A relaunched sweep skips finished jobs, but not one whose results.json is broken."""
+    from fer_lottery.folds import run_folds
+
+    cfg = compose_cfg(*JOB, "trainer.max_epochs=1", f"cache_dir={tmp_path / 'cache'}")
+    run_dir = tmp_path / "job"
+    first = run_folds(cfg, run_dir)
+    text = (run_dir / "results.json").read_text()
+    (run_dir / "results.json").write_text(text[: len(text) // 3])  # killed mid-copy, say
+    again = run_folds(cfg, run_dir)
+    assert again["test/acc"] == first["test/acc"]
+    assert json.loads((run_dir / "results.json").read_text())["test/acc"] == first["test/acc"]
+    assert len(list(run_dir.glob("results.json.unusable-*"))) == 1
