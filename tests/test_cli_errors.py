@@ -87,6 +87,9 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     proc = run(f"data.root={root}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.count(error) == 1 and error not in proc.stdout, proc.stdout + proc.stderr
+    # On a terminal the line shows the error alone: the progress bar is cleared first.
+    shown = [line.split("\r")[-1] for line in proc.stderr.splitlines()]
+    assert [line for line in shown if error in line][0].startswith("["), proc.stderr
 
     sweep = tmp_path / "sweep"
     proc = run("-m", f"data.root={root}", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)

@@ -435,48 +435,59 @@ def crop_faces(
                 entry = _entry(img, box, "detected", params, float(probs[best]), len(boxes))
             finish(i, entry, cache_file)
 
-    for i, path in enumerate(paths):
-        path = Path(path)
-        box = _manual_box(path, manual, root) if manual else None
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            _unreadable(report, path, e)
-            bar.update(1)
-            continue
-        cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
-        entry = _cache_load(cache_file, params.size)
-        if entry is not None:
-            report.cache_hits += 1
-            finish(i, entry, None)
-            continue
-        try:
-            img = _decode(data)
-        except Exception as e:
-            _unreadable(report, path, e)
-            bar.update(1)
-            continue
-        report.cache_misses += 1
-        w, h = img.size
-        if box is not None:
-            finish(i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file)
-        elif params.method == "none":
-            finish(
-                i, _entry(img, _fallback_box(w, h, params.fallback), "fallback", params), cache_file
-            )
-        else:
-            det_img = img
-            if max(w, h) > params.detect_max_side:
-                s = params.detect_max_side / max(w, h)
-                det_img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-            pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
-            if len(pending[det_img.size]) >= params.batch_size:
-                flush(det_img.size)
-            elif sum(map(len, pending.values())) >= 2 * params.batch_size:
-                flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
-    for key in list(pending):
-        flush(key)
-    bar.close()
+    try:
+        for i, path in enumerate(paths):
+            path = Path(path)
+            box = _manual_box(path, manual, root) if manual else None
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                _unreadable(report, path, e)
+                bar.update(1)
+                continue
+            cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
+            entry = _cache_load(cache_file, params.size)
+            if entry is not None:
+                report.cache_hits += 1
+                finish(i, entry, None)
+                continue
+            try:
+                img = _decode(data)
+            except Exception as e:
+                _unreadable(report, path, e)
+                bar.update(1)
+                continue
+            report.cache_misses += 1
+            w, h = img.size
+            if box is not None:
+                finish(
+                    i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file
+                )
+            elif params.method == "none":
+                finish(
+                    i,
+                    _entry(img, _fallback_box(w, h, params.fallback), "fallback", params),
+                    cache_file,
+                )
+            else:
+                det_img = img
+                if max(w, h) > params.detect_max_side:
+                    s = params.detect_max_side / max(w, h)
+                    det_img = img.resize(
+                        (max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR
+                    )
+                pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
+                if len(pending[det_img.size]) >= params.batch_size:
+                    flush(det_img.size)
+                elif sum(map(len, pending.values())) >= 2 * params.batch_size:
+                    flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
+        for key in list(pending):
+            flush(key)
+    except BaseException:
+        bar.leave = False  # clear the bar, so that the error starts on a clean line
+        raise
+    finally:
+        bar.close()
 
     kept = sorted(results)
     sources = [results[i]["source"] for i in kept]
