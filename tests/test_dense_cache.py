@@ -131,6 +131,15 @@ def _truncate(path):
         (lambda e: torch.save({"w": torch.ones(2)}, e.final / "best.pt"), "best.pt holds other"),
         (lambda e: torch.save([1, 2], e.final / "best.pt"), "best.pt holds a list"),
     ],
+    ids=[
+        "truncated_best",
+        "truncated_theta_k",
+        "missing_theta0",
+        "truncated_metrics",
+        "metrics_without_files",
+        "best_of_another_model",
+        "best_not_a_state_dict",
+    ],
 )
 def test_a_broken_finished_entry_is_moved_aside_with_one_warning(tmp_path, caplog, damage, named):
     entry = _finished(tmp_path, ("theta0.pt", "best.pt", "theta_k.pt"))
