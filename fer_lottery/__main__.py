@@ -1,9 +1,11 @@
 """``python -m fer_lottery [overrides]``: compose the config, run one experiment.
 
 Returns ``val/acc_best`` so that Hydra sweepers (e.g. Optuna) can optimise it. Errors in the
-user's input (FerLotteryError) are printed as one clear message, without a traceback. In a
-multirun a failed job is recorded in its ``failed.json`` and returns NaN, so the other jobs of
-the sweep still run (see ``fer_lottery.failures``).
+user's input (FerLotteryError) are printed once, to stderr, as one clear message without a
+traceback (``conf/hydra/job_logging/fer_lottery.yaml`` sends warnings and errors to stderr). A
+cache folder that cannot be written is reported before any data is loaded. In a multirun a failed
+job is recorded in its ``failed.json`` and returns NaN, so the other jobs of the sweep still run
+(see ``fer_lottery.failures``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery import termination
+from fer_lottery.cache_dir import check_writable
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
 from fer_lottery.failures import FAILED_FILE, record_failure
@@ -45,6 +48,7 @@ def main(cfg: DictConfig) -> float:
     termination.install()
     try:
         validate(cfg)
+        check_writable(cfg)  # before any data is loaded
         from fer_lottery.folds import run_folds  # heavy imports after validation
 
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
@@ -60,18 +64,22 @@ def main(cfg: DictConfig) -> float:
             record_failure(run_dir, exc, overrides, reason=termination.REASON)
         sys.exit(termination.EXIT_STATUS)
     except Exception as exc:
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        optuna = multirun and "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()
+        if multirun:
+            record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
+        # One message per error, on stderr; in a sweep it says where the failure is recorded.
+        where = f" (recorded in {run_dir / FAILED_FILE}; the sweep goes on)" if multirun else ""
+        if optuna:
+            where = f" (recorded in {run_dir / FAILED_FILE})"
         if isinstance(exc, FerLotteryError):
-            log.error("%s", exc)
+            log.error("%s%s", exc, where)
         else:
-            log.exception("the job failed")
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            if isinstance(exc, FerLotteryError):
-                sys.exit(2)
-            raise
-        record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
-        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+            log.exception("the job failed%s", where)
+        if not multirun:
+            sys.exit(2 if isinstance(exc, FerLotteryError) else 1)  # Hydra would print it again
+        if optuna:
             raise  # Optuna marks the trial FAIL; its max_failure_rate decides what follows
-        log.error("recorded in %s; the sweep goes on", run_dir / "failed.json")
         return float("nan")
     print(
         f"\nHeld-out test accuracy: {results['test/acc']:.4f} "

@@ -4,7 +4,10 @@ Every job of a prune sweep shares one dense run: the first job trains it into
 ``<cache_dir>/dense/<key>.partial`` and renames that folder into place once every file it
 promises is there and loads, while the other jobs wait on a file lock (at most
 ``cache_lock_timeout_s``) instead of training the same model twice. A killed job leaves the
-``.partial`` folder behind, and the next job resumes it from its last checkpoint.
+``.partial`` folder behind, and the next job resumes it from its last checkpoint. A finished
+entry is checked whenever a job looks it up: if a file it promises is missing or does not load,
+the entry is moved into ``dense/quarantine/`` with one warning, and the dense model is trained
+again.
 
 The key covers what the settings *resolve to*: the content of a ``model.weights`` file (not its
 path), the precision and device that ``trainer.precision: null`` and ``accelerator: auto`` pick,
@@ -26,6 +29,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lottery.cache_dir import move_aside
 from fer_lottery.config import enum_value
 from fer_lottery.errors import CacheError
 from fer_lottery.io import write_atomic, write_json_atomic
@@ -91,21 +95,27 @@ def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``; a CacheError naming the file when it is not one."""
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``path``; a ValueError saying why when it is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CacheError(
-            f"dense cache file {path} cannot be read ({type(exc).__name__}: {exc}); delete its "
-            f"folder {path.parent} and run again, or set cache_dense=false"
-        ) from None
+        reason = (str(exc).splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
+        raise ValueError(f"cannot be read ({type(exc).__name__}: {reason})") from None
     if not isinstance(state, dict) or not state or not all(map(torch.is_tensor, state.values())):
-        raise CacheError(
-            f"dense cache file {path} holds a {type(state).__name__}, not a state dict of "
-            f"tensors; delete its folder {path.parent} and run again, or set cache_dense=false"
-        )
+        raise ValueError(f"holds a {type(state).__name__}, not a state dict of tensors")
     return state
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``path``; a CacheError naming the file when it is not one."""
+    try:
+        return read_state(path)
+    except ValueError as exc:
+        raise CacheError(
+            f"dense cache file {path} {exc}; delete its folder {path.parent} and run again, or "
+            "set cache_dense=false"
+        ) from None
 
 
 class DenseEntry:
@@ -122,7 +132,53 @@ class DenseEntry:
         self.lock = FileLock(str(self.lock_path))
 
     def done(self) -> bool:
-        return (self.final / "metrics.json").is_file()
+        """Whether a whole finished entry is here; a broken one is moved aside (see ``check``)."""
+        return self.check()
+
+    def check(self, required: tuple[str, ...] = ("theta0.pt", "best.pt")) -> bool:
+        """Validate the finished entry: metrics.json parses, and every file it lists (and each of
+        ``required``) loads as a state dict of the same tensors' names and shapes.
+
+        A broken entry gets one warning naming the file and is moved into ``quarantine/``, so the
+        caller sees a miss and trains the model again. Call it with the lock held.
+        """
+        if not self.final.exists():
+            return False
+        problem = self._problem(required)
+        if problem is None:
+            return True
+        what = move_aside(self.final)
+        log.warning(
+            "dense cache entry %s is unusable: %s; %s; the dense model is trained again",
+            self.key,
+            problem,
+            what,
+        )
+        return False
+
+    def _problem(self, required: tuple[str, ...]) -> str | None:
+        """What is wrong with the finished entry (naming the file), or None when it is whole."""
+        path = self.final / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{path} cannot be read ({type(exc).__name__}: {exc})"
+        files = metrics.get("files") if isinstance(metrics, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return f"{path} does not list the entry's files"
+        first: tuple[str, dict[str, torch.Size]] | None = None
+        for name in dict.fromkeys([*required, *files]):
+            path = self.final / name
+            if not path.is_file():
+                return f"{path} is missing"
+            try:
+                shapes = {k: v.shape for k, v in read_state(path).items()}
+            except ValueError as exc:
+                return f"{path} {exc}"
+            if first is not None and shapes != first[1]:
+                return f"{path} holds other tensors than {first[0]}"
+            first = first or (name, shapes)
+        return None
 
     def acquire(self, timeout_s: float = 14400.0, job: str = "") -> None:
         """Take the lock, waiting at most ``timeout_s`` for the job that holds it.
@@ -198,6 +254,7 @@ class DenseEntry:
             return None
 
     def metrics(self) -> dict:
+        """The finished entry's metrics (without its file list)."""
         metrics = json.loads((self.final / "metrics.json").read_text())
         metrics.pop("files", None)
         return metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -102,3 +103,78 @@ def test_waiting_for_the_lock_times_out_naming_the_lock_and_its_holder(tmp_path)
     finally:
         holder.release()
     assert not holder.holder_path.exists()
+
+
+def _finished(tmp_path, files=("theta0.pt", "best.pt")) -> DenseEntry:
+    """A published entry with real state dicts (a small model's), as ``finish`` leaves it."""
+    entry = DenseEntry(tmp_path, "k")
+    entry.partial.mkdir(parents=True)
+    state = {"w": torch.randn(8, 4), "b": torch.zeros(8)}
+    for name in files:
+        DenseEntry.save_state(entry.partial / name, state)
+    entry.finish({"test/acc": 0.5}, list(files))
+    return entry
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda e: _truncate(e.final / "best.pt"), "best.pt"),
+        (lambda e: _truncate(e.final / "theta_k.pt"), "theta_k.pt"),
+        (lambda e: (e.final / "theta0.pt").unlink(), "theta0.pt is missing"),
+        (lambda e: _truncate(e.final / "metrics.json"), "metrics.json"),
+        (lambda e: (e.final / "metrics.json").write_text('{"test/acc": 0.5}'), "metrics.json"),
+        (lambda e: torch.save({"w": torch.ones(2)}, e.final / "best.pt"), "best.pt holds other"),
+        (lambda e: torch.save([1, 2], e.final / "best.pt"), "best.pt holds a list"),
+    ],
+    ids=[
+        "truncated_best",
+        "truncated_theta_k",
+        "missing_theta0",
+        "truncated_metrics",
+        "metrics_without_files",
+        "best_of_another_model",
+        "best_not_a_state_dict",
+    ],
+)
+def test_a_broken_finished_entry_is_moved_aside_with_one_warning(tmp_path, caplog, damage, named):
+    entry = _finished(tmp_path, ("theta0.pt", "best.pt", "theta_k.pt"))
+    assert entry.done()
+    damage(entry)
+    with caplog.at_level(logging.WARNING):
+        assert not entry.done()
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and named in warned[0] and str(entry.final) in warned[0], warned
+    assert not entry.final.exists()
+    (moved,) = (entry.root / "quarantine").iterdir()
+    assert moved.name.startswith("k.") and (moved / "theta0.pt").exists() != ("theta0" in named)
+    # What the caller does next: a fresh entry is trained and published under the same key.
+    caplog.clear()
+    fresh = _finished(tmp_path / "again")
+    assert fresh.done() and not caplog.records
+
+
+def test_a_truncated_dense_file_is_retrained_to_the_same_numbers(run_job, tmp_path, caplog):
+    """A truncated best.pt in a finished entry: one warning naming it, the entry is moved aside,
+    the dense model is trained again (a cache miss), and the job's numbers are the original's."""
+    first, _ = run_job("first", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    (entry,) = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
+    best = entry / "best.pt"
+    _truncate(best)
+    with caplog.at_level(logging.WARNING):
+        again, _ = run_job("again", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [m for m in warned if "dense cache" in m] == [m for m in warned if str(best) in m]
+    assert len([m for m in warned if str(best) in m]) == 1, warned
+    assert first["dense/cache"] == "miss" and again["dense/cache"] == "miss"  # trained again
+    numbers = [k for k in first if k.startswith(("test/", "val/", "dense/test/", "dense/val/"))]
+    assert {k: again[k] for k in numbers} == {k: first[k] for k in numbers}
+    assert load_state(best)  # the new entry is whole
+    (moved,) = (tmp_path / "cache" / "dense" / "quarantine").iterdir()
+    assert (moved / "best.pt").stat().st_size < best.stat().st_size
+    third, _ = run_job("third", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    assert third["dense/cache"] == "hit"

@@ -198,7 +198,7 @@ def test_changed_parameter_misses_the_cache(first):
     assert (report.cache_hits, report.cache_misses) == (2, 0)
 
 
-def test_corrupted_cache_file_is_recomputed(first, caplog):
+def test_corrupted_cache_file_is_moved_aside_and_recomputed(first, caplog):
     names, paths, _, cache, (crops, kept, _, _) = first
     path = paths[names.index("Happy/noise.png")]  # fallback: no MTCNN needed to recompute
     entry = cache / f"{faces._cache_key(path.read_bytes(), CropParams(size=112), None)}.npz"
@@ -208,9 +208,39 @@ def test_corrupted_cache_file_is_recomputed(first, caplog):
     assert (report.cache_hits, report.cache_misses) == (0, 1)
     assert sources == ["fallback"]
     assert torch.equal(again[0], crops[kept.index(names.index("Happy/noise.png"))])
-    assert any(str(entry) in r.getMessage() for r in caplog.records)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and str(entry) in warned[0] and "quarantine" in warned[0]
+    (moved,) = (cache / "quarantine").glob(f"{entry.name}.*")
+    assert moved.read_bytes() == b"garbage"  # kept for a look, out of the cache's way
     _, _, _, report = crop_faces([path], CropParams(size=112), cache, progress=False)
     assert report.cache_hits == 1  # rewritten
+
+
+@pytest.mark.parametrize("damage", ["truncate", "wrong_size", "missing_key"])
+def test_a_damaged_crop_entry_warns_once_and_is_redone(tmp_path, caplog, damage):
+    path = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 80, 3), np.uint8)).save(path)
+    params = CropParams(method="none", size=32)
+    first, _, _, _ = crop_faces([path], params, tmp_path / "c", progress=False)
+    (entry,) = (tmp_path / "c").glob("*.npz")
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:300])
+    else:
+        z = dict(np.load(entry))
+        if damage == "wrong_size":
+            z["crop"] = z["crop"][:, :16, :16]
+        else:
+            del z["n_faces"]
+        with entry.open("wb") as f:
+            np.savez(f, **z)
+    with caplog.at_level(logging.WARNING):
+        again, _, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
+    assert report.cache_misses == 1 and torch.equal(again, first)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and str(entry) in warned[0], warned
+    assert len(list((tmp_path / "c" / "quarantine").iterdir())) == 1
+    _, _, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
+    assert report.cache_hits == 1
 
 
 def test_tiny_frames_fall_back(tmp_path):
@@ -324,3 +354,115 @@ def test_truncated_file_rejected_even_if_pil_is_told_to_accept_it(dataset, tmp_p
     crops, kept, _, report = crop_faces([path], CropParams(), tmp_path, progress=False)
     assert kept == [] and crops.shape == (0, 3, 224, 224) and report.unreadable == [str(path)]
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def test_a_crops_csv_row_naming_no_image_is_an_error_naming_the_row(dataset, tmp_path):
+    root, files = dataset
+    csv = tmp_path / "crops.csv"
+    csv.write_text(
+        "file,x1,y1,x2,y2\n"
+        "Happy/flat.png,0,0,50,50\n"  # by path: exists
+        "astro.png,0,0,50,50\n"  # by bare name: exists
+        "Happy/flta.png,0,0,50,50\n"  # a typo
+        "gone.png,0,0,50,50\n"
+    )
+    manual = read_manual_crops(csv, root)
+    paths = [files["Happy/flat.png"], files["Angry/astro.png"]]
+    with pytest.raises(DataError) as err:
+        crop_faces(paths, CropParams(method="none"), tmp_path / "c", manual, root, progress=False)
+    message = str(err.value)
+    assert f"{csv}:4: 'Happy/flta.png'" in message and f"{csv}:5: 'gone.png'" in message
+    assert "flat.png'" not in message and ":3:" not in message
+    assert "2 manual crop row(s)" in message and "delete the row" in message
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # before work
+    # The rows that match are used.
+    ok = {k: v for k, v in manual.items() if k in ("Happy/flat.png", "astro.png")}
+    _, _, sources, _ = crop_faces(
+        paths, CropParams(size=32), tmp_path / "c", ok, root, progress=False
+    )
+    assert sources == ["manual", "manual"]
+
+
+# -- unusual image modes: real files written by PIL (and one by hand), decoded to 8-bit RGB
+
+
+def _png16_rgb(path, rgb):
+    """Write a 16-bit RGB PNG by hand (PIL cannot write one): uint16 array [h, w, 3]."""
+    import struct
+    import zlib
+
+    h, w, _ = rgb.shape
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\0" + rgb[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+GREY16 = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)  # -> 0, 1, 128, 255
+
+
+@pytest.mark.parametrize("kind", ["png_I;16", "tiff_I", "tiff_F", "png16_rgb"])
+def test_deep_frames_are_scaled_to_8_bits_not_clipped(tmp_path, kind):
+    path = tmp_path / ("a.tif" if kind.startswith("tiff") else "a.png")
+    if kind == "png_I;16":
+        Image.fromarray(GREY16).save(path)
+        assert Image.open(path).mode == "I;16"
+    elif kind == "tiff_I":
+        Image.fromarray(GREY16.astype(np.int32)).save(path)  # mode I, as older PIL reads PNGs
+        assert Image.open(path).mode == "I"
+    elif kind == "tiff_F":
+        Image.fromarray(GREY16.astype(np.float32) / 65535).save(path)  # 0..1 floats
+        assert Image.open(path).mode == "F"
+    else:
+        _png16_rgb(path, np.stack([GREY16, GREY16[:, ::-1], GREY16], axis=-1))
+    rgb = np.asarray(faces._decode(path.read_bytes()))
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 4, 3)
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+    if kind == "png16_rgb":
+        assert rgb[0, :, 1].tolist() == [255, 128, 1, 0]
+
+
+def test_other_modes_decode_to_their_colours_without_warnings(tmp_path, recwarn):
+    grey = np.array([[0, 100, 200, 255]], dtype=np.uint8)
+    la = Image.fromarray(np.stack([grey, 255 - grey], axis=-1), "LA")
+    one = Image.fromarray(grey > 128)  # mode 1
+    pal = Image.new("P", (4, 1))
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    pal.putdata([0, 1, 2, 3])
+    pal.info["transparency"] = bytes([0, 128, 255, 255])  # per-colour alpha
+    cmyk = Image.new("CMYK", (4, 1), (255, 0, 0, 0))  # pure cyan
+    expected = {
+        "la.png": (la, np.stack([grey] * 3, axis=-1)[0]),
+        "one.png": (one, np.array([[0] * 3, [0] * 3, [255] * 3, [255] * 3])),
+        "pal.png": (pal, np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])),
+        "cmyk.tif": (cmyk, np.array([[0, 255, 255]] * 4)),
+    }
+    for name, (img, want) in expected.items():
+        img.save(
+            tmp_path / name, **({"transparency": img.info["transparency"]} if img is pal else {})
+        )
+        rgb = np.asarray(faces._decode((tmp_path / name).read_bytes()))
+        assert rgb.shape == (1, 4, 3) and rgb.tolist() == [want.tolist()], name
+    assert not [w for w in recwarn if "Palette" in str(w.message)]
+
+
+def test_a_16_bit_frame_gets_its_face_detected(tmp_path):
+    """A 16-bit grey frame is a face, not an almost white frame that counts as "no face"."""
+    frame = _frame()
+    frame.paste(_astro(), ASTRO_AT)
+    grey16 = np.asarray(frame.convert("L"), dtype=np.uint16) * 257
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey16).save(path)
+    crops, _, sources, report = crop_faces(
+        [path], CropParams(size=64), tmp_path / "c", progress=False
+    )
+    assert sources == ["detected"] and report.detected == 1
+    assert 40 < crops.float().mean() < 200  # not white

@@ -2,7 +2,8 @@
 
 Each image is cropped once per parameter set: the crop is stored under ``cache_dir`` keyed by the
 sha256 of the image file's bytes plus the crop parameters, so later runs read the cache and never
-decode the frame or build MTCNN.
+decode the frame or build MTCNN. A cache file that does not load as a whole crop is moved into
+``quarantine/`` with one warning and computed again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,12 +24,13 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from fer_lottery import faults
+from fer_lottery.cache_dir import move_aside
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.io import write_atomic
 
 log = logging.getLogger(__name__)
 
-ALGO_VERSION = "faces-v1"
+ALGO_VERSION = "faces-v2"  # v2: 16-bit and float frames are scaled to 8 bits, not clipped
 """Bump when the crop algorithm changes, so old cache entries stop matching."""
 
 SOURCES = ("detected", "fallback", "manual")
@@ -74,11 +77,20 @@ class CropReport:
 # ----------------------------------------------------------------------------- manual crops
 
 
-def read_manual_crops(csv_path: Path, root: Path) -> dict[str, Box]:
+class ManualCrops(dict[str, Box]):
+    """{file key: box}, plus ``rows``: where each key was read (``crops.csv:LINE``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, str] = {}
+
+
+def read_manual_crops(csv_path: Path, root: Path) -> ManualCrops:
     """Parse ``crops.csv`` (header ``file,x1,y1,x2,y2``) into {relative posix path: box}.
 
     ``file`` may be relative to ``root``, absolute under ``root``, or a bare file name (which then
-    matches any image with that basename). Bad rows raise DataError naming the line.
+    matches any image with that basename). Bad rows raise DataError naming the line; a row that
+    names no image is an error too, raised by ``crop_faces``, which knows the images.
     """
     csv_path, root = Path(csv_path), Path(root)
     try:
@@ -89,7 +101,7 @@ def read_manual_crops(csv_path: Path, root: Path) -> dict[str, Box]:
     header = next(reader, None)
     if header is None or [h.strip().lower() for h in header] != ["file", "x1", "y1", "x2", "y2"]:
         raise DataError(f"{csv_path}:1: header must be 'file,x1,y1,x2,y2', got {header!r}")
-    crops: dict[str, Box] = {}
+    crops = ManualCrops()
     for row in reader:
         where = f"{csv_path}:{reader.line_num}"
         if not row or all(not c.strip() for c in row):
@@ -106,6 +118,7 @@ def read_manual_crops(csv_path: Path, root: Path) -> dict[str, Box]:
         if key in crops:
             raise DataError(f"{where}: {key!r} appears twice")
         crops[key] = (x1, y1, x2, y2)
+        crops.rows[key] = where
     return crops
 
 
@@ -140,6 +153,38 @@ def _manual_box(path: Path, manual: dict[str, Box], root: Path | None) -> Box | 
             if "/" in key and posix.endswith("/" + key):
                 return box
     return manual.get(path.name)
+
+
+def _check_manual_rows(manual: dict[str, Box], paths: list[Path], root: Path | None) -> None:
+    """Raise a DataError naming every manual-crop row that matches none of the images.
+
+    A row matches an image as ``_manual_box`` would use it: by path relative to ``root`` (any
+    trailing part of the path when there is no root) or by bare file name.
+    """
+    names: set[str] = set()
+    for path in map(Path, paths):
+        names.add(path.name)
+        if root is not None:
+            try:
+                names.add(path.resolve().relative_to(Path(root).resolve()).as_posix())
+            except ValueError:
+                pass
+        else:
+            parts = path.as_posix().split("/")
+            names.update("/".join(parts[i:]) for i in range(len(parts)))
+    missing = [key for key in manual if key not in names]
+    if not missing:
+        return
+    rows = getattr(manual, "rows", {})
+    where = root if root is not None else "the data root"
+    lines = [
+        f"{rows.get(key, 'manual crops')}: {key!r} names no image under {where}" for key in missing
+    ]
+    lines.append(
+        f"{len(missing)} manual crop row(s) match no image; fix each file name (relative to the "
+        "data root, or a bare file name) or delete the row"
+    )
+    raise DataError("\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -189,11 +234,33 @@ def _decode(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return img.convert("RGB")
+            return _to_rgb(img)
     except UnidentifiedImageError:
         raise OSError("not an image format PIL can read") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode, with the full range of deep modes scaled, not clipped.
+
+    PIL's own ``convert`` clips 16-bit grey (``I;16``, and ``I`` from older PIL or TIFF) at 255,
+    which turns a normal 16-bit frame white. Here 0..65535 maps to 0..255, and float (``F``)
+    frames map 0..1 to 0..255 (or are taken as 0..255 when they exceed 1). Other modes (``1``,
+    ``L``, ``LA``, ``P``, ``RGBA``, ``CMYK``, 16-bit RGB) convert as PIL does; alpha is dropped.
+    """
+    mode = img.mode
+    if mode == "I" or mode.startswith("I;16") or mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0
+        grey = np.clip(np.rint(np.nan_to_num(values * scale)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "P" and isinstance(img.info.get("transparency"), bytes):
+        img = img.convert("RGBA")  # PIL warns when it converts these to RGB directly
+    return img.convert("RGB")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -209,23 +276,45 @@ def _cache_key(data: bytes, params: CropParams, manual_box: Box | None) -> str:
 
 
 def _cache_load(path: Path, size: int) -> dict | None:
-    """A cache entry, or None when absent or unusable (a corrupted file is then rewritten)."""
-    if not path.exists():
-        return None
+    """A cache entry, or None when absent or unusable.
+
+    An unusable file (truncated, garbage, wrong contents) gets one warning naming it and is moved
+    into ``quarantine/``; the caller then computes the crop again and writes a new file.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            entry = {k: z[k] for k in ("crop", "source", "box", "prob", "n_faces")}
-        crop = entry["crop"]
-        if (
-            crop.dtype != np.uint8
-            or crop.shape != (3, size, size)
-            or entry["source"] not in SOURCES
-        ):
-            raise ValueError("unexpected contents")
-        return entry
-    except Exception as e:
-        log.warning("face crop cache file %s is unusable (%s); recomputing it", path, e)
+        f = path.open("rb")
+    except FileNotFoundError:
         return None
+    except OSError as e:  # not a corrupt entry (a permission, say): leave it where it is
+        log.warning("face crop cache file %s cannot be opened (%s); recomputing it", path, e)
+        return None
+    with f:
+        stat = os.fstat(f.fileno())  # the copy read: another job may replace the file meanwhile
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                entry = {k: z[k] for k in ("crop", "source", "box", "prob", "n_faces")}
+            problem = _entry_problem(entry, size)
+        except Exception as e:
+            problem = f"{type(e).__name__}: {e}"
+    if problem is None:
+        return entry
+    what = move_aside(path, expect=stat)
+    log.warning("face crop cache file %s is unusable (%s); %s; recomputing it", path, problem, what)
+    return None
+
+
+def _entry_problem(entry: dict, size: int) -> str | None:
+    """What is wrong with a loaded crop entry, or None when it is whole."""
+    crop = entry["crop"]
+    if crop.dtype != np.uint8 or crop.shape != (3, size, size):
+        return f"crop is {crop.dtype} {tuple(crop.shape)}, expected uint8 (3, {size}, {size})"
+    if entry["source"].shape != () or str(entry["source"]) not in SOURCES:
+        return f"source {entry['source']!r} is not one of {', '.join(SOURCES)}"
+    if entry["box"].shape != (4,) or entry["box"].dtype.kind != "i":
+        return f"box {entry['box']!r} is not 4 integers"
+    if entry["prob"].shape != () or entry["n_faces"].shape != ():
+        return "prob or n_faces is not a single number"
+    return None
 
 
 def _cache_save(path: Path, entry: dict) -> None:
@@ -309,6 +398,7 @@ def crop_faces(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     manual = manual or {}
+    _check_manual_rows(manual, paths, root)
     report = CropReport()
     detector = _Detector(device)
     results: dict[int, dict] = {}
@@ -350,48 +440,59 @@ def crop_faces(
                 entry = _entry(img, box, "detected", params, float(probs[best]), len(boxes))
             finish(i, entry, cache_file)
 
-    for i, path in enumerate(paths):
-        path = Path(path)
-        box = _manual_box(path, manual, root) if manual else None
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            _unreadable(report, path, e)
-            bar.update(1)
-            continue
-        cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
-        entry = _cache_load(cache_file, params.size)
-        if entry is not None:
-            report.cache_hits += 1
-            finish(i, entry, None)
-            continue
-        try:
-            img = _decode(data)
-        except Exception as e:
-            _unreadable(report, path, e)
-            bar.update(1)
-            continue
-        report.cache_misses += 1
-        w, h = img.size
-        if box is not None:
-            finish(i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file)
-        elif params.method == "none":
-            finish(
-                i, _entry(img, _fallback_box(w, h, params.fallback), "fallback", params), cache_file
-            )
-        else:
-            det_img = img
-            if max(w, h) > params.detect_max_side:
-                s = params.detect_max_side / max(w, h)
-                det_img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-            pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
-            if len(pending[det_img.size]) >= params.batch_size:
-                flush(det_img.size)
-            elif sum(map(len, pending.values())) >= 2 * params.batch_size:
-                flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
-    for key in list(pending):
-        flush(key)
-    bar.close()
+    try:
+        for i, path in enumerate(paths):
+            path = Path(path)
+            box = _manual_box(path, manual, root) if manual else None
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                _unreadable(report, path, e)
+                bar.update(1)
+                continue
+            cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
+            entry = _cache_load(cache_file, params.size)
+            if entry is not None:
+                report.cache_hits += 1
+                finish(i, entry, None)
+                continue
+            try:
+                img = _decode(data)
+            except Exception as e:
+                _unreadable(report, path, e)
+                bar.update(1)
+                continue
+            report.cache_misses += 1
+            w, h = img.size
+            if box is not None:
+                finish(
+                    i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file
+                )
+            elif params.method == "none":
+                finish(
+                    i,
+                    _entry(img, _fallback_box(w, h, params.fallback), "fallback", params),
+                    cache_file,
+                )
+            else:
+                det_img = img
+                if max(w, h) > params.detect_max_side:
+                    s = params.detect_max_side / max(w, h)
+                    det_img = img.resize(
+                        (max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR
+                    )
+                pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
+                if len(pending[det_img.size]) >= params.batch_size:
+                    flush(det_img.size)
+                elif sum(map(len, pending.values())) >= 2 * params.batch_size:
+                    flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
+        for key in list(pending):
+            flush(key)
+    except BaseException:
+        bar.leave = False  # clear the bar, so that the error starts on a clean line
+        raise
+    finally:
+        bar.close()
 
     kept = sorted(results)
     sources = [results[i]["source"] for i in kept]

@@ -1,0 +1,102 @@
+"""`python -m fer_lottery` in a subprocess: user errors are one message, once, on stderr, and an
+unwritable cache location is reported before any work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["data.crop=none", "data.image_size=32", "model.weights=null", "trainer.max_epochs=1"]
+
+
+def run(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {"FER_LOTTERY_CACHE": str(cwd / "cache"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fer_lottery", *overrides],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "proc", "env_is_a_file", "read_only"])
+def test_an_unwritable_cache_fails_in_one_line_before_any_work(tmp_path, sfew_frames, case):
+    plain = tmp_path / "plain_file"
+    plain.write_text("not a folder\n")
+    env, overrides = {}, []
+    if case == "under_a_file":
+        cache = plain / "cache"
+        overrides = [f"cache_dir={cache}"]
+    elif case == "proc":
+        cache = Path("/proc/fer_lottery_cache")
+        overrides = [f"cache_dir={cache}"]
+    elif case == "env_is_a_file":
+        cache = plain
+        env = {"FER_LOTTERY_CACHE": str(plain)}
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder; the other cases fail as root too")
+        cache = tmp_path / "read_only"
+        cache.mkdir(mode=0o555)
+        overrides = [f"cache_dir={cache}"]
+    run_dir = tmp_path / "run"
+    proc = run(
+        f"data.root={sfew_frames}",
+        *SMALL,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = _lines(proc.stderr)
+    assert str(cache) in line and "cache_dir=" in line and "FER_LOTTERY_CACHE=" in line
+    if case == "env_is_a_file":
+        assert "from FER_LOTTERY_CACHE" in line and "is a file, not a folder" in line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout == ""  # no "torch threads", no "face crops": nothing ran
+    assert not (run_dir / "split.json").exists()
+
+
+def test_a_user_error_is_printed_once_on_stderr(tmp_path):
+    missing = tmp_path / "no_such_SFEW"
+    proc = run(f"data.root={missing}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count(f"SFEW root {missing}") == 1, proc.stderr
+    assert str(missing) not in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_path, sfew_frames):
+    """A manual box outside the frame, found while cropping: once on stderr, never on stdout."""
+    root = Path(shutil.copytree(sfew_frames, tmp_path / "SFEW"))
+    frame = next(root.glob("Angry/*.png"))
+    (root / "crops.csv").write_text(f"file,x1,y1,x2,y2\nAngry/{frame.name},900,900,990,990\n")
+    error = "lies outside the 720x576 frame"
+    proc = run(f"data.root={root}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count(error) == 1 and error not in proc.stdout, proc.stdout + proc.stderr
+    # On a terminal the line shows the error alone: the progress bar is cleared first.
+    shown = [line.split("\r")[-1] for line in proc.stderr.splitlines()]
+    assert [line for line in shown if error in line][0].startswith("["), proc.stderr
+
+    sweep = tmp_path / "sweep"
+    proc = run("-m", f"data.root={root}", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert error not in proc.stdout, proc.stdout
+    # The job's own line (saying where it is recorded), then the sweep's list of failed jobs.
+    job_lines = [line for line in _lines(proc.stderr) if "[ERROR]" in line and error in line]
+    assert len(job_lines) == 1 and "failed.json" in job_lines[0], proc.stderr
+    assert "1 job(s) of the sweep" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
