@@ -196,7 +196,9 @@ def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
         *JOB,
         "prune.ratio=0.5",
         "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
+        # submitit counts a signal within 10 min of the time limit as a time-out, earlier as a
+        # pre-emption
+        "hydra.launcher.timeout_min=30",
         f"hydra.sweep.dir={sweep}",
     )
     once = tmp_path / "preempted-once"
