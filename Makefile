@@ -7,7 +7,7 @@ DIR ?= outputs
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train sweep reproduce report bench test test-fast lint format tensorboard clean
+.PHONY: help install demo train sweep reproduce report bench test test-fast lint format tensorboard clean clean-checkpoints
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -68,6 +68,9 @@ format: $(STAMP) ## ruff autofix and format
 
 tensorboard: $(STAMP) ## TensorBoard over a whole sweep (hparams tab: swept keys, final metrics): make tensorboard DIR=...
 	$(VENV)/bin/tensorboard --logdir $(DIR)
+
+clean-checkpoints: $(STAMP) ## Free what only serves to resume (finished jobs' checkpoints/): make clean-checkpoints DIR=outputs
+	$(PY) -m fer_lottery.clean $(DIR)
 
 clean: ## Remove caches and outputs (not .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

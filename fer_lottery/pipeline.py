@@ -29,6 +29,7 @@ from fer_lottery.results_schema import check_results
 from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.sweep_names import swept_params
 from fer_lottery.training import evaluate, test_stage, train_stage
+from fer_lottery.weights_io import WEIGHTS_FILE, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +366,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results: dict[str, object] = {k: final[k] for k in stage_keys}
     results.update({f"dense/{k}": dense[k] for k in dense if k.startswith(("test/", "val/"))})
     results["dense/cache"] = dense.get("cache")
+    results["dense/cache_key"] = dense.get("cache_key")  # where a dense-only job's weights are
     results.update(prune_info)
     results["params/total"] = sum(p.numel() for p in model.parameters())
     results["params/nonzero"] = sum(int(torch.count_nonzero(p)) for p in model.parameters())
@@ -378,5 +380,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results["time/total_s"] = round(time.perf_counter() - total_start, 3)
     results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     check_results(results, run_dir / "results.json")  # a key missing or mistyped: fail, not write
+    if prune_active(cfg) or not cfg.cache_dense:  # else the dense cache entry holds them
+        save_weights(run_dir / WEIGHTS_FILE, model.state_dict())
     write_json_atomic(run_dir / "results.json", results, fault_point="results")
+    # What remains only serves to resume (best.ckpt holds the optimizer state: 100 MB on
+    # ResNet-18); the final weights are in weights.pt, sparse.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return results

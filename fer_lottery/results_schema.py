@@ -131,6 +131,7 @@ TYPES: dict[str, Check] = {
     "dense/val/acc_best": fraction,
     "dense/test/confusion": confusion,
     "dense/cache": text,  # hit, miss, resumed or off; a new cache state must not fail a job
+    "dense/cache_key": optional(text),  # the dense cache entry (null with cache_dense=false)
     "params/total": count,
     "params/nonzero": count,
     "params/trainable": count,

@@ -204,8 +204,8 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
         assert r["flops/nonzero"] < r["flops/total"]
         assert r["dense/test/acc"] == results[0]["dense/test/acc"]
         assert (p := sweep / f"prune.ratio={ratio}" / "tb" / "dense").is_dir(), p
-        ckpts = sweep / f"prune.ratio={ratio}" / "checkpoints" / "retrain"
-        assert (ckpts / "best.ckpt").is_file() and not (ckpts / "last.ckpt").exists()
+        job = sweep / f"prune.ratio={ratio}"
+        assert (job / "weights.pt").is_file() and not (job / "checkpoints").exists()
         assert {"val/acc"} <= set(
             tb_tags(sweep / f"prune.ratio={ratio}" / "tb" / "retrain")["scalars"]
         )

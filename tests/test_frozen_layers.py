@@ -13,6 +13,7 @@ from fer_lottery.models import build_model, freeze_layers, prunable_weights
 from fer_lottery.pipeline import frozen_state_names, set_start_weights
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.weights_io import load_weights
 
 
 def _frozen_names(k: int) -> set[str]:
@@ -43,8 +44,7 @@ def test_frozen_groups_are_bit_identical_after_dense_training_and_retraining(run
         assert torch.equal(dense_best[n], theta0[n]), f"dense training changed frozen {n}"
 
     # Retraining starts from theta0 with the mask applied; frozen groups must stay there.
-    ckpt = torch.load(run_dir / "checkpoints" / "retrain" / "best.ckpt", weights_only=False)
-    retrained = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    retrained = load_weights(run_dir / "weights.pt")  # the retrained model, best epoch
     mask = Mask.load(run_dir / "mask.pt")
     for n in names:
         expected = theta0[n] * mask.tensors[n] if n in mask else theta0[n]
