@@ -51,6 +51,7 @@ bench: $(STAMP) ## Performance measurements (JSON lines), not tests
 	$(PY) benchmarks/bench_angles.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_training.py --masked
+	$(PY) benchmarks/bench_export.py
 
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
 	$(PY) -m pytest -q $(ARGS)

@@ -14,6 +14,7 @@ from fer_lottery.export.loader import build_model
 from fer_lottery.export.slim import Export, slim
 from fer_lottery.io import write_atomic
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.weights_io import WEIGHTS_FILE, load_weights
 
 FORMAT = "fer_lottery-export/1"
 
@@ -25,7 +26,8 @@ class ExportError(FerLotteryError):
 def final_weights_path(run_dir: Path) -> Path:
     """Where a run keeps its final weights.
 
-    ``weights.pt`` (weights only) when the run wrote one, else ``best.ckpt`` of the last
+    ``weights.pt`` (sparse, ``fer_lottery.weights_io``) when the run wrote one (every finished
+    pruned run does), else, for runs from older versions, ``best.ckpt`` of the last
     retraining stage: ``retrain``, or ``retrain<r>`` with the highest r (IMP rounds).
     """
     weights = run_dir / "weights.pt"
@@ -38,15 +40,18 @@ def final_weights_path(run_dir: Path) -> Path:
             stages[int(found.group(1) or 0)] = ckpt
     if not stages:
         raise ExportError(
-            f"{run_dir}: no final weights (weights.pt, or checkpoints/retrain*/best.ckpt). A run "
-            "with prune.retrain_epochs=0 tests the pruned model without storing it."
+            f"{run_dir}: no final weights (weights.pt, or checkpoints/retrain*/best.ckpt of an "
+            "older run)"
         )
     return stages[max(stages)]
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The run's final model weights as a plain state dict (the Lightning prefix removed)."""
-    state = torch.load(final_weights_path(run_dir), map_location="cpu", weights_only=True)
+    path = final_weights_path(run_dir)
+    if path.name == WEIGHTS_FILE:
+        return load_weights(path)  # sparse, as every finished job stores them
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" in state:  # a Lightning checkpoint: the model's entries are "model.*"
         state = {
             k.removeprefix("model."): v
