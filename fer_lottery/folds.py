@@ -83,10 +83,6 @@ def run_folds(cfg: DictConfig, run_dir: Path) -> dict:
     folds are loaded, not rerun.
     """
     run_dir = Path(run_dir)
-    done = run_dir / "results.json"
-    if done.is_file():
-        log.info("%s exists: this job already finished, skipping it", done)
-        return _load(done)
     folds = cfg.data.get("folds")
     if folds is None or cfg.data.get("fold") is not None:
         return _run_one(cfg, run_dir)
