@@ -47,11 +47,12 @@ reproduce: $(STAMP) ## One paper table, then its report: make reproduce EXP=pape
 report: $(STAMP) ## report.md, report.csv and PNGs of runs or sweeps: make report DIR=outputs/multirun/...
 	$(PY) -m fer_lottery.report $(DIR)
 
-bench: $(STAMP) ## Performance measurements (JSON lines), not tests
-	$(PY) benchmarks/bench_angles.py
-	$(PY) benchmarks/bench_training.py
-	$(PY) benchmarks/bench_training.py --masked
-	$(PY) benchmarks/bench_export.py
+bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchmark, not tests
+	$(PY) -m benchmarks.bench_training
+	$(PY) -m benchmarks.bench_jobs
+	$(PY) -m benchmarks.bench_data
+	$(PY) -m benchmarks.bench_angles
+	$(PY) -m benchmarks.bench_export
 
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
 	$(PY) -m pytest -q $(ARGS)

@@ -1,17 +1,17 @@
 """Distinctiveness angle step on AlexNet fc7 (4096 units) against a plain-PyTorch baseline.
 
 The baseline is the floor of any all-pairs method: one Gram matmul of the normalised activation
-matrix, in the same process on the same data. Prints one JSON line per setting:
-``python benchmarks/bench_angles.py``.
+matrix, in the same process on the same data, alternating. Prints one JSON line per setting:
+``python -m benchmarks.bench_angles``.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import argparse
 
 import torch
 
+from benchmarks.common import alternate, emit
 from fer_lottery.pruning.distinctiveness import pair_units
 
 
@@ -22,16 +22,10 @@ def activations(n: int = 500, units: int = 4096, seed: int = 0) -> torch.Tensor:
     return torch.relu(low + 0.5 * torch.randn(n, units, generator=g) - 0.5)
 
 
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
     acts = activations()
 
     def baseline() -> None:
@@ -39,28 +33,34 @@ def main() -> None:
         z = z / z.norm(dim=0).clamp_min(1e-12)
         (z.T @ z).clamp_(-1, 1)
 
-    base = best_of(baseline)
     for angle in (5.0, 30.0):
         for complementary in (False, True):
-            ours = best_of(
-                lambda a=angle, c=complementary: pair_units(
-                    acts, a, complementary=c, normalize="minmax", norm_std=None, variant="honest"
-                )
+            s = alternate(
+                {
+                    "ours": lambda a=angle, c=complementary: pair_units(
+                        acts,
+                        a,
+                        complementary=c,
+                        normalize="minmax",
+                        norm_std=None,
+                        variant="honest",
+                    ),
+                    "baseline": baseline,
+                },
+                args.repeats,
             )
-            print(
-                json.dumps(
-                    {
-                        "bench": "distinctiveness_angle_step",
-                        "units": acts.shape[1],
-                        "samples": acts.shape[0],
-                        "angle": angle,
-                        "complementary": complementary,
-                        "seconds": round(ours, 4),
-                        "baseline_gram_seconds": round(base, 4),
-                        "ratio_to_baseline": round(ours / base, 2),
-                        "threads": torch.get_num_threads(),
-                    }
-                )
+            emit(
+                "angles",
+                s["ours"],
+                s["baseline"],
+                "s",
+                digits=4,
+                baseline_is="one Gram matmul of the normalised activations (all pairs)",
+                units=acts.shape[1],
+                samples=acts.shape[0],
+                angle=angle,
+                complementary=complementary,
+                repeats=args.repeats,
             )
 
 

@@ -3,7 +3,7 @@
 The model is pruned in-process by distinctiveness (``honest``, random init, activations of random
 images), or taken from a finished run with ``--run-dir``; both models run in one process on the
 same batch, alternating repeats, and the line quotes medians. Prints one JSON line:
-``python benchmarks/bench_export.py``. Options: ``--model``, ``--angle``, ``--image-size``,
+``python -m benchmarks.bench_export``. Options: ``--model``, ``--angle``, ``--image-size``,
 ``--batch``, ``--repeats``, ``--threads``, ``--run-dir``. What the speed-up is worth depends on
 how many units the pruning removed (``units_removed_frac``): random init removes other units than
 training would.
@@ -12,13 +12,11 @@ training would.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import alternate, emit
 from fer_lottery.export.run import masked_model
 from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model
@@ -33,21 +31,6 @@ def pruned_in_process(arch: str, angle: float, seed: int = 0):
     result = distinctiveness_prune(model, arch, x.split(16), angle)
     result.mask.apply(model)
     return model, result.mask.tensors
-
-
-@torch.inference_mode()
-def latencies(models: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median ms per batch of each model; the models alternate, and so does their order."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():  # warm-up
-        model(x)
-    names = list(models)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            models[name](x)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -72,33 +55,28 @@ def main() -> None:
     export = slim(dense, arch, mask)
     ours = export.model.eval()
     x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-    ms = latencies({"ours": ours, "baseline": dense}, x, args.repeats)
+    with torch.inference_mode():
+        ms = alternate({"ours": lambda: ours(x), "baseline": lambda: dense(x)}, args.repeats)
     with torch.inference_mode():
         diff = float((ours(x) - dense(x)).abs().max())
     s = export.summary()
     units = sum(layer.units for layer in export.layers)
-    print(
-        json.dumps(
-            {
-                "name": "export_latency",
-                "ours": round(ms["ours"], 2),
-                "baseline": round(ms["baseline"], 2),
-                "unit": "ms",
-                "ratio": round(ms["ours"] / ms["baseline"], 3),
-                "device": "cpu",
-                "model": arch,
-                "source": str(args.run_dir) if args.run_dir else f"honest, angle {args.angle}",
-                "units_removed_frac": round(s["units_sliced"] / units, 3),
-                "params_ours": s["params_export"],
-                "params_baseline": s["params_dense"],
-                "params_ratio": round(s["params_export"] / s["params_dense"], 3),
-                "max_abs_diff": diff,
-                "image_size": args.image_size,
-                "batch": args.batch,
-                "repeats": args.repeats,
-                "threads": torch.get_num_threads(),
-            }
-        )
+    emit(
+        "export_latency",
+        ms["ours"] * 1000,
+        ms["baseline"] * 1000,
+        "ms",
+        digits=2,
+        model=arch,
+        source=str(args.run_dir) if args.run_dir else f"honest, angle {args.angle}",
+        units_removed_frac=round(s["units_sliced"] / units, 3),
+        params_ours=s["params_export"],
+        params_baseline=s["params_dense"],
+        params_ratio=round(s["params_export"] / s["params_dense"], 3),
+        max_abs_diff=diff,
+        image_size=args.image_size,
+        batch=args.batch,
+        repeats=args.repeats,
     )
 
 

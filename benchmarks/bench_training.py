@@ -1,24 +1,23 @@
-"""Training throughput of fer_lottery's Lightning stage against a plain PyTorch loop.
+"""Training throughput and mask overhead of fer_lottery's Lightning stage.
 
-Both train the same ResNet-18 on the same in-memory synthetic batches with the same augmentation,
-in one process, one after the other; the figure that matters is the ratio (Lightning overhead,
-mask re-application included). Prints JSON lines: ``python benchmarks/bench_training.py``.
-Options: ``--image-size``, ``--epochs``, ``--per-class``, ``--masked`` (90% magnitude mask kept by
-the KeepMasked callback, against a plain loop that re-applies the mask after each step).
+``train_throughput``: a Lightning fit (FERClassifier + Trainer) against a plain PyTorch loop over
+the same in-memory batches with the same on-device augmentation. ``mask_overhead``: a 90% global
+magnitude mask kept by ``KeepMasked`` against the dense Lightning fit, and against the same fit
+with the mask made by ``torch.nn.utils.prune.global_unstructured`` (L1, forward pre-hooks and
+``weight_orig``). All four run in one process, alternating; each call is one fit of ``--epochs``
+epochs on ResNet-18. ``python -m benchmarks.bench_training [--image-size 32 --per-class 20]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from torch.nn.utils import prune
 
-from fer_lottery.config import CONF_DIR, register_configs
+from benchmarks.common import alternate, compose, emit, quiet_lightning
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.module import FERClassifier
@@ -26,32 +25,24 @@ from fer_lottery.pruning.callbacks import KeepMasked
 from fer_lottery.pruning.magnitude import magnitude_mask
 
 
-def plain_loop(model, datamodule, cfg, epochs: int, mask=None) -> float:
-    """The baseline: a hand-written loop over the same loaders and transforms."""
-    device = next(model.parameters()).device
+def plain_fit(model, datamodule, cfg, epochs: int) -> None:
+    """The baseline: a hand-written loop over the same loaders and transforms (train + val)."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    bound = mask.bind(model) if mask is not None else []
-    start = time.perf_counter()
     for _ in range(epochs):
         model.train()
         for x, y in datamodule.train_dataloader():
-            x = datamodule.transform(x.to(device), train=True)
-            loss = F.cross_entropy(model(x), y.to(device))
+            loss = F.cross_entropy(model(datamodule.transform(x, train=True)), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                for tensor, keep in bound:
-                    tensor.mul_(keep)
         model.eval()
         with torch.no_grad():
             for x, _ in datamodule.val_dataloader():
-                model(datamodule.transform(x.to(device), train=False))
-    return time.perf_counter() - start
+                model(datamodule.transform(x, train=False))
 
 
-def lightning_stage(model, datamodule, cfg, epochs: int, mask=None) -> float:
-    callbacks = [KeepMasked(mask)] if mask is not None else []
+def lightning_fit(model, datamodule, cfg, epochs: int, callbacks=()) -> None:
+    """Ours: the FERClassifier under a Lightning Trainer (no logger or checkpoint: compute only)."""
     trainer = pl.Trainer(
         max_epochs=epochs,
         logger=False,
@@ -59,61 +50,83 @@ def lightning_stage(model, datamodule, cfg, epochs: int, mask=None) -> float:
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=callbacks,
+        callbacks=list(callbacks),
     )
-    module = FERClassifier(model, cfg.optim, datamodule.class_names)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    return time.perf_counter() - start
+    trainer.fit(FERClassifier(model, cfg.optim, datamodule.class_names), datamodule=datamodule)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--per-class", type=int, default=60)
-    parser.add_argument("--masked", action="store_true")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            "config",
-            [
-                "data=synthetic",
-                f"data.image_size={args.image_size}",
-                f"data.synthetic.per_class={args.per_class}",
-            ],
-        )
+    quiet_lightning()
+    cfg = compose(
+        "data=synthetic",
+        f"data.image_size={args.image_size}",
+        f"data.synthetic.per_class={args.per_class}",
+    )
     datamodule = SFEWDataModule(cfg.data, None, seed=0)
     datamodule.setup()
     n_train = len(datamodule.labels["train"])
-    times = {}
-    for name, run in (("plain", plain_loop), ("lightning", lightning_stage)):
+
+    def resnet():
         torch.manual_seed(0)
-        model = build_model("resnet18", None)
-        mask = None
-        if args.masked:
-            mask = magnitude_mask(model, prunable_weights(model), 0.9, "global")
-            mask.apply(model)
-        run(model, datamodule, cfg, 1, mask)  # warm-up epoch
-        times[name] = run(model, datamodule, cfg, args.epochs, mask)
-    print(
-        json.dumps(
-            {
-                "bench": "training_stage",
-                "model": "resnet18",
-                "image_size": args.image_size,
-                "masked": args.masked,
-                "epochs": args.epochs,
-                "train_images": n_train,
-                "plain_s": round(times["plain"], 3),
-                "lightning_s": round(times["lightning"], 3),
-                "plain_img_per_s": round(args.epochs * n_train / times["plain"], 1),
-                "ratio_lightning_to_plain": round(times["lightning"] / times["plain"], 3),
-                "threads": torch.get_num_threads(),
-                "device": "cuda" if torch.cuda.is_available() else "cpu",
-            }
-        )
+        return build_model("resnet18", None)
+
+    dense, plain, masked, hooked = resnet(), resnet(), resnet(), resnet()
+    mask = magnitude_mask(masked, prunable_weights(masked), 0.9, "global")
+    mask.apply(masked)
+    modules = dict(hooked.named_modules())
+    targets = [(modules[n.rsplit(".", 1)[0]], "weight") for n in prunable_weights(hooked)]
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=0.9)
+    keep = KeepMasked(mask)
+    e = args.epochs
+    s = alternate(
+        {
+            "lightning": lambda: lightning_fit(dense, datamodule, cfg, e),
+            "plain": lambda: plain_fit(plain, datamodule, cfg, e),
+            "keep_masked": lambda: lightning_fit(masked, datamodule, cfg, e, [keep]),
+            "torch_prune": lambda: lightning_fit(hooked, datamodule, cfg, e, []),
+        },
+        args.repeats,
+    )
+    common = {
+        "model": "resnet18",
+        "image_size": args.image_size,
+        "train_images": n_train,
+        "epochs_per_fit": e,
+        "repeats": args.repeats,
+    }
+    emit(
+        "train_throughput",
+        s["lightning"],
+        s["plain"],
+        "s/fit",
+        ours_img_per_s=round(e * n_train / s["lightning"], 1),
+        baseline_img_per_s=round(e * n_train / s["plain"], 1),
+        baseline_is="plain PyTorch loop",
+        **common,
+    )
+    emit(
+        "mask_overhead",
+        s["keep_masked"],
+        s["lightning"],
+        "s/fit",
+        baseline_is="dense Lightning fit",
+        sparsity=round(mask.sparsity(), 3),
+        **common,
+    )
+    emit(
+        "mask_overhead",
+        s["keep_masked"],
+        s["torch_prune"],
+        "s/fit",
+        baseline_is="torch.nn.utils.prune global L1 90% (pre-hooks), same Lightning fit",
+        sparsity=round(mask.sparsity(), 3),
+        **common,
     )
 
 

@@ -1,0 +1,1 @@
+"""Performance measurements of fer_lottery against plain baselines (``make bench``)."""
