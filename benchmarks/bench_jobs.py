@@ -46,6 +46,7 @@ TINY_JOB = (
     "model.weights=null",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
+    "+trainer.extra.enable_model_summary=false",
 )
 
 
