@@ -130,6 +130,7 @@ class DenseEntry:
         self.lock_path = self.root / f"{key}.lock"
         self.holder_path = self.root / f"{key}.holder.json"
         self.lock = FileLock(str(self.lock_path))
+        self._checked: dict[str, dict[str, torch.Tensor]] = {}  # files check() read
 
     def done(self) -> bool:
         """Whether a whole finished entry is here; a broken one is moved aside (see ``check``)."""
@@ -142,6 +143,7 @@ class DenseEntry:
         A broken entry gets one warning naming the file and is moved into ``quarantine/``, so the
         caller sees a miss and trains the model again. Call it with the lock held.
         """
+        self._checked = {}
         if not self.final.exists():
             return False
         problem = self._problem(required)
@@ -172,9 +174,11 @@ class DenseEntry:
             if not path.is_file():
                 return f"{path} is missing"
             try:
-                shapes = {k: v.shape for k, v in read_state(path).items()}
+                state = read_state(path)
             except ValueError as exc:
                 return f"{path} {exc}"
+            self._checked[name] = state  # loaded once: ``load`` hands it out
+            shapes = {k: v.shape for k, v in state.items()}
             if first is not None and shapes != first[1]:
                 return f"{path} holds other tensors than {first[0]}"
             first = first or (name, shapes)
@@ -243,7 +247,9 @@ class DenseEntry:
         self.partial.rename(self.final)
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
-        return load_state(self.final / name)
+        """A state file of the finished entry (the copy ``check`` already read, if it did)."""
+        state = self._checked.pop(name, None)
+        return state if state is not None else load_state(self.final / name)
 
     def load_partial(self, name: str) -> dict[str, torch.Tensor] | None:
         """A state file of the unfinished entry, or None when it is missing or unreadable."""
