@@ -125,6 +125,10 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     limit_train_batches: Any = None
     limit_val_batches: Any = None
+    num_sanity_val_steps: int = 0
+    # fer_lottery's own keys (not Trainer arguments):
+    checkpoint_every_n_epochs: int = 5
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -288,6 +292,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
     if trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
+    if trainer.get("checkpoint_every_n_epochs", 1) < 0:
+        raise ConfigError(
+            f"trainer.checkpoint_every_n_epochs={trainer.checkpoint_every_n_epochs} must be >= 0 "
+            "(0: no resumable checkpoints)"
+        )
     if cfg.get("threads") is not None and cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be at least 1, or null for every CPU")
     if cfg.get("cache_lock_timeout_s", 1) <= 0:

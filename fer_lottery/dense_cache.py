@@ -40,7 +40,13 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2
 # Settings that do not change what the dense stage computes.
 _IGNORED = {
-    "trainer": ("enable_progress_bar", "log_every_n_steps"),
+    # Settings that change no number: when and how often the stage reports or checkpoints.
+    "trainer": (
+        "enable_progress_bar",
+        "log_every_n_steps",
+        "num_sanity_val_steps",
+        "checkpoint_every_n_epochs",
+    ),
     "data": ("num_workers", "detect_batch_size"),
 }
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}

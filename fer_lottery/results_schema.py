@@ -171,6 +171,7 @@ TYPES: dict[str, Check] = {
     "time/dense_s": seconds,
     "time/prune_s": seconds,
     "time/retrain_s": seconds,
+    "time/test_s": seconds,
     "time/angles_s": seconds,
     "time/total_s": seconds,
     "config": obj,

@@ -1,13 +1,61 @@
-"""Lightning callbacks of every training stage: the tests' fault points.
+"""Lightning callbacks of every training stage: the best weights, and the tests' fault points.
 
 They decide only *when* something happens, as the pruning callbacks do.
 """
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
+import torch
 
 from fer_lottery import faults
+
+
+class BestWeights(pl.Callback):
+    """Keep the weights (parameters and buffers) of the best validation epoch, in memory.
+
+    An epoch is the best when its ``val/acc`` is strictly greater than every earlier one, the
+    rule of ``ModelCheckpoint(mode="max", save_top_k=1)``, which wrote a whole checkpoint file
+    for each improvement; here it is one copy on the model's device. The score, epoch and
+    weights are part of the resumable checkpoint (``state_dict``), so a resumed stage ends on
+    the same best epoch as an uninterrupted one.
+    """
+
+    def __init__(self, monitor: str = "val/acc"):
+        self.monitor = monitor
+        self.score: float | None = None
+        self.epoch = -1
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "BestWeights"
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        score = float(value)
+        if math.isnan(score):
+            score = -math.inf
+        if self.score is None or score > self.score:
+            self.score, self.epoch = score, trainer.current_epoch
+            state = pl_module.model.state_dict()
+            self.weights = {k: v.detach().clone() for k, v in state.items()}
+
+    def restore(self, pl_module) -> None:
+        """Load the best weights into ``pl_module.model`` (a no-op when no validation ran)."""
+        if self.weights is not None:
+            pl_module.model.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict:
+        return {"score": self.score, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.score, self.epoch = state_dict["score"], state_dict["epoch"]
+        self.weights = state_dict["weights"]
 
 
 class FaultPoint(pl.Callback):

@@ -1,8 +1,9 @@
-"""One training stage with Lightning: fit, keep the best-val checkpoint, test it once."""
+"""One training stage with Lightning: fit, keep the best-val weights, test them once."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
 from fer_lottery.report.plots import confusion_figure
 from fer_lottery.seeding import seed_all
-from fer_lottery.stage_callbacks import FaultPoint
+from fer_lottery.stage_callbacks import BestWeights, FaultPoint
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,16 @@ def resolved_device(cfg: DictConfig) -> str:
     return "cpu"
 
 
+# fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
+OWN_KEYS = ("checkpoint_every_n_epochs", "compile")
+
+
 def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
     """Lightning Trainer arguments from ``cfg.trainer``, with GPU-friendly defaults."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
     extra = kwargs.pop("extra") or {}
+    for key in OWN_KEYS:
+        kwargs.pop(key, None)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "precision" not in kwargs:
         kwargs["precision"] = "bf16-mixed" if resolved_device(cfg) == "cuda" else "32-true"
@@ -42,6 +49,19 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
         kwargs["max_epochs"] = max_epochs
     kwargs.update(extra)
     return kwargs
+
+
+def prepare_model(cfg: DictConfig, module: FERClassifier) -> FERClassifier:
+    """channels_last on a GPU, and ``torch.compile`` with ``trainer.compile=true``.
+
+    ``nn.Module.compile`` compiles in place, so state-dict keys, masks and checkpoints keep
+    their names, and the stages of a job that share the model compile it once.
+    """
+    if torch.cuda.is_available():
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile") and getattr(module.model, "_compiled_call_impl", None) is None:
+        module.model.compile()
+    return module
 
 
 def flat_config(cfg: DictConfig) -> dict[str, object]:
@@ -100,32 +120,41 @@ def train_stage(
     hparams: dict[str, object] | None = None,
     extra_metrics: dict[str, float] | None = None,
 ) -> dict[str, object]:
-    """Train ``module`` for one stage, then test its best-val checkpoint on the held-out split.
+    """Train ``module`` for one stage, then test its best-validation weights on the held-out split.
 
-    A checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``: model, optimizer, epoch, callback
-    state such as the mask and the best score) is written at each epoch boundary. A stage that
-    was killed resumes from it at the next epoch and ends with the same numbers as an
-    uninterrupted one: every epoch reseeds the RNGs and reshuffles from (seed, stage, epoch).
-    Its CSV and TensorBoard curves keep the epochs from before the kill (``stage_logs``).
-    Returns ``test/*``, ``val/acc_best`` and ``time/train_s``, and writes TensorBoard scalars, a
-    confusion-matrix image and ``hparams`` (default: the whole config) with the stage's final
-    metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
-    On return the module holds the best checkpoint's weights.
+    The best epoch's weights are kept in memory (``BestWeights``): no file is written when
+    validation improves. A resumable checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``:
+    model, optimizer, epoch, the best weights and score, callback state such as the mask) is
+    written every ``trainer.checkpoint_every_n_epochs`` epochs. A stage that was killed resumes
+    from it and ends with the same numbers as an uninterrupted one: every epoch reseeds the RNGs
+    and reshuffles from (seed, stage, epoch), so the epochs after the checkpoint run again
+    exactly. Its CSV and TensorBoard curves keep the epochs up to the checkpoint
+    (``stage_logs``).
+    Returns ``test/*``, ``val/acc_best``, ``time/train_s`` and ``time/test_s``, and writes
+    TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the whole config)
+    with the stage's final metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
+    On return the module holds the best weights.
     """
     resume, tb, csv = stage_logs.prepare(out_dir, stage)
     ckpt_dir = out_dir / "checkpoints" / stage
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True
+    best = BestWeights("val/acc")
+    every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
+    resumable = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1 if every else 0,
+        every_n_epochs=every,
+        enable_version_counter=False,
     )
     datamodule.seed_epochs(cfg.seed, stage)
     trainer = pl.Trainer(
         logger=[tb, csv],
-        callbacks=[checkpoint, FaultPoint(stage), *(callbacks or [])],
+        callbacks=[best, resumable, FaultPoint(stage), *(callbacks or [])],
         default_root_dir=out_dir,
         **trainer_kwargs(cfg, max_epochs),
     )
-    if torch.cuda.is_available():
-        module = module.to(memory_format=torch.channels_last)
+    module = prepare_model(cfg, module)
     if resume.ckpt is not None:
         log.info("%s: resuming after epoch %d from %s", stage, resume.epoch, resume.ckpt)
     start = time.perf_counter()
@@ -134,16 +163,20 @@ def train_stage(
     seed_all(cfg.seed, stage)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
     train_s = time.perf_counter() - start
-    best = checkpoint.best_model_path
-    log.info("%s: best val/acc %.4f (%s)", stage, checkpoint.best_model_score or 0.0, best)
-    # The held-out test split is evaluated once per stage, with the best-validation checkpoint.
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    if best.weights is None:
+        log.warning("%s: no validation ran; testing the last weights", stage)
+    log.info("%s: best val/acc %.4f (epoch %d)", stage, best.score or 0.0, best.epoch)
+    best.restore(module)
+    # The held-out test split is evaluated once per stage, with the best-validation weights.
+    start = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
-    metrics["val/acc_best"] = float(checkpoint.best_model_score or 0.0)
+    metrics["val/acc_best"] = float(best.score or 0.0)
     metrics["time/train_s"] = round(train_s, 3)
-    # last.ckpt only serves to resume an unfinished stage; a finished one keeps best.ckpt alone
-    # (a ResNet-18 checkpoint with its optimizer state is 100 MB, and a sweep has hundreds).
-    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
+    metrics["time/test_s"] = round(test_s, 3)
+    # The checkpoint only serves to resume an unfinished stage.
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     _report_stage(
         cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
@@ -165,11 +198,13 @@ def test_stage(
     """
     _, tb, csv = stage_logs.prepare(out_dir, stage)  # a rerun replaces an earlier attempt's logs
     trainer = pl.Trainer(logger=[tb, csv], default_root_dir=out_dir, **trainer_kwargs(cfg, 0))
-    if torch.cuda.is_available():
-        module = module.to(memory_format=torch.channels_last)
+    module = prepare_model(cfg, module)
+    start = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
+    test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = evaluate(module.model, datamodule, "val")
     metrics["time/train_s"] = 0.0
+    metrics["time/test_s"] = round(test_s, 3)
     _report_stage(cfg, datamodule, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
     return metrics

@@ -71,6 +71,8 @@ def test_synthetic_run_writes_results_and_tensorboard(tmp_path):
     ):
         assert key in results, key
     assert 0.0 <= results["test/acc"] <= 1.0
+    # This job trained the dense stage (a fresh cache), so it ran its test pass.
+    assert results["dense/cache"] == "miss" and 0 < results["time/test_s"] < results["time/total_s"]
     for name in CLASSES:
         for kind in ("precision", "recall", "specificity"):
             assert 0.0 <= results[f"test/{kind}/{name}"] <= 1.0

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 JOB = [
@@ -27,6 +28,7 @@ JOB = [
     "trainer.max_epochs=3",
     "prune.retrain_epochs=2",
     "trainer.enable_progress_bar=false",
+    "trainer.checkpoint_every_n_epochs=1",
 ]
 
 
@@ -115,6 +117,26 @@ def test_a_killed_job_resumes_to_the_same_numbers_curves_and_events(tmp_path, re
     same_run(run_dir, reference)
     assert not list(run_dir.glob(".results.json.*"))  # no temp file left from the kill
     assert not (run_dir / "checkpoints" / "retrain" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_a_sparser_checkpoint_interval_reruns_the_lost_epochs_to_the_same_numbers(
+    tmp_path, reference
+):
+    """Checkpoints every 2 epochs: a kill in epoch 2 resumes after epoch 1 and runs epoch 2
+    again, ending with the numbers, CSV rows and events of the run that saved every epoch."""
+    run_dir = tmp_path / "run"
+    job = [o for o in JOB if not o.startswith("trainer.checkpoint_every_n_epochs")]
+    args = (*job, "trainer.checkpoint_every_n_epochs=2", "prune.ratio=0.5")
+    args = (*args, f"hydra.run.dir={run_dir}")
+    killed = run(tmp_path, *args, fault="dense/epoch2/batch1=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    (ckpt,) = (tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 1
+    again = run(tmp_path, *args)
+    ok(again)
+    assert "dense: resuming after epoch 1" in again.stdout + again.stderr
+    same_run(run_dir, reference)
 
 
 @pytest.mark.slow
