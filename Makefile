@@ -49,6 +49,7 @@ report: $(STAMP) ## report.md, report.csv and PNGs of runs or sweeps: make repor
 
 bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchmark, not tests
 	$(PY) -m benchmarks.bench_training
+	$(PY) -m benchmarks.bench_startup
 	$(PY) -m benchmarks.bench_jobs
 	$(PY) -m benchmarks.bench_data
 	$(PY) -m benchmarks.bench_angles

@@ -17,7 +17,6 @@ from fer_lottery import stage_logs
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
-from fer_lottery.report.plots import confusion_figure
 from fer_lottery.seeding import seed_all
 from fer_lottery.stage_callbacks import BestWeights, FaultPoint
 
@@ -96,6 +95,9 @@ def _report_stage(
     extra_metrics: dict[str, float] | None,
 ) -> None:
     """Confusion image (TensorBoard and PNG), and the hparams tab: swept keys + final metrics."""
+    # Imported here, after training: matplotlib and the report package are not needed before.
+    from fer_lottery.report.plots import confusion_figure
+
     figure = confusion_figure(
         metrics["test/confusion"],
         datamodule.class_names,

@@ -100,3 +100,30 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     assert len(job_lines) == 1 and "failed.json" in job_lines[0], proc.stderr
     assert "1 job(s) of the sweep" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+# Runs `python -m fer_lottery ARGS`, then prints which heavy packages the process imported.
+HEAVY_IMPORTS = """
+import json, runpy, sys
+sys.argv = ["fer_lottery", *sys.argv[1:]]
+try:
+    runpy.run_module("fer_lottery", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+heavy = {"torch", "pytorch_lightning", "torchmetrics", "torchvision", "matplotlib", "scipy"}
+print(json.dumps(sorted(heavy & {m.split(".")[0] for m in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--cfg", "job"], ["prune.ratio=2"]])
+def test_composing_and_config_errors_import_no_torch(tmp_path, args):
+    """`--cfg job` and config errors take a fraction of a second: torch is imported to train."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HEAVY_IMPORTS, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "prune.ratio=2.0 must be in [0, 1)" in proc.stderr or args[0] == "--cfg"
+    assert proc.stdout.splitlines()[-1] == "[]", proc.stdout[-500:] + proc.stderr[-500:]
