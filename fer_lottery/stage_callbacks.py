@@ -1,4 +1,5 @@
-"""Lightning callbacks of every training stage: the best weights, and the tests' fault points.
+"""Lightning callbacks of every training stage: the best weights, the resumable checkpoint, and
+the tests' fault points.
 
 They decide only *when* something happens, as the pruning callbacks do.
 """
@@ -6,11 +7,14 @@ They decide only *when* something happens, as the pruning callbacks do.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 
 from fer_lottery import faults
+from fer_lottery.io import write_atomic
 
 
 class BestWeights(pl.Callback):
@@ -56,6 +60,26 @@ class BestWeights(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.score, self.epoch = state_dict["score"], state_dict["epoch"]
         self.weights = state_dict["weights"]
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Write a full Lightning checkpoint to ``path`` after every ``every`` epochs (0: never).
+
+    Model, optimizer, loop state and every callback's state (the best weights, the mask), so a
+    killed stage resumes from it. Only epoch boundaries resume exactly (each epoch reseeds), so
+    it saves at an epoch's end, where ``ModelCheckpoint`` saved, but not after the stage's last
+    epoch (nothing is left to resume), and it does no work in the epochs it skips. The file is
+    written beside ``path`` and renamed: a kill while writing keeps the previous checkpoint.
+    """
+
+    def __init__(self, path: str | Path, every: int):
+        self.path = Path(path)
+        self.every = int(every)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        done = trainer.current_epoch + 1
+        if self.every and done % self.every == 0 and done < trainer.max_epochs:
+            write_atomic(self.path, trainer.save_checkpoint)
 
 
 class FaultPoint(pl.Callback):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from fer_lottery import stage_logs
@@ -18,7 +17,7 @@ from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.io import flatten
 from fer_lottery.module import FERClassifier
 from fer_lottery.seeding import seed_all
-from fer_lottery.stage_callbacks import BestWeights, FaultPoint
+from fer_lottery.stage_callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +140,7 @@ def train_stage(
     ckpt_dir = out_dir / "checkpoints" / stage
     best = BestWeights("val/acc")
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
-    resumable = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="last",
-        monitor=None,
-        save_top_k=1 if every else 0,
-        every_n_epochs=every,
-        enable_version_counter=False,
-    )
+    resumable = ResumeCheckpoint(ckpt_dir / "last.ckpt", every)
     datamodule.seed_epochs(cfg.seed, stage)
     trainer = pl.Trainer(
         logger=[tb, csv],
