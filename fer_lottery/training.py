@@ -95,15 +95,18 @@ def _report_stage(
 ) -> None:
     """Confusion image (TensorBoard and PNG), and the hparams tab: swept keys + final metrics."""
     # Imported here, after training: matplotlib and the report package are not needed before.
-    from fer_lottery.report.plots import confusion_figure
+    from PIL import Image
+
+    from fer_lottery.report.plots import confusion_figure, render
 
     figure = confusion_figure(
         metrics["test/confusion"],
         datamodule.class_names,
         title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
     )
-    tb.experiment.add_figure("test/confusion", figure, global_step=step)
-    figure.savefig(out_dir / f"confusion_{stage}.png")
+    pixels = render(figure)
+    Image.fromarray(pixels).save(out_dir / f"confusion_{stage}.png")
+    tb.experiment.add_image("test/confusion", pixels, global_step=step, dataformats="HWC")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
     scalars.update(extra_metrics or {})
     tb.log_hyperparams(hparams if hparams is not None else flat_config(cfg), scalars)

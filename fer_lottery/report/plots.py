@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,6 +37,15 @@ def save(fig, out_path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
+
+
+def render(fig) -> np.ndarray:
+    """Draw ``fig`` once (layout included) and return its pixels as an HxWx3 uint8 array, then
+    close it: one render serves both a PNG file and a TensorBoard image."""
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return pixels
 
 
 def _finite(value) -> bool:
@@ -460,7 +470,7 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
     acc = sum(matrix[i][i] for i in range(n)) / total
     ax.set_title(title or f"Confusion matrix (test, n={total}, acc={acc:.3f})")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")  # laid out when drawn: no extra render here
     return fig
 
 
