@@ -186,7 +186,8 @@ def count_macs(model: nn.Module, image_size: int) -> tuple[int, int]:
     model.eval()
     try:
         device = next(model.parameters()).device
-        model(torch.zeros(1, 3, image_size, image_size, device=device))
+        with torch.compiler.set_stance("force_eager"):  # hooks, even in a compiled model
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         model.train(was_training)
         for h in handles:

@@ -175,10 +175,12 @@ def collect_activations(
     ]
     try:
         model.eval()
-        for batch in batches:
-            x = batch[0] if isinstance(batch, tuple | list) else batch
-            if x.shape[0]:
-                model(x.to(device))
+        # Eagerly, with trainer.compile=true too: hooks inside a compiled model are traced.
+        with torch.compiler.set_stance("force_eager"):
+            for batch in batches:
+                x = batch[0] if isinstance(batch, tuple | list) else batch
+                if x.shape[0]:
+                    model(x.to(device))
     finally:
         for h in handles:
             h.remove()
