@@ -7,7 +7,7 @@ DIR ?= outputs
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train sweep reproduce report bench test test-fast lint format tensorboard clean clean-checkpoints
+.PHONY: help install demo train sweep reproduce report bench bench-packing test test-fast lint format tensorboard clean clean-checkpoints
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -54,6 +54,9 @@ bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchm
 	$(PY) -m benchmarks.bench_data
 	$(PY) -m benchmarks.bench_angles
 	$(PY) -m benchmarks.bench_export
+
+bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2,4): images/s, GPU memory per job
+	$(PY) -m benchmarks.bench_packing $(ARGS)
 
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
 	$(PY) -m pytest -q $(ARGS)

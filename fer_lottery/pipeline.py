@@ -344,6 +344,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     total_start = time.perf_counter()
     threads = set_threads(cfg.get("threads"))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
+    if torch.cuda.is_available():  # this job's peak GPU memory, for packing jobs on one GPU
+        torch.cuda.reset_peak_memory_stats()
 
     # Each point that draws random numbers is seeded on its own (fer_lottery.seeding), so a
     # number never depends on what ran before it: face detection or a cache hit, say.
@@ -383,6 +385,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     results["time/test_s"] = round(dense_test_s + prune_info.get("time/test_s", 0.0), 3)
     results["time/data_s"] = round(data_s, 3)
     results["time/total_s"] = round(time.perf_counter() - total_start, 3)
+    if torch.cuda.is_available():
+        gb = 1024**3
+        results["gpu/max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / gb, 3)
+        results["gpu/max_memory_reserved_gb"] = round(torch.cuda.max_memory_reserved() / gb, 3)
     results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     check_results(results, run_dir / "results.json")  # a key missing or mistyped: fail, not write
     if prune_active(cfg) or not cfg.cache_dense:  # else the dense cache entry holds them

@@ -78,6 +78,10 @@ def seconds(v: object) -> str | None:
     return None if _is_number(v) and 0 <= v < math.inf else "a number of seconds >= 0"
 
 
+def gigabytes(v: object) -> str | None:
+    return None if _is_number(v) and 0 <= v < math.inf else "a number of GB >= 0"
+
+
 def compression(v: object) -> str | None:
     ok = _is_number(v) and v >= 1  # inf when every prunable weight is gone
     return None if ok else "a number >= 1 (or Infinity)"
@@ -174,6 +178,9 @@ TYPES: dict[str, Check] = {
     "time/test_s": seconds,
     "time/angles_s": seconds,
     "time/total_s": seconds,
+    # Peak GPU memory of the job (only on a GPU: not in EVERY_JOB).
+    "gpu/max_memory_allocated_gb": gigabytes,
+    "gpu/max_memory_reserved_gb": gigabytes,
     "config": obj,
 }
 

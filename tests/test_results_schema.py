@@ -72,6 +72,7 @@ def test_the_keys_a_job_must_write_follow_its_config():
         ("prune/compression", 0.5, "prune/compression is 0.5, not a number >= 1"),
         ("round2/test/acc", 2, "round2/test/acc is 2, not a number in [0, 1]"),
         ("prune/units_removed/layer1.0.conv1", -3, "prune/units_removed/layer1.0.conv1 is -3"),
+        ("gpu/max_memory_reserved_gb", -1.0, "gpu/max_memory_reserved_gb is -1.0, not a number"),
         ("config", [], "config is [], not an object"),
     ],
 )
@@ -87,7 +88,9 @@ def test_values_that_fit():
     results["prune/compression"] = float("inf")  # every prunable weight gone
     results["data/folds"], results["data/fold"] = 5, 0
     results["data/unreadable_files"] = ["Angry/x.png"]
-    assert problems(results) == []
+    results["gpu/max_memory_allocated_gb"] = 1.25  # written on a GPU only: not required
+    results["gpu/max_memory_reserved_gb"] = 2
+    assert problems(results) == [] and unknown_keys(results) == []
     assert problems(real("dense")) == []  # data/folds and data/fold are null without k-fold
 
 
