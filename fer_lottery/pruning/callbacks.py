@@ -41,18 +41,18 @@ class KeepMasked(pl.Callback):
                 tensor.mul_(keep)
 
     @torch.no_grad()
-    def _zero_state(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        params = dict(pl_module.model.named_parameters())
+    def _zero_state(self, trainer: pl.Trainer) -> None:
+        # The bound keep-masks (in each parameter's dtype, on its device) serve here too, so a
+        # step converts no mask: optimizer state is keyed by the same Parameter objects.
         for optimizer in trainer.optimizers:
-            for name, keep in self.mask.tensors.items():
-                param = params.get(name)
-                state = optimizer.state.get(param) if param is not None else None
+            for tensor, keep in self._bound:
+                state = optimizer.state.get(tensor)
                 if not state:
                     continue
                 for key in _STATE_KEYS:
                     value = state.get(key)
                     if torch.is_tensor(value) and value.shape == keep.shape:
-                        value.mul_(keep.to(device=value.device, dtype=value.dtype))
+                        value.mul_(keep if value.dtype == keep.dtype else keep.to(value.dtype))
 
     def on_train_start(self, trainer, pl_module) -> None:
         # After the model is on its device and any checkpoint (mask included) is restored.
@@ -61,7 +61,7 @@ class KeepMasked(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._apply(pl_module)
-        self._zero_state(trainer, pl_module)
+        self._zero_state(trainer)
 
     def state_dict(self) -> dict:
         return {"mask": self.mask.state_dict()}
