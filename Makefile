@@ -54,6 +54,7 @@ bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchm
 	$(PY) -m benchmarks.bench_data
 	$(PY) -m benchmarks.bench_angles
 	$(PY) -m benchmarks.bench_export
+	$(PY) -m benchmarks.profile_epoch
 
 bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2,4): images/s, GPU memory per job
 	$(PY) -m benchmarks.bench_packing $(ARGS)

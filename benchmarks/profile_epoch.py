@@ -1,8 +1,9 @@
 """Where one CPU training epoch goes: Lightning's SimpleProfiler on a real stage, grouped.
 
-The stage is the demo's dense stage (ResNet-18 from random init, synthetic faces at 64 px,
-735 training and 161 validation images, batch 64), trained for 2 epochs with a resumable
-checkpoint after the first, as ``fer_lottery.training.train_stage`` runs it. Prints a markdown
+The stage is the demo's dense stage (``experiment=demo``: ResNet-18 from random init, Adam,
+synthetic faces at 48 px, 735 training and 161 validation images, batch 64), trained for 2
+epochs with a resumable checkpoint after the first, as ``fer_lottery.training.train_stage`` runs
+it. Prints a markdown
 table (seconds per epoch, share of the epoch) and one JSON line:
 ``python -m benchmarks.profile_epoch``.
 """
@@ -18,6 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.profilers import SimpleProfiler
 
 from benchmarks.common import compose, device_string, quiet_lightning
+from fer_lottery.config import enum_value
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model
 from fer_lottery.module import FERClassifier
@@ -86,7 +88,7 @@ def main() -> None:
     }
     # optimizer_step wraps the closure (training_step + backward): the step itself is the rest.
     step = total(profiler, "[LightningModule]FERClassifier.optimizer_step") / epochs
-    parts["optimizer step (SGD, momentum)"] = (
+    parts[f"optimizer step ({enum_value(cfg.optim.name)})"] = (
         step - parts["forward + loss (train)"] - parts["backward"]
     )
     parts["everything else (Lightning loops, hooks, data loader)"] = epoch_s - sum(parts.values())
@@ -100,7 +102,8 @@ def main() -> None:
         "parts_s": {k: round(v, 4) for k, v in parts.items()},
         "train_images": len(datamodule.labels["train"]),
         "val_images": len(datamodule.labels["val"]),
-        "model": "resnet18, 64 px, batch 64 (the demo's dense stage)",
+        "model": f"resnet18, {cfg.data.image_size} px, batch {cfg.data.batch_size}",
+        "optimizer": enum_value(cfg.optim.name),
         "epochs": epochs,
         "device": device_string(),
     }
