@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -14,10 +15,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from fer_lottery import stage_logs
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.io import flatten
+from fer_lottery.io import flatten, write_json_atomic
 from fer_lottery.module import FERClassifier
 from fer_lottery.seeding import seed_all
 from fer_lottery.stage_callbacks import BestWeights, FaultPoint, ResumeCheckpoint
+from fer_lottery.weights_io import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ def resolved_device(cfg: DictConfig) -> str:
         return "cuda"
     return "cpu"
 
+
+# A finished stage's result, kept until the job has written results.json.
+FINISHED_WEIGHTS, FINISHED_METRICS = "finished.pt", "finished.json"
 
 # fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
 OWN_KEYS = ("checkpoint_every_n_epochs", "compile")
@@ -133,14 +138,21 @@ def train_stage(
     from it and ends with the same numbers as an uninterrupted one: every epoch reseeds the RNGs
     and reshuffles from (seed, stage, epoch), so the epochs after the checkpoint run again
     exactly. Its CSV and TensorBoard curves keep the epochs up to the checkpoint
-    (``stage_logs``).
+    (``stage_logs``). A finished stage leaves its result in the same folder, so a job killed
+    later reruns without training it again.
     Returns ``test/*``, ``val/acc_best``, ``time/train_s`` and ``time/test_s``, and writes
     TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the whole config)
     with the stage's final metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
     On return the module holds the best weights.
     """
-    resume, tb, csv = stage_logs.prepare(out_dir, stage)
     ckpt_dir = out_dir / "checkpoints" / stage
+    finished = _finished(ckpt_dir, stage)
+    if finished is not None:
+        metrics, weights = finished
+        module.model.load_state_dict(weights)
+        log.info("%s: finished in an earlier attempt of this job; loaded its result", stage)
+        return metrics
+    resume, tb, csv = stage_logs.prepare(out_dir, stage)
     best = BestWeights("val/acc")
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
     resumable = ResumeCheckpoint(ckpt_dir / "last.ckpt", every)
@@ -172,12 +184,41 @@ def train_stage(
     metrics["val/acc_best"] = float(best.score or 0.0)
     metrics["time/train_s"] = round(train_s, 3)
     metrics["time/test_s"] = round(test_s, 3)
-    # The checkpoint only serves to resume an unfinished stage.
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
     _report_stage(
         cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
+    _keep_finished(ckpt_dir, module, metrics)
     return metrics
+
+
+def _keep_finished(ckpt_dir: Path, module: FERClassifier, metrics: dict[str, object]) -> None:
+    """Replace the stage's resumable checkpoint by its result: weights (sparse) and metrics.
+
+    A job killed after this stage (in a later stage, or while ``results.json`` is written)
+    loads the result on its rerun instead of training the stage again. ``run_experiment``
+    removes ``checkpoints/`` once ``results.json`` is written.
+    """
+    save_weights(ckpt_dir / FINISHED_WEIGHTS, module.model.state_dict())
+    write_json_atomic(ckpt_dir / FINISHED_METRICS, metrics)  # last: it marks the result whole
+    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
+
+
+def _finished(ckpt_dir: Path, stage: str) -> tuple[dict, dict] | None:
+    """(metrics, weights) of the stage when an earlier attempt of this job finished it."""
+    if not (ckpt_dir / FINISHED_METRICS).is_file():
+        return None
+    try:
+        metrics = json.loads((ckpt_dir / FINISHED_METRICS).read_text())
+        return metrics, load_weights(ckpt_dir / FINISHED_WEIGHTS)
+    except Exception as exc:  # damaged: train the stage again (same numbers, only later)
+        log.warning(
+            "%s: its finished result in %s cannot be read (%s); training it again",
+            stage,
+            ckpt_dir,
+            exc,
+        )
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return None
 
 
 def test_stage(

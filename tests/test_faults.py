@@ -114,6 +114,9 @@ def test_a_killed_job_resumes_to_the_same_numbers_curves_and_events(tmp_path, re
         assert f"{stage}: resuming after epoch 0" in log  # resumed, not redone
     if point == "dense/epoch1/batch1":
         assert "dense cache resumed" in log
+    if point == "results":  # killed after its last stage: that stage is not trained again
+        assert "retrain: finished in an earlier attempt of this job" in log
+        assert "retrain: best val/acc" not in log  # logged only by a stage that trains
     same_run(run_dir, reference)
     assert not list(run_dir.glob(".results.json.*"))  # no temp file left from the kill
     assert not (run_dir / "checkpoints" / "retrain" / "last.ckpt").exists()
