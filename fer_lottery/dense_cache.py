@@ -89,7 +89,10 @@ def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
     weights = parts["model"]["weights"]
     if weights and Path(str(weights)).expanduser().is_file():
         parts["model"]["weights"] = "sha256:" + file_sha256(Path(str(weights)).expanduser())
-    parts["data"]["root"] = str(Path(str(parts["data"]["root"])).expanduser().resolve())
+    if parts["data"]["name"] == "synthetic":  # generated, not read: where it would be is moot
+        parts["data"].pop("root", None)
+    else:
+        parts["data"]["root"] = str(Path(str(parts["data"]["root"])).expanduser().resolve())
     device = resolved_device(cfg)
     parts["trainer"]["precision"] = str(trainer_kwargs(cfg)["precision"])
     parts["trainer"]["accelerator"] = device

@@ -71,6 +71,23 @@ def test_weights_file_is_keyed_by_content_not_path(compose_cfg, tmp_path):
     assert dense_key(compose_cfg(f"model.weights={a}")) != key_a
 
 
+DATASETS = ("synthetic", "sfew")
+
+
+def test_synthetic_data_is_keyed_without_a_root_and_sfew_by_its_resolved_root(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """A run from another working directory reuses the synthetic dense model; SFEW's relative
+    root names another folder there, so it does not."""
+    keys = {}
+    for cwd in ("a", "b"):
+        (tmp_path / cwd).mkdir()
+        monkeypatch.chdir(tmp_path / cwd)
+        keys[cwd] = [dense_key(compose_cfg(f"data={d}", "data.root=SFEW")) for d in DATASETS]
+    assert keys["a"][0] == keys["b"][0]  # synthetic
+    assert keys["a"][1] != keys["b"][1]  # sfew
+
+
 def test_null_precision_and_auto_accelerator_are_keyed_as_resolved(compose_cfg):
     resolved = "bf16-mixed" if torch.cuda.is_available() else "32-true"
     device = "gpu" if torch.cuda.is_available() else "cpu"
