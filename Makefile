@@ -77,7 +77,7 @@ tensorboard: $(STAMP) ## TensorBoard over a whole sweep (hparams tab: swept keys
 	$(VENV)/bin/tensorboard --logdir $(DIR)
 
 clean-checkpoints: $(STAMP) ## Free what only serves to resume (finished jobs' checkpoints/): make clean-checkpoints DIR=outputs
-	$(PY) -m fer_lottery.clean $(DIR)
+	$(PY) -m fer_lottery.job.clean $(DIR)
 
 clean: ## Remove caches and outputs (not .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -1,14 +1,14 @@
 """Fixed costs around the compute: per epoch, per job, and a 3-ratio sweep with the dense cache.
 
-``epoch_overhead``: ``fer_lottery.training.train_stage`` (checkpoints, CSV and TensorBoard logs,
-best-val tracking, test) against a plain loop with the same bookkeeping (best weights kept in
-memory, a CSV row per epoch, test with the best weights), on a tiny linear model and 28 tiny
+``epoch_overhead``: ``fer_lottery.training.stage.train_stage`` (checkpoints, CSV and TensorBoard
+logs, best-val tracking, test) against a plain loop with the same bookkeeping (best weights kept
+in memory, a CSV row per epoch, test with the best weights), on a tiny linear model and 28 tiny
 images, so compute is negligible. The cost per epoch is the slope between a short and a long
 stage, so per-stage costs (Trainer construction, test, figures) cancel out.
 
-``job_overhead``: ``fer_lottery.pipeline.run_experiment`` in-process on a tiny dense job, from
-job start to ``results.json``, minus data setup, training (``time/dense_s``) and the test pass
-(``time/test_s``), as the job records them; against a plain job (same data, ResNet-18, one
+``job_overhead``: ``fer_lottery.experiment.runner.run_experiment`` in-process on a tiny dense
+job, from job start to ``results.json``, minus data setup, training (``time/dense_s``) and the
+test pass (``time/test_s``), as the job records them; against a plain job (same data, ResNet-18, one
 epoch, test, a JSON file) with the same subtractions, timed in the same way.
 
 ``sweep_cost``: three prune ratios (0.5, 0.9, 0.95) run as three in-process jobs sharing a fresh
@@ -33,10 +33,10 @@ from torch import nn
 
 from benchmarks.common import alternate, compose, emit, quiet_lightning
 from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.experiment.runner import run_experiment
 from fer_lottery.models import build_model
-from fer_lottery.module import FERClassifier
-from fer_lottery.pipeline import run_experiment
-from fer_lottery.training import train_stage
+from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.stage import train_stage
 
 TINY_JOB = (
     "data=synthetic",

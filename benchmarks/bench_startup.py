@@ -1,14 +1,15 @@
 """Process start: what a fresh ``python -m fer_lottery`` job pays in imports before it trains.
 
 Every sweep job under submitit (or joblib) is a new process, so this is paid once per job.
-``ours`` is the wall time of a fresh ``python -c "import fer_lottery.pipeline"`` (everything a
-job imports before training); the baseline is ``python -c "import torch, pytorch_lightning"``,
-the floor of any Lightning tool (pytorch_lightning imports torchmetrics, which brings in
-torchvision, matplotlib and scipy). Both are fresh subprocesses, alternating, medians.
+``ours`` is the wall time of a fresh ``python -c "import fer_lottery.experiment.runner"``
+(everything a job imports before training); the baseline is ``python -c "import torch,
+pytorch_lightning"``, the floor of any Lightning tool (pytorch_lightning imports torchmetrics,
+which brings in torchvision, matplotlib and scipy). Both are fresh subprocesses, alternating,
+medians.
 
 Extras: the wall time of ``python -m fer_lottery --cfg job`` and of a config error
 (``prune.ratio=2``), neither of which imports torch; and one ``-X importtime`` run of
-``import torch; import pytorch_lightning; import fer_lottery.pipeline``: torch, what
+``import torch; import pytorch_lightning; import fer_lottery.experiment.runner``: torch, what
 pytorch_lightning adds, and what the pipeline adds on top (fer_lottery, Hydra, OmegaConf, ...),
 in seconds of import (the interpreter's own start not included).
 
@@ -40,7 +41,7 @@ def python(*args: str, expect: int = 0) -> str:
 
 def import_breakdown() -> dict[str, float]:
     """Seconds of import: torch, pytorch_lightning on top of it, the rest of the pipeline's."""
-    code = "import torch; import pytorch_lightning; import fer_lottery.pipeline"
+    code = "import torch; import pytorch_lightning; import fer_lottery.experiment.runner"
     stderr = python("-X", "importtime", "-c", code)
     cumulative: dict[str, int] = {}
     for line in stderr.splitlines():
@@ -50,7 +51,7 @@ def import_breakdown() -> dict[str, float]:
     return {
         "torch_s": round(cumulative["torch"] / 1e6, 3),
         "pytorch_lightning_s": round(cumulative["pytorch_lightning"] / 1e6, 3),
-        "rest_s": round(cumulative["fer_lottery.pipeline"] / 1e6, 3),
+        "rest_s": round(cumulative["fer_lottery.experiment.runner"] / 1e6, 3),
     }
 
 
@@ -63,7 +64,7 @@ def main() -> None:
         run_dir = f"hydra.run.dir={Path(tmp) / 'run'}"  # the config error's log goes there
         s = alternate(
             {
-                "ours": lambda: python("-c", "import fer_lottery.pipeline"),
+                "ours": lambda: python("-c", "import fer_lottery.experiment.runner"),
                 "baseline": lambda: python("-c", "import torch, pytorch_lightning"),
                 "cfg_job": lambda: python("-m", "fer_lottery", "--cfg", "job"),
                 "config_error": lambda: python(
@@ -79,7 +80,7 @@ def main() -> None:
         s["baseline"],
         "s",
         baseline_is="python -c 'import torch, pytorch_lightning' (fresh process)",
-        ours_is="python -c 'import fer_lottery.pipeline' (fresh process)",
+        ours_is="python -c 'import fer_lottery.experiment.runner' (fresh process)",
         cfg_job_s=round(s["cfg_job"], 3),
         config_error_s=round(s["config_error"], 3),
         importtime=breakdown,

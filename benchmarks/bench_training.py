@@ -20,9 +20,9 @@ from torch.nn.utils import prune
 from benchmarks.common import alternate, compose, emit, quiet_lightning
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model, prunable_weights
-from fer_lottery.module import FERClassifier
 from fer_lottery.pruning.callbacks import KeepMasked
 from fer_lottery.pruning.magnitude import magnitude_mask
+from fer_lottery.training.classifier import FERClassifier
 
 
 def plain_fit(model, datamodule, cfg, epochs: int) -> None:

@@ -2,8 +2,8 @@
 
 The stage is the demo's dense stage (``experiment=demo``: ResNet-18 from random init, Adam,
 synthetic faces at 48 px, 735 training and 161 validation images, batch 64), trained for 2
-epochs with a resumable checkpoint after the first, as ``fer_lottery.training.train_stage`` runs
-it. Prints a markdown
+epochs with a resumable checkpoint after the first, as
+``fer_lottery.training.stage.train_stage`` runs it. Prints a markdown
 table (seconds per epoch, share of the epoch) and one JSON line:
 ``python -m benchmarks.profile_epoch``.
 """
@@ -22,9 +22,9 @@ from benchmarks.common import compose, device_string, quiet_lightning
 from fer_lottery.config import enum_value
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model
-from fer_lottery.module import FERClassifier
 from fer_lottery.seeding import seeded
-from fer_lottery.training import train_stage
+from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.stage import train_stage
 
 # Profiler actions per part of the epoch; each action's total is summed over the epochs.
 PARTS = {

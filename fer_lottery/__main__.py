@@ -5,7 +5,7 @@ user's input (FerLotteryError) are printed once, to stderr, as one clear message
 traceback (``conf/hydra/job_logging/fer_lottery.yaml`` sends warnings and errors to stderr). A
 cache folder that cannot be written is reported before any data is loaded. In a multirun a failed
 job is recorded in its ``failed.json`` and returns NaN, so the other jobs of the sweep still run
-(see ``fer_lottery.failures``).
+(see ``fer_lottery.job.failures``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fer_lottery import termination
-from fer_lottery.cache_dir import check_writable
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
-from fer_lottery.failures import FAILED_FILE, record_failure
+from fer_lottery.job import termination
+from fer_lottery.job.failures import FAILED_FILE, record_failure
+from fer_lottery.store.cache_dir import check_writable
 
 log = logging.getLogger("fer_lottery")
 
@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
-        from fer_lottery.folds import run_folds  # heavy imports after validation
+        from fer_lottery.experiment.folds import run_folds  # heavy imports after validation
 
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
         results = run_folds(cfg, run_dir)

@@ -112,7 +112,7 @@ def run_job(compose_cfg, tmp_path):
     """
 
     def _run(name: str, *overrides: str, cache: Path | None = None):
-        from fer_lottery.pipeline import run_experiment
+        from fer_lottery.experiment.runner import run_experiment
 
         cfg = compose_cfg(*TINY, f"cache_dir={cache or tmp_path / 'cache'}", *overrides)
         run_dir = tmp_path / name

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from fer_lottery.dense_cache import dense_key
-from fer_lottery.weights_io import load_weights
+from fer_lottery.store.dense_cache import dense_key
+from fer_lottery.store.weights import load_weights
 
 
 @pytest.mark.slow

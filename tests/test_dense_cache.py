@@ -10,9 +10,9 @@ import pytest
 import torch
 from filelock import FileLock
 
-from fer_lottery.dense_cache import DenseEntry, dense_key, load_state
 from fer_lottery.errors import CacheError
 from fer_lottery.models import build_model
+from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
 
 
 def _epochs(run_dir, stage="dense") -> list[dict]:

@@ -20,7 +20,7 @@ from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model
 from fer_lottery.pruning.distinctiveness import distinctiveness_prune
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.weights_io import save_weights
+from fer_lottery.store.weights import save_weights
 
 TOL = 1e-5
 

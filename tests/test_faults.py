@@ -2,7 +2,7 @@
 and compared with an uninterrupted run of the same config.
 
 ``FER_LOTTERY_FAULT=<point>=<signal>`` makes the job signal itself when it reaches ``<point>``
-(``fer_lottery.faults``). The rerun is the same command; its numbers, its per-epoch CSV rows and
+(``fer_lottery.job.faults``). The rerun is the same command; its numbers, its per-epoch CSV rows and
 its TensorBoard scalars must equal the uninterrupted run's.
 """
 
@@ -238,7 +238,7 @@ def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
 
 def test_a_rerun_over_an_unusable_results_json_runs_the_job_again(compose_cfg, tmp_path):
     """A relaunched sweep skips finished jobs, but not one whose results.json is broken."""
-    from fer_lottery.folds import run_folds
+    from fer_lottery.experiment.folds import run_folds
 
     cfg = compose_cfg(*JOB, "trainer.max_epochs=1", f"cache_dir={tmp_path / 'cache'}")
     run_dir = tmp_path / "job"

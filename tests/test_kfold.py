@@ -144,8 +144,8 @@ def _check_fold_runs(run_dir: Path, k: int) -> None:
 
 
 def test_run_folds_runs_every_fold_and_skips_finished_ones(compose_cfg, tmp_path, monkeypatch):
-    from fer_lottery import pipeline
-    from fer_lottery.folds import run_folds
+    from fer_lottery.experiment import runner as pipeline
+    from fer_lottery.experiment.folds import run_folds
 
     cfg = compose_cfg(*TINY, "data.folds=3", f"cache_dir={tmp_path / 'cache'}")
     validate(cfg)
@@ -166,8 +166,8 @@ def test_run_folds_runs_every_fold_and_skips_finished_ones(compose_cfg, tmp_path
 
 
 def test_run_folds_with_one_fold_is_one_experiment(compose_cfg, tmp_path, monkeypatch):
-    from fer_lottery import pipeline
-    from fer_lottery.folds import run_folds
+    from fer_lottery.experiment import runner as pipeline
+    from fer_lottery.experiment.folds import run_folds
 
     calls = []
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from fer_lottery.errors import ConfigError, WeightsError
 from fer_lottery.models import build_model, freeze_layers, layer_groups
-from fer_lottery.module import FERClassifier
+from fer_lottery.training.classifier import FERClassifier
 
 
 @pytest.mark.parametrize("name, n_layers", [("resnet18", 6), ("alexnet", 8)])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fer_lottery.results_schema import (
+from fer_lottery.store.results import (
     ResultsError,
     check_results,
     problems,
@@ -31,7 +31,7 @@ def real(kind: str) -> dict:
 def test_every_kind_of_real_job_fits_the_schema(kind):
     results = real(kind)
     assert problems(results) == []
-    assert unknown_keys(results) == []  # a new key belongs in fer_lottery.results_schema
+    assert unknown_keys(results) == []  # a new key belongs in fer_lottery.store.results
     check_results(results)
 
 
@@ -149,7 +149,7 @@ def test_check_results_names_every_bad_key():
     + [("distinctiveness", 0.0, 1), ("distinctiveness", 0.0, 2)],
 )
 def test_pruned_keys_are_required_exactly_when_the_pipeline_prunes(method, ratio, iterations):
-    from fer_lottery.pipeline import prune_active
+    from fer_lottery.experiment.runner import prune_active
 
     results = copy.deepcopy(real("dense"))
     prune = results["config"]["prune"]
@@ -163,7 +163,7 @@ def test_the_pipeline_refuses_to_write_results_that_break_the_schema(
     run_job, monkeypatch, tmp_path
 ):
     """A job whose results break the schema fails, naming the key, and writes no results.json."""
-    import fer_lottery.pipeline as pipeline
+    import fer_lottery.experiment.runner as pipeline
 
     set_threads = pipeline.set_threads
     monkeypatch.setattr(pipeline, "set_threads", lambda n: set_threads(n) * 0)  # a bug: 0 threads

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from fer_lottery.clean import main as clean_main
+from fer_lottery.job.clean import main as clean_main
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.weights_io import load_weights, pack, run_weights, save_weights, unpack
+from fer_lottery.store.weights import load_weights, pack, run_weights, save_weights, unpack
 
 
 def test_a_90_percent_pruned_resnet18_round_trips_exactly_in_under_10_mb(tmp_path):

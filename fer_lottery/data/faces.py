@@ -23,10 +23,10 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
-from fer_lottery import faults
-from fer_lottery.cache_dir import move_aside
 from fer_lottery.errors import ConfigError, DataError
-from fer_lottery.io import write_atomic
+from fer_lottery.job import faults
+from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.cache_dir import move_aside
 
 log = logging.getLogger(__name__)
 

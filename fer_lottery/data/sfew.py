@@ -146,8 +146,9 @@ class SFEWDataModule(pl.LightningDataModule):
             return split, {"folds": None, "fold": None}
         if fold is None:
             raise ConfigError(
-                f"data.folds={folds} with data.fold=null: the data module loads one fold; run "
-                f"the folds with fer_lottery.folds.run_folds, or set data.fold=0..{folds - 1}"
+                f"data.folds={folds} with data.fold=null: the data module loads one fold; run the "
+                "folds with fer_lottery.experiment.folds.run_folds, or set "
+                f"data.fold=0..{folds - 1}"
             )
         if len(labels) < folds:
             raise DataError(

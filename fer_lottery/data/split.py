@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lottery.io import write_json_atomic
+from fer_lottery.store.atomic import write_json_atomic
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -12,9 +12,9 @@ from torch import nn
 from fer_lottery.errors import FerLotteryError
 from fer_lottery.export.loader import build_model
 from fer_lottery.export.slim import Export, slim
-from fer_lottery.io import write_atomic
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.weights_io import WEIGHTS_FILE, load_weights
+from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.weights import WEIGHTS_FILE, load_weights
 
 FORMAT = "fer_lottery-export/1"
 
@@ -26,7 +26,7 @@ class ExportError(FerLotteryError):
 def final_weights_path(run_dir: Path) -> Path:
     """Where a run keeps its final weights.
 
-    ``weights.pt`` (sparse, ``fer_lottery.weights_io``) when the run wrote one (every finished
+    ``weights.pt`` (sparse, ``fer_lottery.store.weights``) when the run wrote one (every finished
     pruned run does), else, for runs from older versions, ``best.ckpt`` of the last
     retraining stage: ``retrain``, or ``retrain<r>`` with the highest r (IMP rounds).
     """

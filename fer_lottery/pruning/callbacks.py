@@ -10,8 +10,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from fer_lottery.io import write_atomic
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.store.atomic import write_atomic
 
 # Per-parameter optimizer state that would otherwise push pruned weights back (SGD momentum,
 # Adam's moments).

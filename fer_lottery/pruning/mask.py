@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_lottery.io import write_atomic
+from fer_lottery.store.atomic import write_atomic
 
 MASK_FORMAT = "fer_lottery.mask/1"
 

@@ -6,7 +6,7 @@ and a 95% confidence interval (t over repeats; a single run gets the binomial in
 test split). Where a preset stores a paper's published numbers (``published:`` in
 ``conf/experiment/*.yaml``), they stand beside ours, with whether the paper's number lies in our
 interval. Jobs that failed, were killed or never started, and jobs whose ``results.json`` does not
-parse or breaks its schema (``fer_lottery.results_schema``), are listed with the reason, never
+parse or breaks its schema (``fer_lottery.store.results``), are listed with the reason, never
 dropped; the exit status is still 0 when any job has usable results.
 
 Writes ``report.md``, ``report.csv`` and PNG plots into ``--out`` (default: the first folder).

@@ -1,7 +1,7 @@
 """Finding the jobs of runs and sweeps: finished ones with their results, and those without.
 
 A finished job is a folder with a ``results.json`` that the report can use (it parses and fits
-``fer_lottery.results_schema``). A job without usable results failed (its ``failed.json`` or its
+``fer_lottery.store.results``). A job without usable results failed (its ``failed.json`` or its
 log says why), was killed, never started (a job its sweep's ``multirun.yaml`` asked for that has
 no folder), or has a ``results.json`` that does not parse or breaks the schema. The report lists
 those with the reason, never drops them.
@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_lottery.failures import FAILED_FILE
-from fer_lottery.io import flatten
-from fer_lottery.results_schema import RESULTS_FILE, ResultsError, read_results
+from fer_lottery.job.failures import FAILED_FILE
+from fer_lottery.store.atomic import flatten
+from fer_lottery.store.results import RESULTS_FILE, ResultsError, read_results
 
 # Repeats of one condition: averaged over, never grouped by.
 REPEAT_KEYS = {"seed", "prune.seed", "data.fold"}
@@ -79,7 +79,7 @@ def _expected_jobs(sweep_dir: Path) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from fer_lottery.sweep_names import swept_dirname
+    from fer_lottery.config.sweeps import swept_dirname
 
     cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
     if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")):

@@ -265,8 +265,8 @@ def type_of(key: str) -> Check | None:
 def _prune_settings(config: object) -> tuple[str | None, int]:
     """The config's pruning method when it prunes (else None), and its IMP rounds.
 
-    As ``fer_lottery.pipeline.prune_active``: distinctiveness always prunes; magnitude and random
-    when ``prune.ratio`` > 0.
+    As ``fer_lottery.experiment.runner.prune_active``: distinctiveness always prunes; magnitude
+    and random when ``prune.ratio`` > 0.
     """
     prune = config.get("prune") if isinstance(config, dict) else None
     if not isinstance(prune, dict):

@@ -29,10 +29,10 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lottery.cache_dir import move_aside
 from fer_lottery.config import enum_value
 from fer_lottery.errors import CacheError
-from fer_lottery.io import write_atomic, write_json_atomic
+from fer_lottery.store.atomic import write_atomic, write_json_atomic
+from fer_lottery.store.cache_dir import move_aside
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
     a changed crop or synthetic generator cannot reuse a model trained on other images.
     """
     from fer_lottery.seeding import resolve_threads
-    from fer_lottery.training import resolved_device, trainer_kwargs
+    from fer_lottery.training.stage import resolved_device, trainer_kwargs
 
     parts = {}
     for section in ("data", "model", "optim", "trainer"):

@@ -14,22 +14,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fer_lottery import faults
 from fer_lottery.config import enum_value
+from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.dense_cache import DenseEntry, dense_key, load_state, snapshot_epoch
-from fer_lottery.io import write_json_atomic
+from fer_lottery.job import faults
 from fer_lottery.models import build_model, count_macs, freeze_layers, prunable_weights
-from fer_lottery.module import FERClassifier
 from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.random import random_mask
-from fer_lottery.results_schema import check_results
 from fer_lottery.seeding import seeded, set_threads
-from fer_lottery.sweep_names import swept_params
-from fer_lottery.training import evaluate, test_stage, train_stage
-from fer_lottery.weights_io import WEIGHTS_FILE, save_weights
+from fer_lottery.store.atomic import write_json_atomic
+from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state, snapshot_epoch
+from fer_lottery.store.results import check_results
+from fer_lottery.store.weights import WEIGHTS_FILE, save_weights
+from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.stage import evaluate, test_stage, train_stage
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from fer_lottery import stage_logs
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.io import flatten, write_json_atomic
-from fer_lottery.module import FERClassifier
 from fer_lottery.seeding import seed_all
-from fer_lottery.stage_callbacks import BestWeights, FaultPoint, ResumeCheckpoint
-from fer_lottery.weights_io import load_weights, save_weights
+from fer_lottery.store.atomic import flatten, write_json_atomic
+from fer_lottery.store.weights import load_weights, save_weights
+from fer_lottery.training import stage_logs
+from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
+from fer_lottery.training.classifier import FERClassifier
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_lottery.io import write_atomic
+from fer_lottery.store.atomic import write_atomic
 
 FORMAT = "fer_lottery.sparse/1"
 WEIGHTS_FILE = "weights.pt"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fer_lottery import faults
+from fer_lottery.job import faults
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:

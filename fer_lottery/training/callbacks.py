@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from fer_lottery import faults
-from fer_lottery.io import write_atomic
+from fer_lottery.job import faults
+from fer_lottery.store.atomic import write_atomic
 
 
 class BestWeights(pl.Callback):

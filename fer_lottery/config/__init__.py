@@ -201,7 +201,7 @@ class Config:
 
 
 # The Hydra config tree (conf/ beside the package; the package is installed editable).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 # Layer groups that ``model.frozen_layers`` counts (DESIGN: AlexNet 8, ResNet-18 6).
 LAYER_COUNTS = {"resnet18": 6, "alexnet": 8}
@@ -209,7 +209,7 @@ LAYER_COUNTS = {"resnet18": 6, "alexnet": 8}
 
 def register_configs() -> None:
     """Register the schemas so that YAML files in conf/ are checked against them."""
-    from fer_lottery.sweep_names import swept_dirname
+    from fer_lottery.config.sweeps import swept_dirname
 
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from fer_lottery.io import write_json_atomic
-from fer_lottery.results_schema import ResultsError, read_results
+from fer_lottery.store.atomic import write_json_atomic
+from fer_lottery.store.results import ResultsError, read_results
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
         else:
             log.info("%s exists: this job already finished, skipping it", done)
             return results
-    from fer_lottery.pipeline import run_experiment  # heavy imports only when training
+    from fer_lottery.experiment.runner import run_experiment  # heavy imports only when training
 
     return run_experiment(cfg, run_dir)
 

@@ -1,5 +1,5 @@
-"""``python -m fer_lottery.clean DIR...`` (``make clean-checkpoints DIR=...``): free the disk space
-that only serves to resume.
+"""``python -m fer_lottery.job.clean DIR...`` (``make clean-checkpoints DIR=...``): free the disk
+space that only serves to resume.
 
 A finished job (one with ``results.json``) needs no ``checkpoints/`` folder: its final weights are
 in ``weights.pt`` (or, for a dense-only job, in the dense cache). Jobs that have not finished
@@ -32,7 +32,7 @@ def clean(dirs: list[Path]) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_lottery.clean", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fer_lottery.job.clean", description=__doc__)
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders")
     args = parser.parse_args(argv)
     missing = [d for d in args.dirs if not d.is_dir()]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from fer_lottery.io import write_json_atomic
+from fer_lottery.store.atomic import write_json_atomic
 
 log = logging.getLogger("fer_lottery")
 
@@ -51,7 +51,7 @@ class FailedJobs(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         # The basic sweeper writes multirun.yaml itself; Optuna's does not. Job folder names
-        # (fer_lottery.sweep_names) read the swept keys from it, so write it when it is missing.
+        # (fer_lottery.config.sweeps) read the swept keys from it, so write it when it is missing.
         from omegaconf import OmegaConf
 
         path = Path(config.hydra.sweep.dir) / "multirun.yaml"

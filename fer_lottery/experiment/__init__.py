@@ -1,0 +1,1 @@
+"""The flow of one experiment: dense fine-tune, prune, rewind, retrain, test; k-fold."""

@@ -1,0 +1,1 @@
+"""One Lightning training stage: the LightningModule, its callbacks, its resumable logs."""
