@@ -17,8 +17,8 @@ smallest K (1 by default); higher is better. Each job sets its torch thread coun
 (``threads``: null, every CPU), so on a CPU K jobs share the cores; ``torch_threads`` is what the
 jobs recorded. The Ks run once each, in increasing order, in one temporary folder.
 
-Defaults: tiny on a CPU (8 faces per class, 32 px, 2 epochs); SFEW-sized on a GPU (96 per class,
-224 px, 5 epochs). ``--overrides`` appends Hydra overrides to every job.
+Defaults: ``debug=tiny`` on a CPU (8 faces per class, 32 px, 2 epochs); SFEW-sized on a GPU (96
+per class, 224 px, 5 epochs). ``--overrides`` appends Hydra overrides to every job.
 
 ``python -m benchmarks.bench_packing [--jobs 1,2,4] [--sweep-jobs M] [--overrides "..."]``.
 """
@@ -42,14 +42,10 @@ from benchmarks.common import emit
 REPO = Path(__file__).resolve().parents[1]
 CONTEXT_GB = 0.5  # a CUDA context per process, roughly (not measured)
 
-COMMON = (
-    "data=synthetic",
-    "model.weights=null",
-    "cache_dense=false",
-    "trainer.enable_progress_bar=false",
-    "+trainer.extra.enable_model_summary=false",
-)
-CPU_SIZE = ("data.synthetic.per_class=8", "data.image_size=32", "trainer.max_epochs=2")
+# debug=tiny (conf/debug/tiny.yaml): synthetic faces, random init, no progress bar; on a CPU its
+# own sizes (8 faces per class, 32 px, 2 epochs).
+COMMON = ("debug=tiny", "cache_dense=false", "+trainer.extra.enable_model_summary=false")
+CPU_SIZE: tuple[str, ...] = ()
 GPU_SIZE = ("data.synthetic.per_class=96", "data.image_size=224", "trainer.max_epochs=5")
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from fer_lottery.config import CONF_DIR, register_configs
 from fer_lottery.data import CLASSES
+from tests.helpers import TINY_SYNTHETIC
 
 register_configs()
 
@@ -91,21 +92,10 @@ def sfew_root(tmp_path, sfew_frames) -> Path:
     return Path(shutil.copytree(sfew_frames, tmp_path / "SFEW"))
 
 
-# Tiny settings for in-process jobs: synthetic faces, 32 px, ResNet-18 from random init.
-TINY = (
-    "data=synthetic",
-    "data.synthetic.per_class=8",
-    "data.image_size=32",
-    "data.batch_size=16",
-    "model.weights=null",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-)
-
-
 @pytest.fixture
 def run_job(compose_cfg, tmp_path):
-    """Run one experiment in-process (the real pipeline and Trainer) in ``tmp_path/<name>``.
+    """Run one experiment in-process (the real pipeline and Trainer) in ``tmp_path/<name>``, at
+    ``TINY_SYNTHETIC`` (tests/helpers.py) plus ``overrides``.
 
     Returns (results, run_dir). The dense cache lives in ``tmp_path/cache`` unless ``cache=``
     names another folder.
@@ -114,7 +104,7 @@ def run_job(compose_cfg, tmp_path):
     def _run(name: str, *overrides: str, cache: Path | None = None):
         from fer_lottery.experiment.runner import run_experiment
 
-        cfg = compose_cfg(*TINY, f"cache_dir={cache or tmp_path / 'cache'}", *overrides)
+        cfg = compose_cfg(*TINY_SYNTHETIC, f"cache_dir={cache or tmp_path / 'cache'}", *overrides)
         run_dir = tmp_path / name
         return run_experiment(cfg, run_dir), run_dir
 

@@ -3,6 +3,7 @@ unwritable cache location is reported before any work."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-SMALL = ["data.crop=none", "data.image_size=32", "model.weights=null", "trainer.max_epochs=1"]
+from tests import helpers
+from tests.helpers import TINY_SFEW_UNCROPPED
 
-
-def run(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {"FER_LOTTERY_CACHE": str(cwd / "cache"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "fer_lottery", *overrides],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+# Every run here exits non-zero (the tests check how), within 300 s.
+run_cli = functools.partial(helpers.run_cli, check=False, timeout=300)
 
 
 def _lines(text: str) -> list[str]:
@@ -51,9 +44,9 @@ def test_an_unwritable_cache_fails_in_one_line_before_any_work(tmp_path, sfew_fr
         cache.mkdir(mode=0o555)
         overrides = [f"cache_dir={cache}"]
     run_dir = tmp_path / "run"
-    proc = run(
+    proc = run_cli(
         f"data.root={sfew_frames}",
-        *SMALL,
+        *TINY_SFEW_UNCROPPED,
         *overrides,
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
@@ -71,7 +64,9 @@ def test_an_unwritable_cache_fails_in_one_line_before_any_work(tmp_path, sfew_fr
 
 def test_a_user_error_is_printed_once_on_stderr(tmp_path):
     missing = tmp_path / "no_such_SFEW"
-    proc = run(f"data.root={missing}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = run_cli(
+        f"data.root={missing}", *TINY_SFEW_UNCROPPED, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert proc.stderr.count(f"SFEW root {missing}") == 1, proc.stderr
     assert str(missing) not in proc.stdout
@@ -84,7 +79,9 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     frame = next(root.glob("Angry/*.png"))
     (root / "crops.csv").write_text(f"file,x1,y1,x2,y2\nAngry/{frame.name},900,900,990,990\n")
     error = "lies outside the 720x576 frame"
-    proc = run(f"data.root={root}", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = run_cli(
+        f"data.root={root}", *TINY_SFEW_UNCROPPED, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert proc.stderr.count(error) == 1 and error not in proc.stdout, proc.stdout + proc.stderr
     # On a terminal the line shows the error alone: the progress bar is cleared first.
@@ -92,7 +89,9 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     assert [line for line in shown if error in line][0].startswith("["), proc.stderr
 
     sweep = tmp_path / "sweep"
-    proc = run("-m", f"data.root={root}", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_cli(
+        "-m", f"data.root={root}", *TINY_SFEW_UNCROPPED, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert proc.returncode == 1
     assert error not in proc.stdout, proc.stdout
     # The job's own line (saying where it is recorded), then the sweep's list of failed jobs.

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from fer_lottery.store.dense_cache import dense_key
+from fer_lottery.experiment.dense import cache_key
 from fer_lottery.store.weights import load_weights
 
 
@@ -25,5 +25,5 @@ def test_a_compiled_job_trains_prunes_and_keeps_its_mask(run_job, compose_cfg):
     assert weights.keys() == load_weights(run_dir.parent / "eager" / "weights.pt").keys()
     assert results["params/nonzero"] == eager["params/nonzero"]
     # Compiled kernels may round differently, so the two do not share a dense cache entry.
-    keys = {dense_key(compose_cfg(f"trainer.compile={c}")) for c in ("true", "false")}
+    keys = {cache_key(compose_cfg(f"trainer.compile={c}")) for c in ("true", "false")}
     assert len(keys) == 2

@@ -1,6 +1,9 @@
 """Compose tests of the conf/ tree and the schema checks."""
 
+import re
+
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
@@ -82,7 +85,34 @@ def test_alexnet_allows_eight_frozen_layers_but_not_nine(compose_cfg):
         validate(compose_cfg("model=alexnet", "model.frozen_layers=9"))
 
 
-def test_config_resolves_to_plain_yaml(compose_cfg):
+def test_config_resolves_to_plain_yaml(compose_cfg, monkeypatch, tmp_path):
+    """The resolved config is plain YAML that loads back to the composed values: no
+    interpolation left, enums as their names."""
+    monkeypatch.setenv("FER_LOTTERY_CACHE", str(tmp_path / "cache"))
     cfg = compose_cfg("data=synthetic")
-    text = OmegaConf.to_yaml(cfg, resolve=True)
-    assert "name: synthetic" in text
+    loaded = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
+
+    def check_plain(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                assert isinstance(key, str), where
+                check_plain(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                check_plain(value, f"{where}[{i}]")
+        else:
+            assert node is None or type(node) in (str, int, float, bool), (where, node)
+            if isinstance(node, str):
+                assert "${" not in node, (where, node)  # an interpolation left unresolved
+                assert not re.match(r"<?[A-Z]\w*\.\w", node), (where, node)  # DataName.synthetic
+
+    check_plain(loaded, "cfg")
+    assert loaded == OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert loaded["data"]["name"] == cfg.data.name.value == "synthetic"
+    assert loaded["data"]["image_size"] == cfg.data.image_size == 64
+    assert loaded["model"]["name"] == cfg.model.name.value == "resnet18"
+    assert loaded["prune"]["method"] == cfg.prune.method.value == "magnitude"
+    assert loaded["optim"]["lr"] == cfg.optim.lr == 0.02
+    assert loaded["trainer"]["max_epochs"] == cfg.trainer.max_epochs == 50
+    assert loaded["seed"] == cfg.seed == 1
+    assert loaded["cache_dir"] == cfg.cache_dir == str(tmp_path / "cache")  # from the env var

@@ -11,8 +11,9 @@ import torch
 from filelock import FileLock
 
 from fer_lottery.errors import CacheError
+from fer_lottery.experiment.dense import cache_key
 from fer_lottery.models import build_model
-from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
+from fer_lottery.store.dense_cache import DenseEntry, load_state, save_state
 
 
 def _epochs(run_dir, stage="dense") -> list[dict]:
@@ -46,18 +47,29 @@ def test_rewind_epoch_keeps_theta_k_when_the_best_epoch_comes_before_k(run_job, 
 
 
 def test_an_entry_missing_a_promised_file_is_not_published(tmp_path):
-    entry = DenseEntry(tmp_path, "k")
-    entry.partial.mkdir(parents=True)
-    DenseEntry.save_state(entry.partial / "theta0.pt", {"w": torch.zeros(2)})
-    torch.save(None, entry.partial / "theta_k.pt")  # what a lost snapshot used to leave
+    entry = DenseEntry(tmp_path, "k", snapshot_epoch=2)  # it promises theta_k.pt too
+    assert entry.start({"w": torch.zeros(2)}) == "miss"
+    torch.save(None, entry.theta_k_path)  # what a lost snapshot used to leave
     with pytest.raises(CacheError, match="theta_k.pt"):
-        entry.finish({"test/acc": 0.5}, ["theta0.pt", "theta_k.pt"])
-    with pytest.raises(CacheError, match="best.pt"):
-        entry.finish({"test/acc": 0.5}, ["theta0.pt", "best.pt"])
-    assert not entry.done() and not entry.final.exists()
-    DenseEntry.save_state(entry.partial / "best.pt", {"w": torch.ones(2)})
-    entry.finish({"test/acc": 0.5}, ["theta0.pt", "best.pt"])
-    assert entry.done() and entry.metrics() == {"test/acc": 0.5}
+        entry.publish({"test/acc": 0.5}, {"w": torch.ones(2)})
+    (entry.theta_k_path).unlink()
+    with pytest.raises(CacheError, match="theta_k.pt"):
+        entry.publish({"test/acc": 0.5}, {"w": torch.ones(2)})
+    assert not entry.check() and not entry.final.exists()
+    assert entry.start({"w": torch.full((2,), 9.0)}) == "resumed"  # theta0 is kept, not rewritten
+    save_state(entry.theta_k_path, {"w": torch.ones(2)})
+    entry.publish({"test/acc": 0.5}, {"w": torch.ones(2)})
+    assert entry.check() and entry.metrics() == {"test/acc": 0.5}
+    assert torch.equal(entry.start_weights()["theta0"]["w"], torch.zeros(2))
+    assert json.loads((entry.final / "metrics.json").read_text())["files"] == entry.files
+
+
+def test_rewind_epoch_0_publishes_theta0_as_theta_k(tmp_path):
+    entry = DenseEntry(tmp_path, "k", snapshot_epoch=0)
+    entry.start({"w": torch.zeros(2)})
+    entry.publish({"test/acc": 0.5}, {"w": torch.ones(2)})
+    weights = entry.start_weights()
+    assert torch.equal(weights["theta_k"]["w"], weights["theta0"]["w"])
 
 
 def test_weights_file_is_keyed_by_content_not_path(compose_cfg, tmp_path):
@@ -65,10 +77,10 @@ def test_weights_file_is_keyed_by_content_not_path(compose_cfg, tmp_path):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.save(build_model("resnet18", None).state_dict(), a)
     b.write_bytes(a.read_bytes())
-    key_a = dense_key(compose_cfg(f"model.weights={a}"))
-    assert dense_key(compose_cfg(f"model.weights={b}")) == key_a  # same content, other path
+    key_a = cache_key(compose_cfg(f"model.weights={a}"))
+    assert cache_key(compose_cfg(f"model.weights={b}")) == key_a  # same content, other path
     torch.save(build_model("resnet18", None).state_dict(), a)  # same path, new content
-    assert dense_key(compose_cfg(f"model.weights={a}")) != key_a
+    assert cache_key(compose_cfg(f"model.weights={a}")) != key_a
 
 
 DATASETS = ("synthetic", "sfew")
@@ -83,7 +95,7 @@ def test_synthetic_data_is_keyed_without_a_root_and_sfew_by_its_resolved_root(
     for cwd in ("a", "b"):
         (tmp_path / cwd).mkdir()
         monkeypatch.chdir(tmp_path / cwd)
-        keys[cwd] = [dense_key(compose_cfg(f"data={d}", "data.root=SFEW")) for d in DATASETS]
+        keys[cwd] = [cache_key(compose_cfg(f"data={d}", "data.root=SFEW")) for d in DATASETS]
     assert keys["a"][0] == keys["b"][0]  # synthetic
     assert keys["a"][1] != keys["b"][1]  # sfew
 
@@ -91,16 +103,16 @@ def test_synthetic_data_is_keyed_without_a_root_and_sfew_by_its_resolved_root(
 def test_null_precision_and_auto_accelerator_are_keyed_as_resolved(compose_cfg):
     resolved = "bf16-mixed" if torch.cuda.is_available() else "32-true"
     device = "gpu" if torch.cuda.is_available() else "cpu"
-    null = dense_key(compose_cfg("trainer.precision=null"))
-    assert null == dense_key(compose_cfg(f"trainer.precision={resolved}"))
-    assert null == dense_key(compose_cfg(f"trainer.accelerator={device}"))
-    assert null != dense_key(compose_cfg("trainer.precision=64-true"))
+    null = cache_key(compose_cfg("trainer.precision=null"))
+    assert null == cache_key(compose_cfg(f"trainer.precision={resolved}"))
+    assert null == cache_key(compose_cfg(f"trainer.accelerator={device}"))
+    assert null != cache_key(compose_cfg("trainer.precision=64-true"))
 
 
 def test_cpu_thread_count_is_part_of_the_key(compose_cfg):
     if torch.cuda.is_available():
         pytest.skip("the thread count is keyed on CPU runs only")
-    assert dense_key(compose_cfg("threads=1")) != dense_key(compose_cfg("threads=2"))
+    assert cache_key(compose_cfg("threads=1")) != cache_key(compose_cfg("threads=2"))
 
 
 def test_waiting_for_the_lock_times_out_naming_the_lock_and_its_holder(tmp_path):
@@ -122,14 +134,14 @@ def test_waiting_for_the_lock_times_out_naming_the_lock_and_its_holder(tmp_path)
     assert not holder.holder_path.exists()
 
 
-def _finished(tmp_path, files=("theta0.pt", "best.pt")) -> DenseEntry:
-    """A published entry with real state dicts (a small model's), as ``finish`` leaves it."""
-    entry = DenseEntry(tmp_path, "k")
-    entry.partial.mkdir(parents=True)
+def _finished(tmp_path, snapshot_epoch: int | None = None) -> DenseEntry:
+    """A published entry with real state dicts (a small model's), as ``publish`` leaves it."""
+    entry = DenseEntry(tmp_path, "k", snapshot_epoch)
     state = {"w": torch.randn(8, 4), "b": torch.zeros(8)}
-    for name in files:
-        DenseEntry.save_state(entry.partial / name, state)
-    entry.finish({"test/acc": 0.5}, list(files))
+    entry.start(state)
+    if snapshot_epoch:
+        save_state(entry.theta_k_path, state)
+    entry.publish({"test/acc": 0.5}, state)
     return entry
 
 
@@ -159,11 +171,11 @@ def _truncate(path):
     ],
 )
 def test_a_broken_finished_entry_is_moved_aside_with_one_warning(tmp_path, caplog, damage, named):
-    entry = _finished(tmp_path, ("theta0.pt", "best.pt", "theta_k.pt"))
-    assert entry.done()
+    entry = _finished(tmp_path, snapshot_epoch=1)
+    assert entry.check()
     damage(entry)
     with caplog.at_level(logging.WARNING):
-        assert not entry.done()
+        assert not entry.check()
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and named in warned[0] and str(entry.final) in warned[0], warned
     assert not entry.final.exists()
@@ -172,7 +184,7 @@ def test_a_broken_finished_entry_is_moved_aside_with_one_warning(tmp_path, caplo
     # What the caller does next: a fresh entry is trained and published under the same key.
     caplog.clear()
     fresh = _finished(tmp_path / "again")
-    assert fresh.done() and not caplog.records
+    assert fresh.check() and not caplog.records
 
 
 def test_a_truncated_dense_file_is_retrained_to_the_same_numbers(run_job, tmp_path, caplog):

@@ -493,8 +493,32 @@ def test_angle_step_at_4096_units():
     assert plain.similar_pairs > 1000 and both.complementary_pairs > 0
 
 
-def test_pairwise_angles_are_degrees_between_columns():
-    z = torch.tensor([[1.0, 0.0, -1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
-    z = z / z.norm(dim=0)
-    angles = dist.pairwise_angles(z, chunk=3)
-    torch.testing.assert_close(angles[0], torch.tensor([0.0, 90.0, 180.0, 45.0]), atol=1e-3, rtol=0)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairwise_angles_are_degrees_between_columns(dtype):
+    """The whole matrix: every pair of columns, symmetric, zero on the diagonal."""
+    atol = 1e-3 if dtype == torch.float32 else 1e-6
+    # acos is ill-conditioned at 1: a rounding error e in a unit's dot product with itself gives
+    # about sqrt(2e) rad, 0.02 deg in float32 (1e-6 deg in float64).
+    diag_atol = 0.05 if dtype == torch.float32 else 1e-5
+    known = torch.tensor([[1.0, 0.0, -1.0, 1.0], [0.0, 1.0, 0.0, 1.0]], dtype=dtype)
+    known_angles = [
+        [0.0, 90.0, 180.0, 45.0],
+        [90.0, 0.0, 90.0, 45.0],
+        [180.0, 90.0, 0.0, 135.0],
+        [45.0, 45.0, 135.0, 0.0],
+    ]
+    # Random columns against numpy in float64: arccos of the normalized dot products.
+    rand = np.random.default_rng(0).standard_normal((5, 7))
+    rand /= np.linalg.norm(rand, axis=0)
+    rand_angles = np.degrees(np.arccos(np.clip(rand.T @ rand, -1.0, 1.0)))
+    for z, expected in (
+        (known / known.norm(dim=0), torch.tensor(known_angles, dtype=dtype)),
+        (torch.from_numpy(rand).to(dtype), torch.from_numpy(rand_angles).to(dtype)),
+    ):
+        angles = dist.pairwise_angles(z, chunk=3)  # rows in chunks: 4 = 3 + 1, 7 = 3 + 3 + 1
+        assert angles.shape == expected.shape and angles.dtype == dtype
+        off = ~torch.eye(len(expected), dtype=torch.bool)
+        torch.testing.assert_close(angles[off], expected[off], atol=atol, rtol=0)
+        torch.testing.assert_close(angles, angles.T, atol=atol, rtol=0)
+        zeros = torch.zeros(len(expected), dtype=dtype)
+        torch.testing.assert_close(angles.diagonal(), zeros, atol=diag_atol, rtol=0)

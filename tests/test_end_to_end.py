@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,31 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fer_lottery import report
 from fer_lottery.data import CLASSES
-
-SMALL = [
-    "model.weights=null",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "data.image_size=32",
-    "data.batch_size=32",
-]
-
-
-def run_cli(*overrides: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_lottery", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc
+from tests.helpers import TINY_SFEW, TINY_SYNTHETIC_BATCH32, run_cli
 
 
 def tb_tags(folder: Path) -> dict[str, list[str]]:
@@ -52,9 +25,8 @@ def tb_tags(folder: Path) -> dict[str, list[str]]:
 def test_synthetic_run_writes_results_and_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "data=synthetic",
+        *TINY_SYNTHETIC_BATCH32,
         "data.synthetic.per_class=12",
-        *SMALL,
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
@@ -100,10 +72,8 @@ def test_same_seed_gives_same_results_on_cpu(tmp_path):
     accs = []
     for name in ("a", "b"):
         run_cli(
-            "data=synthetic",
-            "data.synthetic.per_class=8",
+            *TINY_SYNTHETIC_BATCH32,
             "cache_dense=false",  # train twice, do not reuse the first run
-            *SMALL,
             "trainer.max_epochs=1",
             f"hydra.run.dir={tmp_path / name}",
             cwd=tmp_path,
@@ -118,7 +88,7 @@ def test_missing_root_is_one_clear_message(tmp_path):
     missing = tmp_path / "no_such_SFEW"
     proc = run_cli(
         f"data.root={missing}",
-        *SMALL,
+        *TINY_SFEW,
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
         check=False,
@@ -145,7 +115,7 @@ def test_out_of_range_config_fails_before_work(tmp_path):
 
 def test_sfew_layout_real_frames_then_cached_crops(tmp_path, sfew_frames):
     """Real 720x576 frames through real MTCNN; the second identical run detects nothing."""
-    args = (f"data.root={sfew_frames}", *SMALL, "data.image_size=64", "trainer.max_epochs=1")
+    args = (f"data.root={sfew_frames}", *TINY_SFEW, "data.image_size=64", "trainer.max_epochs=1")
     first = run_cli(*args, f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
     r1 = json.loads((tmp_path / "first" / "results.json").read_text())
     assert r1["data/faces_detected"] == 17 and r1["data/faces_fallback"] == 4
@@ -168,7 +138,7 @@ def test_alexnet_on_sfew_layout(tmp_path, sfew_frames, crop_cache):
         f"data.root={sfew_frames}",
         "model=alexnet",
         "model.frozen_layers=5",
-        *SMALL,
+        *TINY_SFEW,
         "data.image_size=64",
         "trainer.max_epochs=1",
         f"cache_dir={crop_cache}",
@@ -187,9 +157,8 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     proc = run_cli(
         "-m",
-        "data=synthetic",
+        *TINY_SYNTHETIC_BATCH32,
         "data.synthetic.per_class=10",
-        *SMALL,
         "prune.ratio=0.5,0.9",
         "prune.rewind=pretrained",
         "prune.retrain_epochs=1",
@@ -226,7 +195,7 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
 @pytest.mark.slow
 def test_imp_rewind_epoch_and_distinctiveness_share_one_dense_run(tmp_path):
     """IMP with rewind to epoch 1, then distinctiveness, on the same cached dense model."""
-    base = ("data=synthetic", "data.synthetic.per_class=10", *SMALL, "prune.retrain_epochs=1")
+    base = (*TINY_SYNTHETIC_BATCH32, "data.synthetic.per_class=10", "prune.retrain_epochs=1")
     run_cli(
         *base,
         "prune.ratio=0.9",
@@ -269,9 +238,8 @@ def test_parallel_jobs_wait_for_one_dense_run(tmp_path):
         "-m",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "data=synthetic",
+        *TINY_SYNTHETIC_BATCH32,
         "data.synthetic.per_class=10",
-        *SMALL,
         "prune.ratio=0.5,0.9",
         "prune.retrain_epochs=1",
         f"hydra.sweep.dir={sweep}",

@@ -15,12 +15,12 @@ import torch
 
 import fer_lottery.export.loader as loader_module
 from fer_lottery.export.__main__ import main as export_main
-from fer_lottery.export.run import ExportError, final_weights, final_weights_path, masked_model
+from fer_lottery.export.run import ExportError, masked_model
 from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model
 from fer_lottery.pruning.distinctiveness import distinctiveness_prune
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.store.weights import save_weights
+from fer_lottery.store.weights import run_weights, run_weights_path, save_weights
 
 TOL = 1e-5
 
@@ -183,17 +183,24 @@ def fake_run(root: Path, method: str = "distinctiveness") -> Path:
     return root
 
 
-def test_final_weights_prefer_weights_pt_then_the_last_retrain_stage(tmp_path):
+def test_final_weights_are_weights_pt_or_the_dense_cache_entry(tmp_path):
     run = fake_run(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no weights.pt"):
+        run_weights_path(run)
     with pytest.raises(ExportError, match="no final weights"):
-        final_weights_path(run)
-    for stage, value in (("retrain1", 1.0), ("retrain2", 2.0), ("retrain10", 10.0)):
-        (run / "checkpoints" / stage).mkdir(parents=True)
-        ckpt = {"state_dict": {"model.w": torch.tensor(value), "val_acc_best.x": torch.tensor(0)}}
-        torch.save(ckpt, run / "checkpoints" / stage / "best.ckpt")
-    assert final_weights(run) == {"w": torch.tensor(10.0)}  # numeric order, metric keys dropped
-    save_weights(run / "weights.pt", {"w": torch.tensor(-1.0)})
-    assert final_weights(run) == {"w": torch.tensor(-1.0)}
+        masked_model(run)
+    # A dense-only job's weights are its dense cache entry's best.pt, as results.json names it.
+    entry = tmp_path / "cache" / "dense" / "abc"
+    entry.mkdir(parents=True)
+    torch.save({"w": torch.tensor(2.0)}, entry / "best.pt")
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["cache_dir"] = str(tmp_path / "cache")
+    results["dense/cache_key"] = "abc"
+    (run / "results.json").write_text(json.dumps(results))
+    assert run_weights_path(run) == entry / "best.pt"
+    assert run_weights(run) == {"w": torch.tensor(2.0)}
+    save_weights(run / "weights.pt", {"w": torch.tensor(-1.0)})  # a pruned job's: preferred
+    assert run_weights(run) == {"w": torch.tensor(-1.0)}
 
 
 def test_export_refuses_runs_it_cannot_slim(tmp_path, capsys):
@@ -226,7 +233,7 @@ def test_cli_exports_a_real_run_that_loads_with_torch_and_torchvision_alone(run_
         "prune.retrain_epochs=1",
         "trainer.max_epochs=1",
     )
-    assert final_weights_path(run_dir).name == "weights.pt"  # the last round's best, sparse
+    assert run_weights_path(run_dir).name == "weights.pt"  # the last round's best, sparse
     out = tmp_path / "slim.pt"
     assert export_main([str(run_dir), "--out", str(out)]) == 0
     model, arch, _ = masked_model(run_dir)

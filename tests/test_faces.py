@@ -85,14 +85,31 @@ def first(dataset, tmp_path_factory):
 
 
 def _by_name(first):
-    names, _, _, _, (crops, kept, sources, _) = first
-    return {names[i]: (crops[j], sources[j]) for j, i in enumerate(kept)}
+    """{name: (crop, source)} for the kept images of the cold run (sources from its cache)."""
+    names, paths, manual, cache, (crops, kept, _) = first
+    root = paths[0].parents[1]
+    params = CropParams(size=112)
+    got = {}
+    for j, i in enumerate(kept):
+        source = _cached_source(cache, paths[i], params, faces._manual_box(paths[i], manual, root))
+        got[names[i]] = (crops[j], source)
+    return got
+
+
+def _cached_entry(cache, data, params, manual_box=None):
+    """The cache entry for these image bytes and parameters."""
+    return np.load(cache / f"{faces._cache_key(data, params, manual_box)}.npz")
 
 
 def _cached_box(cache, data, params, manual_box=None):
     """The crop box stored as metadata in the cache entry for these image bytes."""
-    entry = np.load(cache / f"{faces._cache_key(data, params, manual_box)}.npz")
+    entry = _cached_entry(cache, data, params, manual_box)
     return tuple(int(v) for v in entry["box"]), float(entry["prob"])
+
+
+def _cached_source(cache, path, params, manual_box=None):
+    """Where the cached crop of this image came from: detected, fallback or manual."""
+    return str(_cached_entry(cache, path.read_bytes(), params, manual_box)["source"])
 
 
 def _inside(box, face, offset=(0, 0), scale=1):
@@ -102,7 +119,7 @@ def _inside(box, face, offset=(0, 0), scale=1):
 
 
 def test_mtcnn_finds_the_astronaut_face(first):
-    names, paths, _, cache, (crops, _, _, report) = first
+    names, paths, _, cache, (crops, _, report) = first
     got = _by_name(first)
     for name in ("Angry/astro.png", "Happy/grey.png", "Sad/rgba.png", "Sad/big.jpg"):
         crop, source = got[name]
@@ -125,14 +142,14 @@ def test_mtcnn_finds_the_astronaut_face(first):
 
 
 def test_several_faces_keep_one_and_are_counted(first):
-    report = first[4][3]
+    report = first[4][2]
     assert _by_name(first)["Angry/two.png"][1] == "detected"
     assert report.multiple_faces >= 1
 
 
 def test_no_face_uses_centre_fallback(first, dataset):
     _, files = dataset
-    report = first[4][3]
+    report = first[4][2]
     crop, source = _by_name(first)["Happy/noise.png"]
     assert source == "fallback"
     assert report.fallback == 1
@@ -143,7 +160,7 @@ def test_no_face_uses_centre_fallback(first, dataset):
 
 def test_manual_box_overrides(first, dataset):
     _, files = dataset
-    report = first[4][3]
+    report = first[4][2]
     crop, source = _by_name(first)["Happy/flat.png"]
     assert source == "manual"
     assert report.manual == 1
@@ -152,17 +169,17 @@ def test_manual_box_overrides(first, dataset):
 
 
 def test_unreadable_files_are_skipped_and_named(first):
-    names, paths, _, _, (crops, kept, sources, report) = first
+    names, paths, _, _, (crops, kept, report) = first
     bad = {"Sad/truncated.png", "Sad/empty.png", "Sad/text.png"}
     assert sorted(report.unreadable) == sorted(str(paths[names.index(n)]) for n in bad)
     assert {names[i] for i in kept} == set(names) - bad
-    assert len(crops) == len(kept) == len(sources) == 7
+    assert len(crops) == len(kept) == 7
 
 
 def test_second_run_is_a_full_cache_hit_without_mtcnn(first, caplog, monkeypatch):
     import facenet_pytorch
 
-    names, paths, manual, cache, (crops, kept, sources, _) = first
+    names, paths, manual, cache, (crops, kept, report1) = first
     root = paths[0].parents[1]
 
     def refuse(*args, **kwargs):
@@ -170,11 +187,13 @@ def test_second_run_is_a_full_cache_hit_without_mtcnn(first, caplog, monkeypatch
 
     monkeypatch.setattr(facenet_pytorch, "MTCNN", refuse)
     with caplog.at_level(logging.INFO, logger="fer_lottery.data.faces"):
-        crops2, kept2, sources2, report = crop_faces(
+        crops2, kept2, report = crop_faces(
             paths, CropParams(size=112), cache, manual=manual, root=root, progress=False
         )
     assert report.cache_hits == 7 and report.cache_misses == 0
-    assert torch.equal(crops, crops2) and kept == kept2 and sources == sources2
+    assert torch.equal(crops, crops2) and kept == kept2
+    counts = (report.detected, report.fallback, report.manual, report.multiple_faces)
+    assert counts == (report1.detected, report1.fallback, report1.manual, report1.multiple_faces)
     assert (report.detected, report.fallback, report.manual) == (5, 1, 1)
     assert len(report.unreadable) == 3
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -186,33 +205,32 @@ def test_second_run_is_a_full_cache_hit_without_mtcnn(first, caplog, monkeypatch
 def test_changed_parameter_misses_the_cache(first):
     names, paths, _, cache, _ = first
     subset = [paths[names.index("Angry/astro.png")], paths[names.index("Happy/noise.png")]]
-    crops, _, sources, report = crop_faces(
-        subset, CropParams(size=112, margin=0.2), cache, progress=False
-    )
+    params = CropParams(size=112, margin=0.2)
+    _, _, report = crop_faces(subset, params, cache, progress=False)
     assert (report.cache_hits, report.cache_misses) == (0, 2)
-    assert sources == ["detected", "fallback"]
-    _, _, _, report = crop_faces(subset, CropParams(size=64), cache, progress=False)
+    assert [_cached_source(cache, p, params) for p in subset] == ["detected", "fallback"]
+    _, _, report = crop_faces(subset, CropParams(size=64), cache, progress=False)
     assert (report.cache_hits, report.cache_misses) == (0, 2)
     # batch_size does not change the output, so it is not part of the key
-    _, _, _, report = crop_faces(subset, CropParams(size=112, batch_size=1), cache, progress=False)
+    _, _, report = crop_faces(subset, CropParams(size=112, batch_size=1), cache, progress=False)
     assert (report.cache_hits, report.cache_misses) == (2, 0)
 
 
 def test_corrupted_cache_file_is_moved_aside_and_recomputed(first, caplog):
-    names, paths, _, cache, (crops, kept, _, _) = first
+    names, paths, _, cache, (crops, kept, _) = first
     path = paths[names.index("Happy/noise.png")]  # fallback: no MTCNN needed to recompute
     entry = cache / f"{faces._cache_key(path.read_bytes(), CropParams(size=112), None)}.npz"
     entry.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
-        again, _, sources, report = crop_faces([path], CropParams(size=112), cache, progress=False)
+        again, _, report = crop_faces([path], CropParams(size=112), cache, progress=False)
     assert (report.cache_hits, report.cache_misses) == (0, 1)
-    assert sources == ["fallback"]
+    assert report.fallback == 1
     assert torch.equal(again[0], crops[kept.index(names.index("Happy/noise.png"))])
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and str(entry) in warned[0] and "quarantine" in warned[0]
     (moved,) = (cache / "quarantine").glob(f"{entry.name}.*")
     assert moved.read_bytes() == b"garbage"  # kept for a look, out of the cache's way
-    _, _, _, report = crop_faces([path], CropParams(size=112), cache, progress=False)
+    _, _, report = crop_faces([path], CropParams(size=112), cache, progress=False)
     assert report.cache_hits == 1  # rewritten
 
 
@@ -221,7 +239,7 @@ def test_a_damaged_crop_entry_warns_once_and_is_redone(tmp_path, caplog, damage)
     path = tmp_path / "frame.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 80, 3), np.uint8)).save(path)
     params = CropParams(method="none", size=32)
-    first, _, _, _ = crop_faces([path], params, tmp_path / "c", progress=False)
+    first, _, _ = crop_faces([path], params, tmp_path / "c", progress=False)
     (entry,) = (tmp_path / "c").glob("*.npz")
     if damage == "truncate":
         entry.write_bytes(entry.read_bytes()[:300])
@@ -234,12 +252,12 @@ def test_a_damaged_crop_entry_warns_once_and_is_redone(tmp_path, caplog, damage)
         with entry.open("wb") as f:
             np.savez(f, **z)
     with caplog.at_level(logging.WARNING):
-        again, _, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
+        again, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
     assert report.cache_misses == 1 and torch.equal(again, first)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and str(entry) in warned[0], warned
     assert len(list((tmp_path / "c" / "quarantine").iterdir())) == 1
-    _, _, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
+    _, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
     assert report.cache_hits == 1
 
 
@@ -248,14 +266,12 @@ def test_tiny_frames_fall_back(tmp_path):
     for w, h in ((40, 30), (10, 10)):  # MTCNN raises on the 10x10 one
         paths.append(tmp_path / f"tiny{w}.png")
         Image.new("RGB", (w, h), (200, 50, 50)).save(paths[-1])
-    crops, kept, sources, report = crop_faces(
-        paths, CropParams(size=32), tmp_path / "cache", progress=False
-    )
-    assert kept == [0, 1] and sources == ["fallback", "fallback"] and report.fallback == 2
+    crops, kept, report = crop_faces(paths, CropParams(size=32), tmp_path / "cache", progress=False)
+    assert kept == [0, 1] and report.fallback == 2
     assert crops.shape == (2, 3, 32, 32)
     # The clear "no face" on 40x30 is cached; MTCNN's error on 10x10 is not an outcome.
     assert report.detect_failed == 1
-    again, _, _, report = crop_faces(paths, CropParams(size=32), tmp_path / "cache", progress=False)
+    again, _, report = crop_faces(paths, CropParams(size=32), tmp_path / "cache", progress=False)
     assert (report.cache_hits, report.cache_misses, report.detect_failed) == (1, 1, 1)
     assert torch.equal(again, crops)
 
@@ -274,16 +290,16 @@ def test_a_transient_mtcnn_failure_is_not_cached(dataset, tmp_path, monkeypatch,
 
     monkeypatch.setattr(facenet_pytorch.MTCNN, "detect", fail)
     with caplog.at_level(logging.WARNING):
-        _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
-    assert sources == ["fallback"] and report.detect_failed == 1
+        _, _, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert report.fallback == 1 and report.detect_failed == 1
     assert any("not cached" in r.getMessage() for r in caplog.records)
     assert not list(tmp_path.glob("*.npz"))
 
     monkeypatch.setattr(facenet_pytorch.MTCNN, "detect", real_detect)
-    _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
-    assert sources == ["detected"] and (report.cache_misses, report.detect_failed) == (1, 0)
-    _, _, sources, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
-    assert sources == ["detected"] and report.cache_hits == 1
+    _, _, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert report.detected == 1 and (report.cache_misses, report.detect_failed) == (1, 0)
+    _, _, report = crop_faces([path], CropParams(size=64), tmp_path, progress=False)
+    assert report.detected == 1 and report.cache_hits == 1
 
 
 def test_method_none_and_full_fallback(tmp_path):
@@ -292,8 +308,8 @@ def test_method_none_and_full_fallback(tmp_path):
     img.paste((255, 255, 255), (0, 0, 40, 40))  # left half white
     img.save(path)
     params = CropParams(method="none", size=20, fallback="full")
-    crops, _, sources, _ = crop_faces([path], params, tmp_path / "c", progress=False)
-    assert sources == ["fallback"]
+    crops, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
+    assert report.fallback == 1
     assert crops[0, :, :, :8].min() == 255 and crops[0, :, :, 12:].max() == 0  # squashed
 
 
@@ -351,7 +367,7 @@ def test_truncated_file_rejected_even_if_pil_is_told_to_accept_it(dataset, tmp_p
 
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # e.g. set by another library
     path = dataset[1]["Sad/truncated.png"]
-    crops, kept, _, report = crop_faces([path], CropParams(), tmp_path, progress=False)
+    crops, kept, report = crop_faces([path], CropParams(), tmp_path, progress=False)
     assert kept == [] and crops.shape == (0, 3, 224, 224) and report.unreadable == [str(path)]
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
 
@@ -377,10 +393,10 @@ def test_a_crops_csv_row_naming_no_image_is_an_error_naming_the_row(dataset, tmp
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # before work
     # The rows that match are used.
     ok = {k: v for k, v in manual.items() if k in ("Happy/flat.png", "astro.png")}
-    _, _, sources, _ = crop_faces(
+    _, kept, report = crop_faces(
         paths, CropParams(size=32), tmp_path / "c", ok, root, progress=False
     )
-    assert sources == ["manual", "manual"]
+    assert kept == [0, 1] and report.manual == 2
 
 
 # -- unusual image modes: real files written by PIL (and one by hand), decoded to 8-bit RGB
@@ -461,8 +477,6 @@ def test_a_16_bit_frame_gets_its_face_detected(tmp_path):
     grey16 = np.asarray(frame.convert("L"), dtype=np.uint16) * 257
     path = tmp_path / "grey16.png"
     Image.fromarray(grey16).save(path)
-    crops, _, sources, report = crop_faces(
-        [path], CropParams(size=64), tmp_path / "c", progress=False
-    )
-    assert sources == ["detected"] and report.detected == 1
+    crops, _, report = crop_faces([path], CropParams(size=64), tmp_path / "c", progress=False)
+    assert report.detected == 1
     assert 40 < crops.float().mean() < 200  # not white

@@ -8,53 +8,30 @@ its TensorBoard scalars must equal the uninterrupted run's.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests import helpers
+from tests.helpers import TINY_SYNTHETIC
+
+# TINY_SYNTHETIC (3 training batches per epoch), 3 dense and 2 retraining epochs, a resumable
+# checkpoint after every epoch.
 JOB = [
-    "data=synthetic",
-    "data.synthetic.per_class=8",
-    "data.image_size=32",
-    "data.batch_size=16",  # 3 training batches per epoch
-    "model.weights=null",
+    *TINY_SYNTHETIC,
     "trainer.max_epochs=3",
     "prune.retrain_epochs=2",
-    "trainer.enable_progress_bar=false",
     "trainer.checkpoint_every_n_epochs=1",
 ]
 
-
-def run(cwd: Path, *args: str, fault: str | None = None, once: Path | None = None):
-    """``python -m fer_lottery *args`` in ``cwd`` with its own cache; a fault if given."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")}
-    env.pop("FER_LOTTERY_FAULT", None)
-    if fault:
-        env["FER_LOTTERY_FAULT"] = fault
-    if once:
-        env["FER_LOTTERY_FAULT_ONCE"] = str(once)
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "fer_lottery", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def ok(proc) -> None:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
+# ``python -m fer_lottery`` in ``cwd=`` with its own cache, a fault if given (``fault=``,
+# ``once=``); these jobs get 900 s, not the default 600.
+run_cli = functools.partial(helpers.run_cli, timeout=900)
 
 
 def numbers(run_dir: Path) -> dict:
@@ -91,7 +68,7 @@ def same_run(resumed: Path, reference: Path, stages=("dense", "retrain")) -> Non
 def reference(tmp_path_factory) -> Path:
     """One uninterrupted run: dense fine-tune, magnitude pruning at 50%, retraining."""
     cwd = tmp_path_factory.mktemp("reference")
-    ok(run(cwd, *JOB, "prune.ratio=0.5", f"hydra.run.dir={cwd / 'run'}"))
+    run_cli(*JOB, "prune.ratio=0.5", f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
     return cwd / "run"
 
 
@@ -103,11 +80,10 @@ def reference(tmp_path_factory) -> Path:
 def test_a_killed_job_resumes_to_the_same_numbers_curves_and_events(tmp_path, reference, point):
     run_dir = tmp_path / "run"
     args = (*JOB, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
-    killed = run(tmp_path, *args, fault=f"{point}=KILL")
+    killed = run_cli(*args, cwd=tmp_path, check=False, fault=f"{point}=KILL")
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "results.json").exists()
-    again = run(tmp_path, *args)
-    ok(again)
+    again = run_cli(*args, cwd=tmp_path)
     log = again.stdout + again.stderr
     if point.startswith(("dense/", "retrain/")):
         stage = point.split("/")[0]
@@ -132,12 +108,11 @@ def test_a_sparser_checkpoint_interval_reruns_the_lost_epochs_to_the_same_number
     job = [o for o in JOB if not o.startswith("trainer.checkpoint_every_n_epochs")]
     args = (*job, "trainer.checkpoint_every_n_epochs=2", "prune.ratio=0.5")
     args = (*args, f"hydra.run.dir={run_dir}")
-    killed = run(tmp_path, *args, fault="dense/epoch2/batch1=KILL")
+    killed = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch2/batch1=KILL")
     assert killed.returncode == -signal.SIGKILL
     (ckpt,) = (tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt")
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == 1
-    again = run(tmp_path, *args)
-    ok(again)
+    again = run_cli(*args, cwd=tmp_path)
     assert "dense: resuming after epoch 1" in again.stdout + again.stderr
     same_run(run_dir, reference)
 
@@ -147,7 +122,7 @@ def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_pat
     """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success."""
     sweep = tmp_path / "sweep"
     args = ("-m", *JOB, "prune.ratio=0.5", f"hydra.sweep.dir={sweep}")
-    terminated = run(tmp_path, *args, fault="dense/epoch1/batch1=TERM")
+    terminated = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch1/batch1=TERM")
     assert terminated.returncode == 143, terminated.stderr[-2000:]
     (job,) = [p.parent for p in sweep.glob("*/failed.json")]  # one job: its folder is "job"
     failed = json.loads((job / "failed.json").read_text())
@@ -156,8 +131,7 @@ def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_pat
     assert not (job / "results.json").exists()
     assert list((tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt"))
 
-    again = run(tmp_path, *args)
-    ok(again)
+    again = run_cli(*args, cwd=tmp_path)
     assert "dense: resuming after epoch 0" in again.stdout + again.stderr
     assert not (job / "failed.json").exists()
     same_run(job, reference)
@@ -165,14 +139,15 @@ def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_pat
 
 @pytest.mark.slow
 def test_a_job_killed_while_cropping_faces_resumes_to_the_same_numbers(tmp_path, sfew_frames):
-    small = [o for o in JOB if not o.startswith(("data=", "data.image_size", "trainer.max_epochs"))]
-    args = (f"data.root={sfew_frames}", *small, "data.image_size=48", "trainer.max_epochs=1")
-    ok(run(tmp_path / "ref", *args, f"hydra.run.dir={tmp_path / 'ref' / 'run'}"))
+    # JOB's sizes on the SFEW-layout frames (data=sfew beats debug=tiny's data=synthetic).
+    args = (*JOB, "data=sfew", f"data.root={sfew_frames}", "data.image_size=48")
+    args = (*args, "trainer.max_epochs=1")
+    run_cli(*args, f"hydra.run.dir={tmp_path / 'ref' / 'run'}", cwd=tmp_path / "ref")
     cwd, run_dir = tmp_path / "killed", tmp_path / "killed" / "run"
-    killed = run(cwd, *args, f"hydra.run.dir={run_dir}", fault="crops/5=KILL")
+    killed = run_cli(*args, f"hydra.run.dir={run_dir}", cwd=cwd, check=False, fault="crops/5=KILL")
     assert killed.returncode == -signal.SIGKILL
     assert len(list((cwd / "cache" / "crops").glob("*.npz"))) == 5
-    ok(run(cwd, *args, f"hydra.run.dir={run_dir}"))
+    run_cli(*args, f"hydra.run.dir={run_dir}", cwd=cwd)
     resumed = json.loads((run_dir / "results.json").read_text())
     assert resumed["data/crop_cache_hits"] == 5
     same_run(run_dir, tmp_path / "ref" / "run", stages=("dense",))
@@ -192,7 +167,7 @@ def test_a_joblib_sweep_survives_the_dense_lock_holder_being_killed(tmp_path, re
         f"hydra.sweep.dir={sweep}",
     )
     once = tmp_path / "killed-once"
-    first = run(tmp_path, *args, fault="dense/epoch1/batch1=KILL", once=once)
+    first = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch1/batch1=KILL", once=once)
     assert once.exists()  # the holder was killed while training the dense model
     # joblib's pool stops all its workers when one dies: the sweep fails fast, never hangs.
     assert first.returncode != 0
@@ -200,7 +175,7 @@ def test_a_joblib_sweep_survives_the_dense_lock_holder_being_killed(tmp_path, re
     dense = tmp_path / "cache" / "dense"
     assert list(dense.glob("*.partial"))
 
-    ok(run(tmp_path, *args, fault="dense/epoch1/batch1=KILL", once=once))
+    run_cli(*args, cwd=tmp_path, fault="dense/epoch1/batch1=KILL", once=once)
     entries = [p for p in dense.iterdir() if p.is_dir()]
     assert len(entries) == 1 and (entries[0] / "metrics.json").is_file()
     results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
@@ -227,7 +202,7 @@ def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
         f"hydra.sweep.dir={sweep}",
     )
     once = tmp_path / "preempted-once"
-    ok(run(tmp_path, *args, fault="dense/epoch1/batch1=USR2", once=once))
+    run_cli(*args, cwd=tmp_path, fault="dense/epoch1/batch1=USR2", once=once)
     assert once.exists()
     log = "\n".join(p.read_text() for p in sweep.glob(".submitit/*/*_0_log.*"))
     assert "this job is preempted" in log and "Requeued job" in log

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from fer_lottery.experiment.runner import frozen_state_names, set_start_weights
 from fer_lottery.models import build_model, freeze_layers, prunable_weights
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
 from fer_lottery.store.dense_cache import load_state
 from fer_lottery.store.weights import load_weights
 

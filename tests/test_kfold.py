@@ -12,20 +12,13 @@ from fer_lottery.config import validate
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.data.split import kfold_split
 from fer_lottery.errors import ConfigError
-from tests.test_end_to_end import run_cli
+from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
 
 SFEW_LABELS = [0] * 100 + [1] * 75 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 100 + [6] * 100
 VAL_FRACTION = 0.15 / 0.85
 
-TINY = [
-    "data=synthetic",
-    "data.synthetic.per_class=10",
-    "model.weights=null",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "data.image_size=32",
-    "data.batch_size=32",
-]
+# The k-fold jobs: TINY_SYNTHETIC_BATCH32 with 10 faces per class, 1 epoch.
+KFOLD_JOB = (*TINY_SYNTHETIC_BATCH32, "data.synthetic.per_class=10", "trainer.max_epochs=1")
 
 
 def _all_folds(labels, k, seed=1):
@@ -103,7 +96,7 @@ def test_validate_accepts_good_folds(compose_cfg):
 
 
 def test_datamodule_loads_one_fold_and_records_it(compose_cfg, tmp_path):
-    cfg = compose_cfg(*TINY, "data.folds=3", "data.fold=1")
+    cfg = compose_cfg(*KFOLD_JOB, "data.folds=3", "data.fold=1")
     dm = SFEWDataModule(cfg.data, tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     assert dm.stats["data/folds"] == 3 and dm.stats["data/fold"] == 1
@@ -114,7 +107,7 @@ def test_datamodule_loads_one_fold_and_records_it(compose_cfg, tmp_path):
 
 
 def test_datamodule_needs_a_fold_when_folds_is_set(compose_cfg, tmp_path):
-    cfg = compose_cfg(*TINY, "data.folds=3")
+    cfg = compose_cfg(*KFOLD_JOB, "data.folds=3")
     dm = SFEWDataModule(cfg.data, None, seed=0, cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="data.fold=0..2"):
         dm.setup()
@@ -147,7 +140,7 @@ def test_run_folds_runs_every_fold_and_skips_finished_ones(compose_cfg, tmp_path
     from fer_lottery.experiment import runner as pipeline
     from fer_lottery.experiment.folds import run_folds
 
-    cfg = compose_cfg(*TINY, "data.folds=3", f"cache_dir={tmp_path / 'cache'}")
+    cfg = compose_cfg(*KFOLD_JOB, "data.folds=3", f"cache_dir={tmp_path / 'cache'}")
     validate(cfg)
     run_dir = tmp_path / "run"
     summary = run_folds(cfg, run_dir)
@@ -176,23 +169,23 @@ def test_run_folds_with_one_fold_is_one_experiment(compose_cfg, tmp_path, monkey
         return {"test/acc": 0.5}
 
     monkeypatch.setattr(pipeline, "run_experiment", fake)
-    cfg = compose_cfg(*TINY, "data.folds=3", "data.fold=2")
+    cfg = compose_cfg(*KFOLD_JOB, "data.folds=3", "data.fold=2")
     assert run_folds(cfg, tmp_path / "a") == {"test/acc": 0.5}
-    assert run_folds(compose_cfg(*TINY), tmp_path / "b") == {"test/acc": 0.5}
+    assert run_folds(compose_cfg(*KFOLD_JOB), tmp_path / "b") == {"test/acc": 0.5}
     assert calls == [(2, tmp_path / "a"), (None, tmp_path / "b")]
 
 
 @pytest.mark.slow
 def test_cli_runs_all_folds(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "data.folds=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    run_cli(*KFOLD_JOB, "data.folds=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     _check_fold_runs(run_dir, 3)
 
 
 @pytest.mark.slow
 def test_cli_runs_one_fold(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "data.folds=3", "data.fold=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    run_cli(*KFOLD_JOB, "data.folds=3", "data.fold=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["data"]["fold"] == 1 and results["data/folds"] == 3
     assert not (run_dir / "folds.json").exists()

@@ -7,11 +7,11 @@ import pytorch_lightning as pl
 import torch
 
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.experiment.runner import set_start_weights
 from fer_lottery.models import build_model, freeze_layers, prunable_weights
 from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.rewind import set_start_weights
 from fer_lottery.training.classifier import FERClassifier
 
 

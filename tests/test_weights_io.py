@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fer_lottery.job.clean import main as clean_main
@@ -89,6 +90,6 @@ def test_a_mask_is_saved_one_bit_per_entry_and_loads_exactly(tmp_path):
     assert loaded.tensors.keys() == mask.tensors.keys()
     assert all(torch.equal(loaded.tensors[n], mask.tensors[n]) for n in mask.tensors)
     assert (tmp_path / "mask.pt").stat().st_size < mask.numel() / 8 * 1.05 + 100_000
-    torch.save(mask.state_dict(), tmp_path / "old.pt")  # the older format still loads
-    old = Mask.load(tmp_path / "old.pt")
-    assert all(torch.equal(old.tensors[n], mask.tensors[n]) for n in mask.tensors)
+    torch.save(mask.state_dict(), tmp_path / "plain.pt")  # not a mask file: refused, named
+    with pytest.raises(ValueError, match="plain.pt is not a fer_lottery mask file"):
+        Mask.load(tmp_path / "plain.pt")

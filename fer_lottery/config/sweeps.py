@@ -13,6 +13,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from fer_lottery.store import paths
+
 
 def _swept_keys(multirun_yaml: Path) -> set[str] | None:
     if not multirun_yaml.is_file():
@@ -28,7 +30,7 @@ def _swept_keys(multirun_yaml: Path) -> set[str] | None:
 def swept_dirname(sweep_dir: str, task_overrides) -> str:
     """The job's folder name: its swept ``key=value`` pairs, sorted and joined by commas."""
     task = [str(o) for o in task_overrides]
-    swept = _swept_keys(Path(sweep_dir) / "multirun.yaml")
+    swept = _swept_keys(Path(sweep_dir) / paths.MULTIRUN)
     parser = OverridesParser.create()
     keep = [
         o
@@ -50,7 +52,6 @@ def swept_params(cfg) -> dict[str, object]:
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     task: list[str] = []
     swept: set[str] | None = None
@@ -58,7 +59,7 @@ def swept_params(cfg) -> dict[str, object]:
         hc = HydraConfig.get()
         task = [str(o) for o in hc.overrides.task]
         if hc.mode == RunMode.MULTIRUN:
-            swept = _swept_keys(Path(hc.sweep.dir) / "multirun.yaml")
+            swept = _swept_keys(Path(hc.sweep.dir) / paths.MULTIRUN)
     out: dict[str, object] = {}
     parser = OverridesParser.create()
     for text, parsed in zip(task, parser.parse_overrides(task), strict=True):

@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from tqdm import tqdm
 
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.job import faults
-from fer_lottery.store.atomic import write_atomic
-from fer_lottery.store.cache_dir import move_aside
+from fer_lottery.store import paths as store_paths
+from fer_lottery.store.atomic import move_aside, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class CropParams:
     batch_size: int = 4  # frames of equal size per MTCNN call
 
     def __post_init__(self) -> None:
+        """Reject unknown methods and fallbacks, non-positive sizes and negative margins."""
         if self.method not in ("mtcnn", "none"):
             raise ConfigError(f"crop method must be 'mtcnn' or 'none', got {self.method!r}")
         if self.fallback not in ("center", "full"):
@@ -81,6 +83,7 @@ class ManualCrops(dict[str, Box]):
     """{file key: box}, plus ``rows``: where each key was read (``crops.csv:LINE``)."""
 
     def __init__(self) -> None:
+        """An empty mapping with no rows."""
         super().__init__()
         self.rows: dict[str, str] = {}
 
@@ -200,6 +203,7 @@ def _square_box(box: tuple[float, float, float, float], w: int, h: int, margin: 
     side = max(1, round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
 
     def place(centre: float, extent: int) -> int:
+        """Start of the square on one axis: inside the frame, or centred on it if it is longer."""
         if side > extent:
             return (extent - side) // 2
         return min(max(round(centre - side / 2), 0), extent - side)
@@ -298,7 +302,7 @@ def _cache_load(path: Path, size: int) -> dict | None:
             problem = f"{type(e).__name__}: {e}"
     if problem is None:
         return entry
-    what = move_aside(path, expect=stat)
+    what = move_aside(path, folder=path.parent / store_paths.QUARANTINE, expect=stat)
     log.warning("face crop cache file %s is unusable (%s); %s; recomputing it", path, problem, what)
     return None
 
@@ -321,6 +325,7 @@ def _cache_save(path: Path, entry: dict) -> None:
     """Write atomically (temp file, then rename); a failed write only costs a recompute."""
 
     def save(tmp: Path) -> None:
+        """Write the entry into the temporary file."""
         with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a bare path
             np.savez(f, **entry)
 
@@ -337,6 +342,7 @@ class _Detector:
     """Builds MTCNN on first use, so a fully cached run never imports or runs it."""
 
     def __init__(self, device: str | torch.device):
+        """Remember the device; MTCNN itself is built by the first ``detect``."""
         self.device = device
         self.mtcnn = None
         self.frames_run = 0
@@ -389,122 +395,208 @@ def crop_faces(
     root: Path | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[torch.Tensor, list[int], list[str], CropReport]:
+) -> tuple[torch.Tensor, list[int], CropReport]:
     """Crop one face per image, through the cache.
 
-    Returns (crops uint8 [N_ok, 3, size, size], kept indices into ``paths``, source per kept image
-    in {"detected", "fallback", "manual"}, report). Unreadable files are skipped and reported.
+    Returns (crops uint8 [N_ok, 3, size, size], kept indices into ``paths``, report). Unreadable
+    files are skipped and reported; the report counts the crops by source.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     manual = manual or {}
     _check_manual_rows(manual, paths, root)
-    report = CropReport()
-    detector = _Detector(device)
-    results: dict[int, dict] = {}
-    pending: dict[tuple[int, int], list[tuple[int, Image.Image, Image.Image, Path]]] = {}
-    bar = tqdm(total=len(paths), desc="face crops", unit="img", disable=not progress)
+    with _CropRun(params, cache_dir, manual, root, device, len(paths), progress) as run:
+        for i, path in enumerate(paths):
+            run.crop(i, Path(path))
+        run.flush_all()
+    return run.result()
 
-    written: list[int] = []  # crops written to the cache in this call
 
-    def finish(i: int, entry: dict, cache_file: Path | None) -> None:
+class _Waiting(NamedTuple):
+    """A frame queued for detection: its index, the frame, its detection copy, its cache file."""
+
+    index: int
+    img: Image.Image
+    det_img: Image.Image
+    cache_file: Path
+
+
+class _CropRun:
+    """The state of one ``crop_faces`` call, with one method per step of cropping an image.
+
+    Each image ends in ``finish`` (from the cache, cropped now, or after a batched detection) or
+    in ``skip`` (unreadable). Frames to detect wait in ``pending``, grouped by detection size, so
+    that one MTCNN call gets frames of equal size. Used as a context manager: the progress bar
+    is closed on the way out, and cleared when an error leaves.
+    """
+
+    def __init__(
+        self,
+        params: CropParams,
+        cache_dir: Path,
+        manual: dict[str, Box],
+        root: Path | None,
+        device: str | torch.device,
+        total: int,
+        progress: bool,
+    ):
+        """Empty state for ``total`` images, and the progress bar (hidden unless ``progress``)."""
+        self.params = params
+        self.cache_dir = cache_dir
+        self.manual = manual
+        self.root = root
+        self.total = total
+        self.report = CropReport()
+        self.detector = _Detector(device)
+        self.results: dict[int, dict] = {}  # index -> {"crop", "source", "n"} (faces found)
+        self.pending: dict[tuple[int, int], list[_Waiting]] = {}  # detection size -> frames
+        self.written = 0  # crops written to the cache so far
+        self.bar = tqdm(total=total, desc="face crops", unit="img", disable=not progress)
+
+    def __enter__(self) -> _CropRun:
+        """Start the run (the progress bar is already shown)."""
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close the progress bar; on an error clear it, so the error starts on a clean line."""
+        if exc_type is not None:
+            self.bar.leave = False
+        self.bar.close()
+
+    def crop(self, i: int, path: Path) -> None:
+        """Crop image ``i``: from the cache, now, or queued for a batched detection."""
+        box = _manual_box(path, self.manual, self.root) if self.manual else None
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            self.skip(path, e)
+            return
+        cache_file = self.cache_dir / f"{_cache_key(data, self.params, box)}.npz"
+        if self.from_cache(i, cache_file):
+            return
+        try:
+            img = _decode(data)
+        except Exception as e:
+            self.skip(path, e)
+            return
+        self.report.cache_misses += 1
+        if box is not None or self.params.method == "none":
+            self.crop_now(i, img, box, path, cache_file)
+        else:
+            self.queue_for_detection(i, img, cache_file)
+
+    def skip(self, path: Path, err: Exception) -> None:
+        """Skip an unreadable image: warn, record it in the report and advance the bar."""
+        _unreadable(self.report, path, err)
+        self.bar.update(1)
+
+    def from_cache(self, i: int, cache_file: Path) -> bool:
+        """Finish image ``i`` from its cache file if that holds a whole crop; say whether it did."""
+        entry = _cache_load(cache_file, self.params.size)
+        if entry is None:
+            return False
+        self.report.cache_hits += 1
+        self.finish(i, entry, None)
+        return True
+
+    def crop_now(
+        self, i: int, img: Image.Image, box: Box | None, path: Path, cache_file: Path
+    ) -> None:
+        """Crop image ``i`` without detection: its manual box, or else the fallback box."""
+        if box is not None:
+            w, h = img.size
+            entry = _entry(img, _manual_square(box, w, h, path), "manual", self.params)
+        else:
+            entry = _fallback_entry(img, self.params)
+        self.finish(i, entry, cache_file)
+
+    def queue_for_detection(self, i: int, img: Image.Image, cache_file: Path) -> None:
+        """Queue image ``i`` with the frames of its detection size; detect groups as they fill."""
+        det_img = _detection_copy(img, self.params.detect_max_side)
+        group = self.pending.setdefault(det_img.size, [])
+        group.append(_Waiting(i, img, det_img, cache_file))
+        if len(group) >= self.params.batch_size:
+            self.flush(det_img.size)
+        elif sum(map(len, self.pending.values())) >= 2 * self.params.batch_size:
+            # Too many frames wait in all: detect the largest group, to bound memory.
+            self.flush(max(self.pending, key=lambda k: len(self.pending[k])))
+
+    def flush(self, size: tuple[int, int]) -> None:
+        """Run MTCNN on the frames waiting at this detection size and finish each of them."""
+        group = self.pending.pop(size)
+        found = self.detector.detect([w.det_img for w in group])
+        for waiting, outcome in zip(group, found, strict=True):
+            if outcome is None:  # MTCNN raised: a fallback crop now, but only real outcomes
+                self.report.detect_failed += 1  # (detection, no face, manual box) are cached
+                self.finish(waiting.index, _fallback_entry(waiting.img, self.params), None)
+            else:
+                entry = _detected_entry(waiting.img, waiting.det_img, *outcome, self.params)
+                self.finish(waiting.index, entry, waiting.cache_file)
+
+    def flush_all(self) -> None:
+        """Detect the frames still waiting, group by group in the order the groups began."""
+        for size in list(self.pending):
+            self.flush(size)
+
+    def finish(self, i: int, entry: dict, cache_file: Path | None) -> None:
+        """Keep image ``i``'s crop, after writing it to ``cache_file`` unless that is None."""
         if cache_file is not None:
             _cache_save(cache_file, entry)
-            written.append(i)
-            faults.at(f"crops/{len(written)}")
-        results[i] = {
+            self.written += 1
+            faults.at(f"crops/{self.written}")
+        self.results[i] = {
             "crop": entry["crop"],
             "source": str(entry["source"]),
             "n": int(entry["n_faces"]),
         }
-        bar.update(1)
+        self.bar.update(1)
 
-    def flush(key: tuple[int, int]) -> None:
-        group = pending.pop(key)
-        found = detector.detect([g[2] for g in group])
-        for (i, img, det_img, cache_file), outcome in zip(group, found, strict=True):
-            w, h = img.size
-            if outcome is None:  # MTCNN raised: a fallback crop now, but only real outcomes
-                report.detect_failed += 1  # (detection, no face, manual box) are cached
-                entry = _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
-                finish(i, entry, None)
-                continue
-            boxes, probs = outcome
-            if boxes is None:
-                entry = _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
-            else:
-                best = int(np.argmax(probs))
-                sx, sy = w / det_img.size[0], h / det_img.size[1]
-                full_res = boxes[best] * np.array([sx, sy, sx, sy])  # undo detection downscale
-                box = _square_box(tuple(full_res), w, h, params.margin)
-                entry = _entry(img, box, "detected", params, float(probs[best]), len(boxes))
-            finish(i, entry, cache_file)
+    def result(self) -> tuple[torch.Tensor, list[int], CropReport]:
+        """Stack the crops in path order, count their sources in the report, log the summary."""
+        kept = sorted(self.results)
+        for i in kept:
+            source = self.results[i]["source"]
+            setattr(self.report, source, getattr(self.report, source) + 1)
+            self.report.multiple_faces += self.results[i]["n"] > 1
+        if kept:
+            crops = torch.from_numpy(np.stack([self.results[i]["crop"] for i in kept]))
+        else:
+            crops = torch.empty((0, 3, self.params.size, self.params.size), dtype=torch.uint8)
+        _log_summary(self.total, self.report, self.detector.frames_run)
+        return crops, kept, self.report
 
-    try:
-        for i, path in enumerate(paths):
-            path = Path(path)
-            box = _manual_box(path, manual, root) if manual else None
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                _unreadable(report, path, e)
-                bar.update(1)
-                continue
-            cache_file = cache_dir / f"{_cache_key(data, params, box)}.npz"
-            entry = _cache_load(cache_file, params.size)
-            if entry is not None:
-                report.cache_hits += 1
-                finish(i, entry, None)
-                continue
-            try:
-                img = _decode(data)
-            except Exception as e:
-                _unreadable(report, path, e)
-                bar.update(1)
-                continue
-            report.cache_misses += 1
-            w, h = img.size
-            if box is not None:
-                finish(
-                    i, _entry(img, _manual_square(box, w, h, path), "manual", params), cache_file
-                )
-            elif params.method == "none":
-                finish(
-                    i,
-                    _entry(img, _fallback_box(w, h, params.fallback), "fallback", params),
-                    cache_file,
-                )
-            else:
-                det_img = img
-                if max(w, h) > params.detect_max_side:
-                    s = params.detect_max_side / max(w, h)
-                    det_img = img.resize(
-                        (max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR
-                    )
-                pending.setdefault(det_img.size, []).append((i, img, det_img, cache_file))
-                if len(pending[det_img.size]) >= params.batch_size:
-                    flush(det_img.size)
-                elif sum(map(len, pending.values())) >= 2 * params.batch_size:
-                    flush(max(pending, key=lambda k: len(pending[k])))  # bound memory
-        for key in list(pending):
-            flush(key)
-    except BaseException:
-        bar.leave = False  # clear the bar, so that the error starts on a clean line
-        raise
-    finally:
-        bar.close()
 
-    kept = sorted(results)
-    sources = [results[i]["source"] for i in kept]
-    for i in kept:
-        setattr(report, results[i]["source"], getattr(report, results[i]["source"]) + 1)
-        report.multiple_faces += results[i]["n"] > 1
-    if kept:
-        crops = torch.from_numpy(np.stack([results[i]["crop"] for i in kept]))
-    else:
-        crops = torch.empty((0, 3, params.size, params.size), dtype=torch.uint8)
-    _log_summary(len(paths), report, detector.frames_run)
-    return crops, kept, sources, report
+def _detection_copy(img: Image.Image, max_side: int) -> Image.Image:
+    """The frame to run MTCNN on: downscaled so its longer side is at most ``max_side``."""
+    w, h = img.size
+    if max(w, h) <= max_side:
+        return img
+    s = max_side / max(w, h)
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+
+
+def _detected_entry(
+    img: Image.Image,
+    det_img: Image.Image,
+    boxes: np.ndarray | None,
+    probs: np.ndarray | None,
+    params: CropParams,
+) -> dict:
+    """The entry for MTCNN's outcome: the most probable face, or the fallback box if none."""
+    if boxes is None:
+        return _fallback_entry(img, params)
+    w, h = img.size
+    best = int(np.argmax(probs))
+    sx, sy = w / det_img.size[0], h / det_img.size[1]
+    full_res = boxes[best] * np.array([sx, sy, sx, sy])  # undo the detection downscale
+    box = _square_box(tuple(full_res), w, h, params.margin)
+    return _entry(img, box, "detected", params, float(probs[best]), len(boxes))
+
+
+def _fallback_entry(img: Image.Image, params: CropParams) -> dict:
+    """The entry for a frame with no face found (or none looked for): the fallback box."""
+    w, h = img.size
+    return _entry(img, _fallback_box(w, h, params.fallback), "fallback", params)
 
 
 def _entry(

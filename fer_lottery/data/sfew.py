@@ -76,7 +76,7 @@ class SFEWDataModule(pl.LightningDataModule):
             batch_size=self.cfg.detect_batch_size,
         )
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        crops, kept, _sources, report = crop_faces(
+        crops, kept, report = crop_faces(
             [p for p, _ in items], params, self.crop_cache, manual, root, device
         )
         labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)

@@ -13,12 +13,12 @@ import copy
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from fer_lottery.store.atomic import write_json_atomic
+from fer_lottery.store import paths
+from fer_lottery.store.atomic import move_aside, write_json_atomic
 from fer_lottery.store.results import ResultsError, read_results
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,12 @@ def _load(path: Path) -> dict:
 
 def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one experiment in ``run_dir``, or load its results when it already finished."""
-    done = run_dir / "results.json"
+    done = run_dir / paths.RESULTS
     if done.is_file():  # a relaunched sweep skips the jobs that finished
         try:
             results = read_results(done)
         except ResultsError as exc:  # unusable: keep it for inspection and run the job again
-            aside = done.with_name(f"results.json.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
-            done.rename(aside)
-            log.warning("%s; moved it to %s and running the job again", exc, aside.name)
+            log.warning("%s; %s and running the job again", exc, move_aside(done, "unusable"))
         else:
             log.info("%s exists: this job already finished, skipping it", done)
             return results
@@ -87,7 +85,7 @@ def run_folds(cfg: DictConfig, run_dir: Path) -> dict:
     if folds is None or cfg.data.get("fold") is not None:
         return _run_one(cfg, run_dir)
 
-    summary_path = run_dir / "folds.json"
+    summary_path = run_dir / paths.FOLDS
     if summary_path.is_file():
         log.info("%s exists: this job already finished, skipping it", summary_path)
         return _load(summary_path)["summary"]
@@ -96,7 +94,7 @@ def run_folds(cfg: DictConfig, run_dir: Path) -> dict:
         cfg_i = copy.deepcopy(cfg)
         with open_dict(cfg_i):
             cfg_i.data.fold = i
-        fold_dir = run_dir / f"fold={i}"
+        fold_dir = paths.fold_dir(run_dir, i)
         log.info("k-fold: fold %d of %d in %s", i, folds, fold_dir)
         per_fold.append(_run_one(cfg_i, fold_dir))
         fold_dirs.append(fold_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -13,8 +12,9 @@ from fer_lottery.errors import FerLotteryError
 from fer_lottery.export.loader import build_model
 from fer_lottery.export.slim import Export, slim
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_atomic
-from fer_lottery.store.weights import WEIGHTS_FILE, load_weights
+from fer_lottery.store.weights import run_weights
 
 FORMAT = "fer_lottery-export/1"
 
@@ -23,47 +23,9 @@ class ExportError(FerLotteryError):
     """A run folder that cannot be exported: not a run, not distinctiveness, no final weights."""
 
 
-def final_weights_path(run_dir: Path) -> Path:
-    """Where a run keeps its final weights.
-
-    ``weights.pt`` (sparse, ``fer_lottery.store.weights``) when the run wrote one (every finished
-    pruned run does), else, for runs from older versions, ``best.ckpt`` of the last
-    retraining stage: ``retrain``, or ``retrain<r>`` with the highest r (IMP rounds).
-    """
-    weights = run_dir / "weights.pt"
-    if weights.is_file():
-        return weights
-    stages = {}
-    for ckpt in (run_dir / "checkpoints").glob("retrain*/best.ckpt"):
-        found = re.fullmatch(r"retrain(\d*)", ckpt.parent.name)
-        if found:
-            stages[int(found.group(1) or 0)] = ckpt
-    if not stages:
-        raise ExportError(
-            f"{run_dir}: no final weights (weights.pt, or checkpoints/retrain*/best.ckpt of an "
-            "older run)"
-        )
-    return stages[max(stages)]
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The run's final model weights as a plain state dict (the Lightning prefix removed)."""
-    path = final_weights_path(run_dir)
-    if path.name == WEIGHTS_FILE:
-        return load_weights(path)  # sparse, as every finished job stores them
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:  # a Lightning checkpoint: the model's entries are "model.*"
-        state = {
-            k.removeprefix("model."): v
-            for k, v in state["state_dict"].items()
-            if k.startswith("model.")
-        }
-    return state
-
-
 def run_config(run_dir: Path) -> dict:
     """The resolved config from ``results.json``; the run must be distinctiveness-pruned."""
-    path = run_dir / "results.json"
+    path = run_dir / paths.RESULTS
     if not path.is_file():
         raise ExportError(
             f"{run_dir}: no results.json, so not a finished run (with data.folds=k, export each "
@@ -85,10 +47,14 @@ def masked_model(run_dir: Path) -> tuple[nn.Module, str, Mask]:
     """The run's final model as the run evaluated it (mask applied), its arch and its mask."""
     cfg = run_config(run_dir)
     arch = cfg["model"]["name"]
-    model = build_model(arch, cfg["model"]["num_classes"], final_weights(run_dir))
-    if not (run_dir / "mask.pt").is_file():
-        raise ExportError(f"{run_dir}: no mask.pt, so no record of which units were removed")
-    mask = Mask.load(run_dir / "mask.pt")
+    try:
+        weights = run_weights(run_dir)
+    except FileNotFoundError as exc:
+        raise ExportError(f"{exc}: no final weights to export") from None
+    model = build_model(arch, cfg["model"]["num_classes"], weights)
+    if not (run_dir / paths.MASK).is_file():
+        raise ExportError(f"{run_dir}: no {paths.MASK}, so no record of which units were removed")
+    mask = Mask.load(run_dir / paths.MASK)
     mask.apply(model)
     return model.eval(), arch, mask
 
@@ -109,6 +75,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Expo
     run_dir = Path(run_dir)
     model, arch, mask = masked_model(run_dir)
     export = slim(model, arch, mask.tensors)
-    path = Path(out) if out is not None else run_dir / "exported.pt"
+    path = Path(out) if out is not None else run_dir / paths.EXPORTED
     save_export(export, path)
     return export, path

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from fer_lottery.store import paths
+
 
 def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -22,8 +24,8 @@ def clean(dirs: list[Path]) -> tuple[int, int]:
     """Remove the ``checkpoints/`` folders of finished jobs under ``dirs``: (folders, bytes)."""
     folders = freed = 0
     for root in dirs:
-        for results in sorted(Path(root).rglob("results.json")):
-            ckpts = results.parent / "checkpoints"
+        for results in sorted(Path(root).rglob(paths.RESULTS)):
+            ckpts = results.parent / paths.CHECKPOINTS
             if ckpts.is_dir():
                 freed += _size(ckpts)
                 shutil.rmtree(ckpts)

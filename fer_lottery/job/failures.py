@@ -15,11 +15,12 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_json_atomic
 
 log = logging.getLogger("fer_lottery")
 
-FAILED_FILE = "failed.json"
+FAILED_FILE = paths.FAILED
 
 
 def record_failure(
@@ -42,7 +43,7 @@ def record_failure(
 def failed_jobs(sweep_dir: Path) -> list[Path]:
     """Job folders under ``sweep_dir`` whose last attempt failed (a later success clears it)."""
     found = Path(sweep_dir).rglob(FAILED_FILE)
-    return sorted(p.parent for p in found if not (p.parent / "results.json").is_file())
+    return sorted(p.parent for p in found if not (p.parent / paths.RESULTS).is_file())
 
 
 class FailedJobs(Callback):
@@ -54,7 +55,7 @@ class FailedJobs(Callback):
         # (fer_lottery.config.sweeps) read the swept keys from it, so write it when it is missing.
         from omegaconf import OmegaConf
 
-        path = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        path = Path(config.hydra.sweep.dir) / paths.MULTIRUN
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, path)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer_lottery.config.schema import enum_value
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 
 
 def _prune_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -72,3 +74,13 @@ def magnitude_mask(
     else:
         raise ValueError(f"prune scope must be 'global' or 'layer', got {scope!r}")
     return Mask({n: keep[n].view_as(state[n]) for n in names})
+
+
+def _prune(request: Request) -> Pruned:
+    scope = enum_value(request.options.scope)
+    return Pruned(
+        magnitude_mask(request.model, request.names, request.ratio, scope, request.previous)
+    )
+
+
+STRATEGY = Strategy(_prune)

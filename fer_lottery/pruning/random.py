@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer_lottery.config.schema import enum_value
 from fer_lottery.pruning.magnitude import pruned_counts
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 
 
 def random_mask(
@@ -37,3 +39,14 @@ def random_mask(
             alive[chosen] = False
         out[n] = alive.view(shape)
     return Mask(out)
+
+
+def _prune(request: Request) -> Pruned:
+    scope = enum_value(request.options.scope)
+    mask = random_mask(
+        request.model, request.names, request.ratio, scope, request.previous, seed=request.seed
+    )
+    return Pruned(mask)
+
+
+STRATEGY = Strategy(_prune)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_lottery.job.failures import FAILED_FILE
-from fer_lottery.store.atomic import flatten
+from fer_lottery.store import paths
 from fer_lottery.store.results import RESULTS_FILE, ResultsError, read_results
 
 # Repeats of one condition: averaged over, never grouped by.
@@ -52,6 +52,18 @@ class Problem:
     bad_results: bool = False  # its results.json does not parse or breaks the schema
 
 
+def flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dict -> ``{"data.split_seed": 1, ...}``; lists become JSON strings (hashable)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
 def _job_config(results: dict) -> dict:
     return flatten(results["config"])
 
@@ -81,7 +93,7 @@ def _expected_jobs(sweep_dir: Path) -> list[str]:
 
     from fer_lottery.config.sweeps import swept_dirname
 
-    cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
+    cfg = OmegaConf.load(sweep_dir / paths.MULTIRUN)
     if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")):
         return []
     task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
@@ -112,7 +124,7 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
         for hydra_dir in sorted(d.rglob(".hydra")):
             job = hydra_dir.parent
             seen.add(job.name)
-            if (job / RESULTS_FILE).is_file() or (job / "folds.json").is_file():
+            if (job / RESULTS_FILE).is_file() or (job / paths.FOLDS).is_file():
                 continue  # listed above, as a finished job or as one without usable results
             if list(job.glob(f"fold=*/{RESULTS_FILE}")):
                 continue  # a k-fold job still running: its finished folds are counted
@@ -122,7 +134,7 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
                 error = _log_error(job)
                 reason = f"failed: {error}" if error else "no results.json (killed or unfinished)"
             problems.append(Problem(str(job), reason.splitlines()[0]))
-        for sweep in sorted(p.parent for p in d.rglob("multirun.yaml")):
+        for sweep in sorted(p.parent for p in d.rglob(paths.MULTIRUN)):
             for name in _expected_jobs(sweep):
                 if name not in seen and not (sweep / name).exists():
                     problems.append(Problem(str(sweep / name), "never started"))

@@ -17,6 +17,7 @@ import json
 import statistics
 from dataclasses import dataclass, field
 
+from fer_lottery.pruning.registry import STRATEGIES, prunes
 from fer_lottery.report.collect import REPEAT_KEYS, Job
 from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
 
@@ -30,23 +31,19 @@ IGNORE_PREFIXES = (
     "data.num_workers",
     "data.crops_csv",
 )
-DISTINCTIVENESS_KEYS = ("angle", "complementary", "normalize", "norm_std", "variant", "layers")
-MAGNITUDE_KEYS = ("ratio", "scope", "include")
+# prune.* keys that belong to one criterion or another (``pruning.registry``: each entry's options).
+CRITERION_KEYS = {key for entry in STRATEGIES.values() for key in entry.options}
 
 
 def applicable(config: dict) -> dict:
     """The config with keys that do not apply to this run's method set to None."""
     out = dict(config)
     method = out.get("prune.method")
-    ratio = out.get("prune.ratio") or 0.0
-    dense_only = method == "none" or (method in ("magnitude", "random") and ratio <= 0)
+    dense_only = method is not None and not prunes(method, out.get("prune.ratio"))
+    own = STRATEGIES[method].options if method in STRATEGIES else ()
     for key in [k for k in out if k.startswith("prune.")]:
-        name = key.split(".", 1)[1]
-        if dense_only:
-            out[key] = None
-        elif method == "distinctiveness" and name in MAGNITUDE_KEYS:
-            out[key] = None
-        elif method in ("magnitude", "random") and name.split(".")[0] in DISTINCTIVENESS_KEYS:
+        name = key.split(".", 1)[1].split(".")[0]
+        if dense_only or (name in CRITERION_KEYS and name not in own):
             out[key] = None
         elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
             out[key] = None

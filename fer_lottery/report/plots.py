@@ -2,8 +2,8 @@
 
 Every function takes plain Python data (lists, dicts, tuples), builds a matplotlib
 ``Figure``, saves it as a PNG at ``out_path`` (parent folders are created) and returns the
-figure without closing it; the caller closes it (``plt.close(fig)``). ``confusion_figure``
-only builds its figure: training also logs it to the run directory and TensorBoard.
+figure without closing it; the caller closes it (``plt.close(fig)``). ``confusion_figure``,
+``render`` and ``save`` live in ``fer_lottery.plotting``, which training uses too.
 
 Accuracies are in percent, remaining weights are fractions in (0, 1], per-class scores are
 fractions in [0, 1]. A spread that cannot be estimated (one run, ``std`` NaN or None) is
@@ -14,38 +14,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import matplotlib
-import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from fer_lottery.plotting import DPI, confusion_figure, plt, save
 
-DPI = 120
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 METRICS = ("precision", "recall", "specificity")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def save(fig, out_path) -> Path:
-    """Save ``fig`` as a PNG at ``out_path``, creating the parent folder; returns the path."""
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
-
-
-def render(fig) -> np.ndarray:
-    """Draw ``fig`` once (layout included) and return its pixels as an HxWx3 uint8 array, then
-    close it: one render serves both a PNG file and a TensorBoard image."""
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return pixels
 
 
 def _finite(value) -> bool:
@@ -448,29 +426,6 @@ def per_class_table(
             cell.set_text_props(fontweight="bold")
     ax.set_title(title, pad=8)
     save(fig, out_path)
-    return fig
-
-
-def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str = ""):
-    """A labelled confusion-matrix heat map: rows are true classes, columns predictions."""
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=100)
-    image = ax.imshow(matrix, cmap="Blues")
-    peak = max(max(row) for row in matrix) or 1
-    for i in range(n):
-        for j in range(n):
-            value = matrix[i][j]
-            color = "white" if value > peak / 2 else "black"
-            ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=9)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    total = sum(map(sum, matrix)) or 1
-    acc = sum(matrix[i][i] for i in range(n)) / total
-    ax.set_title(title or f"Confusion matrix (test, n={total}, acc={acc:.3f})")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.set_layout_engine("tight")  # laid out when drawn: no extra render here
     return fig
 
 

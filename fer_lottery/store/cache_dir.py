@@ -1,35 +1,30 @@
-"""The cache folder: checked for writes before any work, and where bad entries are moved aside.
+"""The cache folder, checked for writes before any work.
 
 A cache that cannot be written (a read-only mount, a path under ``/proc``, a plain file) is
-reported in one line, before the data is loaded. A cache entry that turns out corrupt or
-incomplete is moved into a ``quarantine/`` folder beside it (kept for a look, safe to delete),
-so the next read misses and the entry is made again.
+reported in one line, before the data is loaded. (A cache entry that turns out corrupt or
+incomplete is moved into a ``quarantine/`` folder beside it by ``store.atomic.move_aside``.)
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fer_lottery.config import enum_value
 from fer_lottery.errors import CacheError
-
-QUARANTINE = "quarantine"
+from fer_lottery.store import paths
 
 
 def needed_folders(cfg: DictConfig) -> list[str]:
     """The cache sub-folders this job writes: ``crops`` for SFEW, ``dense`` with cache_dense."""
-    from fer_lottery.config import enum_value
-
     folders = []
     if enum_value(cfg.data.name) != "synthetic":
-        folders.append("crops")
+        folders.append(paths.CROPS)
     if cfg.cache_dense:
-        folders.append("dense")
+        folders.append(paths.DENSE)
     return folders
 
 
@@ -70,36 +65,3 @@ def _write_problem(folder: Path) -> str | None:
     except OSError as exc:
         return f"cannot write a file in {folder} ({exc.strerror or exc})"
     return None
-
-
-def move_aside(path: Path, expect: os.stat_result | None = None) -> str:
-    """Move a bad cache entry (file or folder) into ``quarantine/`` beside it; say what happened.
-
-    With ``expect`` (the stat of the copy that was read), a file that another job has already
-    replaced is left alone. When it cannot be moved, it is deleted, so the next read misses.
-    """
-    path = Path(path)
-    try:
-        now = path.stat()
-    except FileNotFoundError:
-        return "another job already moved it aside"
-    if expect is not None and (now.st_ino, now.st_mtime_ns) != (expect.st_ino, expect.st_mtime_ns):
-        return "another job already replaced it"
-    folder = path.parent / QUARANTINE
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = folder / f"{path.name}.{stamp}-{os.getpid()}"
-    try:
-        folder.mkdir(exist_ok=True)
-        n = 1
-        while dest.exists():
-            dest, n = folder / f"{path.name}.{stamp}-{os.getpid()}-{n}", n + 1
-        os.replace(path, dest)
-        return f"moved it to {dest}"
-    except FileNotFoundError:
-        return "another job already moved it aside"
-    except OSError as exc:
-        try:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        except OSError:
-            return f"could not move or delete it ({exc.strerror or exc}); delete it by hand"
-        return f"deleted it (could not move it to {folder}: {exc.strerror or exc})"

@@ -23,16 +23,18 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lottery.config import enum_value
 from fer_lottery.errors import CacheError
-from fer_lottery.store.atomic import write_atomic, write_json_atomic
-from fer_lottery.store.cache_dir import move_aside
+from fer_lottery.seeding import resolve_threads
+from fer_lottery.store import paths
+from fer_lottery.store.atomic import move_aside, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,6 @@ _IGNORED = {
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def snapshot_epoch(cfg: DictConfig) -> int | None:
-    """The dense epoch whose weights ``prune.rewind=epoch`` needs, else None."""
-    rewind = enum_value(cfg.prune.rewind)
-    return int(cfg.prune.rewind_epoch) if rewind == "epoch" else None
-
-
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, remembered per (path, size, mtime) within the process."""
     stat = path.stat()
@@ -71,15 +67,23 @@ def file_sha256(path: Path) -> str:
     return _FILE_HASHES[memo]
 
 
-def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
-    """Hash of data, model, optim, trainer and seed (plus theta_k's epoch when it is needed).
+def dense_key(
+    cfg: DictConfig,
+    data_fingerprint: str,
+    *,
+    device: str,
+    precision: str,
+    snapshot_epoch: int | None,
+) -> str:
+    """Hash of data, model, optim, trainer and seed, with the values they resolve to.
 
     ``data_fingerprint`` (a hash of the split tensors) makes the key follow the data itself, so
     a changed crop or synthetic generator cannot reuse a model trained on other images.
+    ``device`` (``cuda`` or ``cpu``) and ``precision`` are what ``trainer.accelerator`` and
+    ``trainer.precision`` resolve to (``training.stage.resolved_device`` and
+    ``trainer_kwargs``); ``snapshot_epoch`` is theta_k's epoch when the job needs one
+    (``pruning.rewind.snapshot_epoch``).
     """
-    from fer_lottery.seeding import resolve_threads
-    from fer_lottery.training.stage import resolved_device, trainer_kwargs
-
     parts = {}
     for section in ("data", "model", "optim", "trainer"):
         node = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
@@ -93,12 +97,11 @@ def dense_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
         parts["data"].pop("root", None)
     else:
         parts["data"]["root"] = str(Path(str(parts["data"]["root"])).expanduser().resolve())
-    device = resolved_device(cfg)
-    parts["trainer"]["precision"] = str(trainer_kwargs(cfg)["precision"])
+    parts["trainer"]["precision"] = str(precision)
     parts["trainer"]["accelerator"] = device
     if device == "cpu":
         parts["threads"] = resolve_threads(cfg.get("threads"))
-    parts.update(seed=cfg.seed, snapshot_epoch=snapshot_epoch(cfg), version=CACHE_VERSION)
+    parts.update(seed=cfg.seed, snapshot_epoch=snapshot_epoch, version=CACHE_VERSION)
     parts["data_fingerprint"] = data_fingerprint
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -128,12 +131,20 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 class DenseEntry:
-    """One cached dense run: its folder, its lock, and the files a finished one holds."""
+    """One cached dense run: its folder, its lock, and the whole protocol of filling it.
 
-    def __init__(self, cache_dir: str | Path, key: str):
-        self.root = Path(cache_dir) / "dense"
+    A job holds the lock (``locked``) while it looks the entry up and, on a miss, trains it:
+    ``check`` (a whole finished entry, or a broken one moved aside), else ``start`` (the
+    ``.partial`` folder, theta0 written once), training into ``partial``, then ``publish``
+    (best.pt and theta_k.pt written, every promised file checked, the folder renamed into
+    place). ``start_weights`` hands out theta0 and theta_k for rewinding.
+    """
+
+    def __init__(self, cache_dir: str | Path, key: str, snapshot_epoch: int | None = None):
+        self.root = Path(cache_dir) / paths.DENSE
         self.key = key
-        self.final = self.root / key
+        self.snapshot_epoch = snapshot_epoch  # theta_k's epoch, when the entry holds one
+        self.final = paths.dense_entry(cache_dir, key)
         self.partial = self.root / f"{key}.partial"
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock_path = self.root / f"{key}.lock"
@@ -141,11 +152,16 @@ class DenseEntry:
         self.lock = FileLock(str(self.lock_path))
         self._checked: dict[str, dict[str, torch.Tensor]] = {}  # files check() read
 
-    def done(self) -> bool:
-        """Whether a whole finished entry is here; a broken one is moved aside (see ``check``)."""
-        return self.check()
+    @property
+    def files(self) -> list[str]:
+        """The state files a finished entry holds."""
+        return [paths.THETA0, paths.BEST] + (
+            [paths.THETA_K] if self.snapshot_epoch is not None else []
+        )
 
-    def check(self, required: tuple[str, ...] = ("theta0.pt", "best.pt")) -> bool:
+    # -- looking it up -------------------------------------------------------------------------
+
+    def check(self, required: tuple[str, ...] = (paths.THETA0, paths.BEST)) -> bool:
         """Validate the finished entry: metrics.json parses, and every file it lists (and each of
         ``required``) loads as a state dict of the same tensors' names and shapes.
 
@@ -158,7 +174,7 @@ class DenseEntry:
         problem = self._problem(required)
         if problem is None:
             return True
-        what = move_aside(self.final)
+        what = move_aside(self.final, folder=self.root / paths.QUARANTINE)
         log.warning(
             "dense cache entry %s is unusable: %s; %s; the dense model is trained again",
             self.key,
@@ -169,7 +185,7 @@ class DenseEntry:
 
     def _problem(self, required: tuple[str, ...]) -> str | None:
         """What is wrong with the finished entry (naming the file), or None when it is whole."""
-        path = self.final / "metrics.json"
+        path = self.final / paths.ENTRY_METRICS
         try:
             metrics = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -192,6 +208,17 @@ class DenseEntry:
                 return f"{path} holds other tensors than {first[0]}"
             first = first or (name, shapes)
         return None
+
+    # -- the lock ------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, timeout_s: float = 14400.0, job: str = "") -> Iterator[DenseEntry]:
+        """Hold the entry's lock for the block (see ``acquire``)."""
+        self.acquire(timeout_s, job)
+        try:
+            yield self
+        finally:
+            self.release()
 
     def acquire(self, timeout_s: float = 14400.0, job: str = "") -> None:
         """Take the lock, waiting at most ``timeout_s`` for the job that holds it.
@@ -234,33 +261,48 @@ class DenseEntry:
         self.holder_path.unlink(missing_ok=True)
         self.lock.release()
 
-    @staticmethod
-    def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
-        write_atomic(path, lambda tmp: torch.save(state, tmp))
+    # -- filling it ----------------------------------------------------------------------------
 
-    def finish(self, metrics: dict, files: list[str]) -> None:
-        """Check every promised state file, write the metrics, move the entry into place.
+    def start(self, theta0: dict[str, torch.Tensor]) -> str:
+        """Open the unfinished entry for training: ``"miss"``, or ``"resumed"`` when a killed
+        job left one. theta0 is written once, by the job that starts the entry: a resumed job
+        keeps it (its own theta0 is the same, as the key says)."""
+        status = "resumed" if self.partial.is_dir() else "miss"
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if self._load_partial(paths.THETA0) is None:
+            save_state(self.partial / paths.THETA0, theta0)
+        return status
 
-        An entry is published only when each of ``files`` is present and loads as a state dict,
+    @property
+    def theta_k_path(self) -> Path:
+        """Where the training writes theta_k (``pruning.callbacks.SnapshotAtEpoch``)."""
+        return self.partial / paths.THETA_K
+
+    def publish(self, metrics: dict, best: dict[str, torch.Tensor]) -> None:
+        """Store the best weights (and theta_k = theta0 for rewind epoch 0), check every promised
+        state file, write the metrics, and move the entry into place.
+
+        An entry is published only when each of its files is present and loads as a state dict,
         so no later job can find a broken entry under this key.
         """
+        save_state(
+            self.partial / paths.BEST, {k: v.detach().cpu().clone() for k, v in best.items()}
+        )
+        if self.snapshot_epoch == 0:
+            shutil.copy2(self.partial / paths.THETA0, self.theta_k_path)
+        files = self.files
         for name in files:
             path = self.partial / name
             if not path.is_file():
                 raise CacheError(f"dense cache entry {self.partial} lacks {name}; not published")
             load_state(path)
-        shutil.rmtree(self.partial / "checkpoints", ignore_errors=True)
-        write_json_atomic(self.partial / "metrics.json", {**metrics, "files": files})
+        shutil.rmtree(self.partial / paths.CHECKPOINTS, ignore_errors=True)
+        write_json_atomic(self.partial / paths.ENTRY_METRICS, {**metrics, "files": files})
         if self.final.exists():  # a stale, unfinished copy
             shutil.rmtree(self.final)
         self.partial.rename(self.final)
 
-    def load(self, name: str) -> dict[str, torch.Tensor]:
-        """A state file of the finished entry (the copy ``check`` already read, if it did)."""
-        state = self._checked.pop(name, None)
-        return state if state is not None else load_state(self.final / name)
-
-    def load_partial(self, name: str) -> dict[str, torch.Tensor] | None:
+    def _load_partial(self, name: str) -> dict[str, torch.Tensor] | None:
         """A state file of the unfinished entry, or None when it is missing or unreadable."""
         path = self.partial / name
         try:
@@ -268,16 +310,35 @@ class DenseEntry:
         except CacheError:
             return None
 
+    # -- reading it ----------------------------------------------------------------------------
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        """A state file of the finished entry (the copy ``check`` already read, if it did)."""
+        state = self._checked.pop(name, None)
+        return state if state is not None else load_state(self.final / name)
+
+    def start_weights(self) -> dict[str, dict[str, torch.Tensor] | None]:
+        """The states to rewind to: ``theta0``, and ``theta_k`` when the entry holds one."""
+        theta_k = self.load(paths.THETA_K) if self.snapshot_epoch is not None else None
+        return {"theta0": self.load(paths.THETA0), "theta_k": theta_k}
+
     def metrics(self) -> dict:
         """The finished entry's metrics (without its file list)."""
-        metrics = json.loads((self.final / "metrics.json").read_text())
+        metrics = json.loads((self.final / paths.ENTRY_METRICS).read_text())
         metrics.pop("files", None)
         return metrics
 
     def copy_logs(self, run_dir: Path) -> None:
         """Copy the dense curves and confusion matrix into a job's run dir (for TensorBoard)."""
-        for sub in ("tb/dense", "csv/dense"):
-            if (self.final / sub).is_dir():
-                shutil.copytree(self.final / sub, run_dir / sub, dirs_exist_ok=True)
-        if (self.final / "confusion_dense.png").is_file():
-            shutil.copy2(self.final / "confusion_dense.png", run_dir / "confusion_dense.png")
+        for folder in (paths.stage_tensorboard, paths.stage_csv):
+            source = folder(self.final, "dense")
+            if source.is_dir():
+                shutil.copytree(source, folder(run_dir, "dense"), dirs_exist_ok=True)
+        png = paths.confusion_png(self.final, "dense")
+        if png.is_file():
+            shutil.copy2(png, paths.confusion_png(run_dir, "dense"))
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write a state dict atomically."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))

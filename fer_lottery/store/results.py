@@ -33,8 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fer_lottery.data import CLASSES
+from fer_lottery.pruning.registry import prunes
+from fer_lottery.store import paths
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = paths.RESULTS
 
 
 class ResultsError(ValueError):
@@ -265,16 +267,13 @@ def type_of(key: str) -> Check | None:
 def _prune_settings(config: object) -> tuple[str | None, int]:
     """The config's pruning method when it prunes (else None), and its IMP rounds.
 
-    As ``fer_lottery.experiment.runner.prune_active``: distinctiveness always prunes; magnitude
-    and random when ``prune.ratio`` > 0.
+    Whether it prunes is ``pruning.registry.prunes``, as for the job that wrote it.
     """
     prune = config.get("prune") if isinstance(config, dict) else None
     if not isinstance(prune, dict):
         return None, 1
-    method, ratio = prune.get("method"), prune.get("ratio") or 0
-    active = method == "distinctiveness" or (
-        method not in (None, "none") and _is_number(ratio) and ratio > 0
-    )
+    method = prune.get("method")
+    active = prunes(method, prune.get("ratio"))
     rounds = prune.get("iterations")
     return (method if active else None), (rounds if _is_int(rounds) and rounds > 1 else 1)
 

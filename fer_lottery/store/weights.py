@@ -3,22 +3,24 @@ values, so a 90%-pruned ResNet-18 takes about 6 MB instead of a 100 MB Lightning
 
 ``weights.pt`` is a plain ``torch.save`` of tensors, strings and ints (it loads with
 ``weights_only=True``). A tensor that is mostly zeros is kept as ``{"shape", "dtype", "bits",
-"values"}``: ``bits`` is the packed (1 bit per entry) map of non-zero entries, ``values`` the
-non-zero entries in order. Any other tensor is kept as it is. ``load_weights`` rebuilds every
-tensor exactly (``torch.equal``; a pruned entry is 0).
+"values"}``: ``bits`` is the packed (1 bit per entry, ``store.bits``) map of non-zero entries,
+``values`` the non-zero entries in order. Any other tensor is kept as it is. ``load_weights``
+rebuilds every tensor exactly (``torch.equal``; a pruned entry is 0).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.bits import pack_bits, unpack_bits
 
 FORMAT = "fer_lottery.sparse/1"
-WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILE = paths.WEIGHTS
 SPARSE_ABOVE = 0.5  # store sparse when more than this fraction of a tensor is zero
 
 
@@ -34,24 +36,17 @@ def pack(tensor: torch.Tensor) -> torch.Tensor | dict:
     nonzero = t != 0
     if 1 - float(nonzero.float().mean()) <= SPARSE_ABOVE:
         return t.clone()
-    bits = np.packbits(nonzero.numpy().ravel())
-    return {
-        "shape": list(t.shape),
-        "dtype": str(t.dtype),
-        "bits": torch.from_numpy(bits),
-        "values": t[nonzero].clone(),
-    }
+    return {**pack_bits(nonzero), "dtype": str(t.dtype), "values": t[nonzero].clone()}
 
 
 def unpack(entry: torch.Tensor | dict) -> torch.Tensor:
     """The tensor ``pack`` stored."""
     if torch.is_tensor(entry):
         return entry
-    shape, numel = entry["shape"], int(np.prod(entry["shape"], dtype=np.int64))
-    nonzero = np.unpackbits(entry["bits"].numpy(), count=numel).astype(bool)
-    out = torch.zeros(numel, dtype=_dtype(entry["dtype"]))
-    out[torch.from_numpy(nonzero)] = entry["values"]
-    return out.view(shape)
+    nonzero = unpack_bits(entry)
+    out = torch.zeros(nonzero.shape, dtype=_dtype(entry["dtype"]))
+    out[nonzero] = entry["values"]
+    return out
 
 
 def save_weights(path: str | Path, state: dict[str, torch.Tensor]) -> None:
@@ -68,14 +63,33 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: unpack(v) for k, v in payload["tensors"].items()}
 
 
-def run_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    """A finished job's final weights: its ``weights.pt``, or for a job that did not prune and
-    used the dense cache, the cache entry's ``best.pt`` (``results.json`` names it)."""
-    import json
+def run_weights_path(run_dir: str | Path) -> Path:
+    """Where a finished job's final weights are: its ``weights.pt``, or, for a job that did not
+    prune and used the dense cache, the cache entry's ``best.pt`` (``results.json`` names it).
 
+    FileNotFoundError, naming what is missing, when the job has neither.
+    """
     run_dir = Path(run_dir)
-    if (run_dir / WEIGHTS_FILE).is_file():
-        return load_weights(run_dir / WEIGHTS_FILE)
-    results = json.loads((run_dir / "results.json").read_text())
-    entry = Path(results["config"]["cache_dir"]) / "dense" / results["dense/cache_key"]
-    return torch.load(entry / "best.pt", map_location="cpu", weights_only=True)
+    if (run_dir / paths.WEIGHTS).is_file():
+        return run_dir / paths.WEIGHTS
+    results_path = run_dir / paths.RESULTS
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {paths.WEIGHTS} and no {paths.RESULTS}")
+    results = json.loads(results_path.read_text())
+    key = results.get("dense/cache_key")
+    if not key:
+        raise FileNotFoundError(f"{run_dir}: no {paths.WEIGHTS}, and no dense cache entry")
+    best = paths.dense_entry(results["config"]["cache_dir"], key) / paths.BEST
+    if not best.is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: no {paths.WEIGHTS}, and its dense entry {best} is gone"
+        )
+    return best
+
+
+def run_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """A finished job's final weights as a plain state dict (see ``run_weights_path``)."""
+    path = run_weights_path(run_dir)
+    if path.name == paths.WEIGHTS:
+        return load_weights(path)
+    return torch.load(path, map_location="cpu", weights_only=True)

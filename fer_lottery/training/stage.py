@@ -13,9 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.seeding import seed_all
-from fer_lottery.store.atomic import flatten, write_json_atomic
+from fer_lottery.store import paths
+from fer_lottery.store.atomic import write_json_atomic
 from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
 from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
@@ -31,9 +33,6 @@ def resolved_device(cfg: DictConfig) -> str:
         return "cuda"
     return "cpu"
 
-
-# A finished stage's result, kept until the job has written results.json.
-FINISHED_WEIGHTS, FINISHED_METRICS = "finished.pt", "finished.json"
 
 # fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
 OWN_KEYS = ("checkpoint_every_n_epochs", "compile")
@@ -67,11 +66,6 @@ def prepare_model(cfg: DictConfig, module: FERClassifier) -> FERClassifier:
     return module
 
 
-def flat_config(cfg: DictConfig) -> dict[str, object]:
-    """The resolved config as ``{"data.split_seed": 1, ...}`` with scalars only (for hparams)."""
-    return flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, datamodule: SFEWDataModule, split: str) -> float:
     """Accuracy of ``model`` on a split, in eval mode, without augmentation (plain PyTorch)."""
@@ -99,10 +93,12 @@ def _report_stage(
     extra_metrics: dict[str, float] | None,
 ) -> None:
     """Confusion image (TensorBoard and PNG), and the hparams tab: swept keys + final metrics."""
-    # Imported here, after training: matplotlib and the report package are not needed before.
+    if hparams is None:
+        hparams = swept_params(cfg)
+    # Imported here, after training: matplotlib is not needed before.
     from PIL import Image
 
-    from fer_lottery.report.plots import confusion_figure, render
+    from fer_lottery.plotting import confusion_figure, render
 
     figure = confusion_figure(
         metrics["test/confusion"],
@@ -110,11 +106,11 @@ def _report_stage(
         title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
     )
     pixels = render(figure)
-    Image.fromarray(pixels).save(out_dir / f"confusion_{stage}.png")
+    Image.fromarray(pixels).save(paths.confusion_png(out_dir, stage))
     tb.experiment.add_image("test/confusion", pixels, global_step=step, dataformats="HWC")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
     scalars.update(extra_metrics or {})
-    tb.log_hyperparams(hparams if hparams is not None else flat_config(cfg), scalars)
+    tb.log_hyperparams(hparams, scalars)
     tb.finalize("success")
 
 
@@ -141,11 +137,12 @@ def train_stage(
     (``stage_logs``). A finished stage leaves its result in the same folder, so a job killed
     later reruns without training it again.
     Returns ``test/*``, ``val/acc_best``, ``time/train_s`` and ``time/test_s``, and writes
-    TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the whole config)
+    TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the job's swept keys,
+    ``config.sweeps.swept_params``)
     with the stage's final metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
     On return the module holds the best weights.
     """
-    ckpt_dir = out_dir / "checkpoints" / stage
+    ckpt_dir = paths.stage_checkpoints(out_dir, stage)
     finished = _finished(ckpt_dir, stage)
     if finished is not None:
         metrics, weights = finished
@@ -155,7 +152,7 @@ def train_stage(
     resume, tb, csv = stage_logs.prepare(out_dir, stage)
     best = BestWeights("val/acc")
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
-    resumable = ResumeCheckpoint(ckpt_dir / "last.ckpt", every)
+    resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every)
     datamodule.seed_epochs(cfg.seed, stage)
     trainer = pl.Trainer(
         logger=[tb, csv],
@@ -198,18 +195,18 @@ def _keep_finished(ckpt_dir: Path, module: FERClassifier, metrics: dict[str, obj
     loads the result on its rerun instead of training the stage again. ``run_experiment``
     removes ``checkpoints/`` once ``results.json`` is written.
     """
-    save_weights(ckpt_dir / FINISHED_WEIGHTS, module.model.state_dict())
-    write_json_atomic(ckpt_dir / FINISHED_METRICS, metrics)  # last: it marks the result whole
-    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
+    save_weights(ckpt_dir / paths.FINISHED_WEIGHTS, module.model.state_dict())
+    write_json_atomic(ckpt_dir / paths.FINISHED_METRICS, metrics)  # last: it marks the result whole
+    (ckpt_dir / paths.LAST_CKPT).unlink(missing_ok=True)
 
 
 def _finished(ckpt_dir: Path, stage: str) -> tuple[dict, dict] | None:
     """(metrics, weights) of the stage when an earlier attempt of this job finished it."""
-    if not (ckpt_dir / FINISHED_METRICS).is_file():
+    if not (ckpt_dir / paths.FINISHED_METRICS).is_file():
         return None
     try:
-        metrics = json.loads((ckpt_dir / FINISHED_METRICS).read_text())
-        return metrics, load_weights(ckpt_dir / FINISHED_WEIGHTS)
+        metrics = json.loads((ckpt_dir / paths.FINISHED_METRICS).read_text())
+        return metrics, load_weights(ckpt_dir / paths.FINISHED_WEIGHTS)
     except Exception as exc:  # damaged: train the stage again (same numbers, only later)
         log.warning(
             "%s: its finished result in %s cannot be read (%s); training it again",

@@ -15,13 +15,15 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from fer_lottery.store import paths
+from fer_lottery.store.atomic import move_aside
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,14 @@ def _read_checkpoint(path: Path) -> Resume | None:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         return Resume(path, int(ckpt["epoch"]), int(ckpt["global_step"]))
     except Exception as exc:  # truncated or foreign: not a checkpoint we can resume from
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.rename(aside)
+        what = move_aside(path, "corrupt")
         log.warning(
-            "%s cannot be loaded (%s: %s); moved it to %s and restarting the stage from its "
-            "beginning (same numbers, since every epoch is seeded)",
+            "%s cannot be loaded (%s: %s); %s and restarting the stage from its beginning (same "
+            "numbers, since every epoch is seeded)",
             path,
             type(exc).__name__,
             exc,
-            aside.name,
+            what,
         )
         return None
 
@@ -90,19 +91,23 @@ def _keep_rows_through(csv_path: Path, epoch: int) -> None:
 
 def prepare(out_dir: Path, stage: str) -> tuple[Resume, TensorBoardLogger, CSVLogger]:
     """Decide whether ``stage`` resumes, tidy its logs to match, and make its loggers."""
-    ckpt_dir = out_dir / "checkpoints" / stage
-    last = ckpt_dir / "last.ckpt"
+    ckpt_dir = paths.stage_checkpoints(out_dir, stage)
+    last = ckpt_dir / paths.LAST_CKPT
     resume = _read_checkpoint(last) if last.is_file() else None
-    csv_dir, tb_dir = out_dir / "csv" / stage, out_dir / "tb" / stage
+    csv_dir, tb_dir = paths.stage_csv(out_dir, stage), paths.stage_tensorboard(out_dir, stage)
     if resume is None:
         resume = Resume()
         for folder in (csv_dir, tb_dir, ckpt_dir):
             shutil.rmtree(folder, ignore_errors=True)
         purge = None
     else:
-        _keep_rows_through(csv_dir / "metrics.csv", resume.epoch)
+        _keep_rows_through(csv_dir / paths.METRICS_CSV, resume.epoch)
         purge = resume.global_step + 1
     tb = TensorBoardLogger(
-        save_dir=out_dir, name="tb", version=stage, default_hp_metric=False, purge_step=purge
+        save_dir=out_dir,
+        name=paths.TENSORBOARD,
+        version=stage,
+        default_hp_metric=False,
+        purge_step=purge,
     )
-    return resume, tb, AppendingCSVLogger(save_dir=out_dir, name="csv", version=stage)
+    return resume, tb, AppendingCSVLogger(save_dir=out_dir, name=paths.CSV, version=stage)

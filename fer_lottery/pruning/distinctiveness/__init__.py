@@ -6,36 +6,38 @@ and its weights are added to the other. Two units whose vectors are nearly oppos
 180 - tau, "complementary") cancel out: both go.
 
 ``distinctiveness_prune`` merges weights into ``model`` *in place* and returns a ``Mask``; the
-caller applies it (``result.mask.apply(model)``).
+caller applies it (``result.mask.apply(model)``). ``STRATEGY`` is the criterion
+``prune.method=distinctiveness`` (``pruning.registry``).
 
 One module per part:
 - ``angles``: which layers, their activations, and the Gram step, shared by the rules.
-- ``honest`` (DESIGN "Distinctiveness, precisely"): per-unit normalisation, greedy disjoint pairs.
-  A merged unit's *outgoing* weights are added to its keeper's, which keeps a duplicate's merge
-  exact.
+- ``honest`` (docs/design.md "Distinctiveness, precisely"): per-unit normalisation, greedy
+  disjoint pairs. A merged unit's *outgoing* weights are added to its keeper's, which keeps a
+  duplicate's merge exact.
 - ``paper_a`` and ``paper_b``: what each paper's published code does, flaws included. Both merge
   a unit's *incoming* weights (``W[i] += W[j]``), as their code does.
 
-``variant=`` picks the rule; ``layers`` restricts the layers, e.g. ``["classifier.4"]`` for paper
-B's fc7. ``similar_pairs`` / ``complementary_pairs`` count removals by the kind of pair that
-removed a unit (for the paper rules: the unit's first pair in the code's loop order).
+``variant=`` picks the rule (``RULES``); ``layers`` restricts the layers, e.g.
+``["classifier.4"]`` for paper B's fc7. ``similar_pairs`` / ``complementary_pairs`` count
+removals by the kind of pair that removed a unit (for the paper rules: the unit's first pair in
+the code's loop order).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fer_lottery.config import check_angle, check_norm_std, choices, enum_value
+from fer_lottery.config.schema import UnitNormalize, Variant
 from fer_lottery.errors import ConfigError
 from fer_lottery.pruning.distinctiveness import honest, paper_a, paper_b
 from fer_lottery.pruning.distinctiveness.angles import (
-    ARCHS,
     CHUNK,
     Pairing,
     PrunableUnit,
@@ -46,12 +48,12 @@ from fer_lottery.pruning.distinctiveness.angles import (
     unit_activations,
 )
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 
 __all__ = [
-    "ARCHS",
     "CHUNK",
-    "NORMALIZE",
-    "VARIANTS",
+    "RULES",
+    "STRATEGY",
     "DistinctivenessResult",
     "Pairing",
     "PrunableUnit",
@@ -64,29 +66,96 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("honest", "paper_a", "paper_b")
-NORMALIZE = ("minmax", "center")
+
+# -- the three rules ---------------------------------------------------------------------------
+
+Units = dict[str, PrunableUnit | None]  # layer name -> what its units feed (None: paper_a)
 
 
-@dataclass
-class DistinctivenessResult:
-    """What ``distinctiveness_prune`` did. The merges are already in the model; the mask is not."""
+@dataclass(frozen=True)
+class Rule:
+    """One variant: which layers and activations, how units pair, how a layer is merged."""
 
-    mask: Mask
-    units_removed: dict[str, int]
-    units_total: dict[str, int]
-    similar_pairs: int
-    complementary_pairs: int
-    angle_seconds: float
-    units_flagged: dict[str, int] = field(default_factory=dict)
-    units_compared: dict[str, int] = field(default_factory=dict)
-    pairings: dict[str, Pairing] = field(default_factory=dict)  # per layer: who went, into whom
-    # paper_b: removed units live again (counted in units_removed too); see paper_b
-    units_revived: dict[str, int] = field(default_factory=dict)
+    units: Callable[[nn.Module, str | None, list[str] | None], Units]
+    activations: Callable[[nn.Module, Units, Iterable, torch.device], dict[str, torch.Tensor]]
+    pair: Callable[..., Pairing]  # (acts, angle, *, complementary, normalize, norm_std, chunk)
+    merge_and_mask: Callable[[nn.Module, str, PrunableUnit | None, Pairing, dict], None]
 
-    def removed_fraction(self) -> float:
-        total = sum(self.units_total.values())
-        return sum(self.units_removed.values()) / total if total else 0.0
+
+def _units(model: nn.Module, arch: str | None, layers: list[str] | None) -> Units:
+    return {u.name: u for u in select_layers(prunable_units(model, arch), layers)}
+
+
+def _activations(model: nn.Module, units: Units, batches, device) -> dict[str, torch.Tensor]:
+    return unit_activations(model, list(units.values()), batches, device)
+
+
+def _honest_merge(model: nn.Module, name: str, unit, pairing: Pairing, keep: dict) -> None:
+    honest.merge(model, unit, pairing.into)
+    honest.mask(model, unit, pairing.removed, keep)
+
+
+def _rows_rule(module) -> Callable:
+    """paper_a / paper_b: merge the layer's own rows, mask only the rows the merge zeroed."""
+
+    def merge_and_mask(model: nn.Module, name: str, unit, pairing: Pairing, keep: dict) -> None:
+        weight = model.get_submodule(name).weight
+        module.merge(weight, pairing)
+        entry = keep.setdefault(f"{name}.weight", torch.ones(weight.shape, dtype=torch.bool))
+        entry[module.zeroed(pairing)] = False
+
+    return merge_and_mask
+
+
+RULES: dict[str, Rule] = {
+    "honest": Rule(
+        _units,
+        _activations,
+        lambda acts, angle, *, complementary, normalize, norm_std, chunk: honest.pair(
+            acts,
+            angle,
+            complementary=complementary,
+            normalize=normalize,
+            norm_std=norm_std,
+            chunk=chunk,
+        ),
+        _honest_merge,
+    ),
+    "paper_a": Rule(
+        lambda model, arch, layers: dict.fromkeys(select_names(paper_a.layers(model), layers)),
+        lambda model, units, batches, device: paper_a.activations(
+            model, list(units), batches, device
+        ),
+        lambda acts, angle, *, chunk, **_: paper_a.pair(acts, angle, chunk),
+        _rows_rule(paper_a),
+    ),
+    "paper_b": Rule(
+        _units,
+        _activations,
+        lambda acts, angle, *, norm_std, chunk, **_: paper_b.pair(acts, angle, norm_std, chunk),
+        _rows_rule(paper_b),
+    ),
+}
+assert set(RULES) == set(choices(Variant)), "a Variant without a rule, or a rule without one"
+
+# Options a paper rule does not have: the warning, and which options trigger it.
+_IGNORED = {
+    "paper_a": (
+        "complementary and norm_std are not in paper A; ignored",
+        ("complementary", "norm_std"),
+    ),
+    "paper_b": ("it merges complementary pairs; complementary ignored", ("complementary",)),
+}
+
+
+def _check(angle: float, normalize: str, norm_std: float | None, variant: str) -> None:
+    check_angle(angle)
+    if normalize not in choices(UnitNormalize):
+        allowed = ", ".join(choices(UnitNormalize))
+        raise ConfigError(f"prune.normalize={normalize!r}: expected one of {allowed}")
+    if variant not in RULES:
+        raise ConfigError(f"prune.variant={variant!r}: expected one of {', '.join(RULES)}")
+    check_norm_std(norm_std)
 
 
 def pair_units(
@@ -104,11 +173,7 @@ def pair_units(
     This is the whole angle step (normalise, Gram, pairing); each rule's module documents it.
     """
     _check(angle, normalize, norm_std, variant)
-    if variant == "paper_a":
-        return paper_a.pair(acts, angle, chunk)
-    if variant == "paper_b":
-        return paper_b.pair(acts, angle, norm_std, chunk)
-    return honest.pair(
+    return RULES[variant].pair(
         acts,
         angle,
         complementary=complementary,
@@ -118,25 +183,59 @@ def pair_units(
     )
 
 
-def _check(angle: float, normalize: str, norm_std: float | None, variant: str) -> None:
-    if not 0.0 < angle <= 90.0:
-        raise ConfigError(f"prune.angle={angle}: tau must be in (0, 90] degrees")
-    if normalize not in NORMALIZE:
-        raise ConfigError(f"prune.normalize={normalize!r}: expected one of {', '.join(NORMALIZE)}")
-    if variant not in VARIANTS:
-        raise ConfigError(f"prune.variant={variant!r}: expected one of {', '.join(VARIANTS)}")
-    if norm_std is not None and not (math.isfinite(norm_std) and norm_std >= 0):
-        raise ConfigError(f"prune.norm_std={norm_std}: expected null or a number >= 0")
+# -- what one call did -------------------------------------------------------------------------
 
 
-# -- prune ---------------------------------------------------------------------------------------
+@dataclass
+class DistinctivenessResult:
+    """What ``distinctiveness_prune`` did. The merges are already in the model; the mask is not."""
+
+    mask: Mask
+    pairings: dict[str, Pairing]  # per layer: who went, into whom
+    units_total: dict[str, int]  # per layer: how many units it has
+    angle_seconds: float  # time spent in the angle step (normalise, Gram, pairing)
+
+    @property
+    def units_removed(self) -> dict[str, int]:
+        return {n: int(p.removed.sum()) for n, p in self.pairings.items()}
+
+    @property
+    def units_revived(self) -> dict[str, int]:
+        """paper_b: removed units live again (counted in ``units_removed`` too); see paper_b."""
+        return {n: int(p.revived.sum()) for n, p in self.pairings.items() if p.revived is not None}
+
+    @property
+    def similar_pairs(self) -> int:
+        return sum(p.similar_pairs for p in self.pairings.values())
+
+    @property
+    def complementary_pairs(self) -> int:
+        return sum(p.complementary_pairs for p in self.pairings.values())
+
+    def removed_units(self) -> dict[str, torch.Tensor]:
+        """Per layer, a bool per unit: removed (on the CPU)."""
+        return {n: p.removed.cpu().clone() for n, p in self.pairings.items()}
+
+    def metrics(self) -> dict[str, object]:
+        """This call's ``results.json`` keys (``prune/units_*``, pair counts, ``time/angles_s``)."""
+        removed, total = sum(self.units_removed.values()), sum(self.units_total.values())
+        out: dict[str, object] = {
+            "prune/units_removed_frac": removed / total if total else 0.0,
+            "prune/units_removed": removed,
+            "prune/units_total": total,
+            "prune/similar_pairs": self.similar_pairs,
+            "prune/complementary_pairs": self.complementary_pairs,
+            "time/angles_s": round(self.angle_seconds, 4),
+        }
+        out.update({f"prune/units_removed/{n}": v for n, v in self.units_removed.items()})
+        revived = self.units_revived
+        if revived:
+            out["prune/units_revived"] = sum(revived.values())
+            out.update({f"prune/units_revived/{n}": v for n, v in revived.items()})
+        return out
 
 
-def _mask_rows(model: nn.Module, name: str, rows: torch.Tensor, keep: dict) -> None:
-    """Mask the given rows (units) of module ``name``'s weight, and nothing else of it."""
-    weight = model.get_submodule(name).weight
-    entry = keep.setdefault(f"{name}.weight", torch.ones(weight.shape, dtype=torch.bool))
-    entry[rows] = False
+# -- prune -------------------------------------------------------------------------------------
 
 
 def distinctiveness_prune(
@@ -166,77 +265,115 @@ def distinctiveness_prune(
     step; the model is returned to its own device.
     """
     _check(angle, normalize, norm_std, variant)
-    if variant == "paper_a" and (complementary or norm_std is not None):
-        log.warning(
-            "distinctiveness paper_a: complementary and norm_std are not in paper A; ignored"
-        )
-    if variant == "paper_b" and complementary:
-        log.warning("distinctiveness paper_b: it merges complementary pairs; complementary ignored")
+    _warn_ignored(variant, complementary=complementary, norm_std=norm_std)
+    rule = RULES[variant]
     home = next(model.parameters()).device
     model.to(device)
     try:
-        if variant == "paper_a":
-            units = {n: None for n in select_names(paper_a.layers(model), layers)}
-            acts = paper_a.activations(model, list(units), batches, device)
-        else:
-            units = {u.name: u for u in select_layers(prunable_units(model, arch), layers)}
-            acts = unit_activations(model, list(units.values()), batches, device)
+        units = rule.units(model, arch, layers)
+        acts = rule.activations(model, units, batches, device)
     finally:
         model.to(home)
 
     keep: dict[str, torch.Tensor] = {}
-    removed_n, total_n, flagged_n, compared_n, revived_n, pairings = {}, {}, {}, {}, {}, {}
-    similar = compl = 0
+    pairings: dict[str, Pairing] = {}
     seconds = 0.0
     for name, unit in units.items():
-        a = acts[name]
         start = time.perf_counter()
-        pairing = pair_units(
-            a,
+        pairing = rule.pair(
+            acts[name],
             angle,
             complementary=complementary,
             normalize=normalize,
             norm_std=norm_std,
-            variant=variant,
+            chunk=CHUNK,
         )
         seconds += time.perf_counter() - start
-        if variant == "honest":
-            honest.merge(model, unit, pairing.into)
-            honest.mask(model, unit, pairing.removed, keep)
-        else:
-            rule = paper_a if variant == "paper_a" else paper_b
-            rule.merge(model.get_submodule(name).weight, pairing)
-            _mask_rows(model, name, rule.zeroed(pairing), keep)
-        removed_n[name] = int(pairing.removed.sum())
-        total_n[name] = a.shape[1]
-        flagged_n[name] = int(pairing.flagged.sum())
-        compared_n[name] = int(pairing.compared.sum())
-        if pairing.revived is not None:
-            revived_n[name] = int(pairing.revived.sum())
+        rule.merge_and_mask(model, name, unit, pairing, keep)
         pairings[name] = pairing
-        similar += pairing.similar_pairs
-        compl += pairing.complementary_pairs
-        log.info(
-            "distinctiveness %s: removed %d of %d units (%d similar, %d complementary; "
-            "%d flagged dead/constant, %d compared; %d revived)",
-            name,
-            removed_n[name],
-            total_n[name],
-            pairing.similar_pairs,
-            pairing.complementary_pairs,
-            flagged_n[name],
-            compared_n[name],
-            revived_n.get(name, 0),
-        )
-    return DistinctivenessResult(
-        mask=Mask(keep),
-        units_removed=removed_n,
-        units_total=total_n,
-        similar_pairs=similar,
-        complementary_pairs=compl,
-        angle_seconds=seconds,
-        units_flagged=flagged_n,
-        units_compared=compared_n,
-        pairings=pairings,
-        units_revived=revived_n,
+        _log_layer(name, pairing, acts[name].shape[1])
+    units_total = {name: acts[name].shape[1] for name in units}
+    return DistinctivenessResult(Mask(keep), pairings, units_total, seconds)
+
+
+def _warn_ignored(variant: str, complementary: bool, norm_std: float | None) -> None:
+    """One warning when a paper rule is given an option its code does not have."""
+    what, names = _IGNORED.get(variant, ("", ()))
+    given = {"complementary": bool(complementary), "norm_std": norm_std is not None}
+    if any(given[n] for n in names):
+        log.warning("distinctiveness %s: %s", variant, what)
+
+
+def _log_layer(name: str, pairing: Pairing, total: int) -> None:
+    revived = int(pairing.revived.sum()) if pairing.revived is not None else 0
+    log.info(
+        "distinctiveness %s: removed %d of %d units (%d similar, %d complementary; "
+        "%d flagged dead/constant, %d compared; %d revived)",
+        name,
+        int(pairing.removed.sum()),
+        total,
+        pairing.similar_pairs,
+        pairing.complementary_pairs,
+        int(pairing.flagged.sum()),
+        int(pairing.compared.sum()),
+        revived,
     )
+
+
+# -- the criterion -----------------------------------------------------------------------------
+
+
+def _prune(request: Request) -> Pruned:
+    """One round: activations on ``request.device``, merges in the model, the mask returned."""
+    p, model, device = request.options, request.model, request.device
+    model.to(device)
+    result = distinctiveness_prune(
+        model,
+        request.arch,
+        request.batches(device),
+        angle=p.angle,
+        complementary=p.complementary,
+        normalize=enum_value(p.normalize),
+        norm_std=p.norm_std,
+        variant=enum_value(p.variant),
+        layers=list(p.layers) if p.layers is not None else None,
+        device=device,
+    )
+    model.cpu()
+    mask = result.mask if request.previous is None else result.mask & request.previous
+    return Pruned(mask, result.metrics(), result.removed_units())
+
+
+# Keys summed over IMP rounds; the removed-unit counts are of the union of the rounds' removals.
+_SUMMED = ("prune/units_revived", "prune/similar_pairs", "prune/complementary_pairs")
+
+
+def rounds_metrics(rounds: list[Pruned]) -> dict[str, object]:
+    """The job's distinctiveness keys over its rounds.
+
+    Pair and revived counts and the angle time are summed; ``prune/units_removed*`` count every
+    unit removed in any round once (a dead unit that a paper rule compares like any other may be
+    removed again by a later round); other keys (``prune/units_total``) are the last round's.
+    """
+    out: dict[str, object] = {}
+    union: dict[str, torch.Tensor] = {}
+    for pruned in rounds:
+        for key, value in pruned.metrics.items():
+            if key in _SUMMED or key.startswith("prune/units_revived/"):
+                out[key] = out.get(key, 0) + value
+            elif key == "time/angles_s":
+                out[key] = round(out.get(key, 0.0) + value, 4)
+            elif not key.startswith("prune/units_removed"):
+                out[key] = value
+        for layer, units in pruned.units_removed.items():
+            union[layer] = units | union[layer] if layer in union else units
+    if union:
+        per_layer = {n: int(r.sum()) for n, r in union.items()}
+        out.update({f"prune/units_removed/{n}": v for n, v in per_layer.items()})
+        out["prune/units_removed"] = sum(per_layer.values())
+        total = out.get("prune/units_total", 0)
+        out["prune/units_removed_frac"] = out["prune/units_removed"] / total if total else 0.0
+    return out
+
+
+STRATEGY = Strategy(_prune, rounds_metrics)

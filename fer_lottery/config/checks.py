@@ -1,0 +1,132 @@
+"""Range checks: what the schema's types cannot express (ranges, sums, per-model limits, settings
+that make no sense together). ``validate`` runs before any work, and each error names the key
+and the fix in one line.
+"""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig
+
+from fer_lottery.config.schema import ANGLE_MAX, LAYER_COUNTS, enum_value
+from fer_lottery.errors import ConfigError
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before any work on values that are out of range, naming the key and the fix."""
+    data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
+    split = list(data.split)
+    if len(split) != 3 or any(f <= 0 or f >= 1 for f in split):
+        raise ConfigError(
+            f"data.split={split} must be three fractions in (0, 1) for train, val and test, "
+            "e.g. data.split=[0.7,0.15,0.15]"
+        )
+    if abs(sum(split) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"data.split={split} sums to {sum(split):.4g}, not 1; "
+            "e.g. data.split=[0.7,0.15,0.15] (paper A) or [0.6,0.2,0.2] (paper B)"
+        )
+    folds, fold = data.get("folds"), data.get("fold")
+    if folds is not None and folds < 2:
+        raise ConfigError(
+            f"data.folds={folds}: k-fold cross-validation needs at least 2 folds, "
+            "e.g. data.folds=5; or data.folds=null for one train/val/test split"
+        )
+    if fold is not None and folds is None:
+        raise ConfigError(
+            f"data.fold={fold} is set but data.folds is null: set data.folds=k as well "
+            "(e.g. data.folds=5 data.fold=0), or data.fold=null"
+        )
+    if fold is not None and not 0 <= fold < folds:
+        raise ConfigError(
+            f"data.fold={fold} is out of range for data.folds={folds}: use 0..{folds - 1}, "
+            "or data.fold=null to run every fold"
+        )
+    if data.image_size < 32:
+        raise ConfigError(f"data.image_size={data.image_size} is too small; use at least 32")
+    if data.batch_size < 1:
+        raise ConfigError(f"data.batch_size={data.batch_size} must be at least 1")
+    if data.face_margin < 0:
+        raise ConfigError(f"data.face_margin={data.face_margin} must be >= 0 (a fraction)")
+    if data.detect_max_side < 64 or data.detect_batch_size < 1:
+        raise ConfigError("data.detect_max_side must be >= 64 and data.detect_batch_size >= 1")
+    aug = data.augment
+    if not 0 <= aug.hflip <= 1:
+        raise ConfigError(f"data.augment.hflip={aug.hflip} is a probability in [0, 1]")
+    if aug.rotation < 0 or aug.rotation > 180:
+        raise ConfigError(f"data.augment.rotation={aug.rotation} must be in [0, 180] degrees")
+    if not 0 < aug.crop_area_min <= aug.crop_area_max <= 1:
+        raise ConfigError(
+            f"data.augment.crop_area_min={aug.crop_area_min}, crop_area_max={aug.crop_area_max}: "
+            "need 0 < min <= max <= 1"
+        )
+    if data.synthetic.per_class < 5:
+        raise ConfigError(
+            f"data.synthetic.per_class={data.synthetic.per_class}: need at least 5 images "
+            "per class so that every split gets each class"
+        )
+    name = enum_value(model.name)
+    n_layers = LAYER_COUNTS[name]
+    if not 0 <= model.frozen_layers <= n_layers:
+        raise ConfigError(
+            f"model.frozen_layers={model.frozen_layers} is out of range for {name}, "
+            f"which has {n_layers} layers: use 0..{n_layers}"
+        )
+    if name == "alexnet" and data.image_size < 63:
+        raise ConfigError(
+            f"data.image_size={data.image_size} is too small for alexnet: use at least 63"
+        )
+    if model.num_classes < 2:
+        raise ConfigError(f"model.num_classes={model.num_classes} must be at least 2")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr={optim.lr} must be > 0")
+    if optim.weight_decay < 0 or optim.momentum < 0:
+        raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
+    if trainer.max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
+    if trainer.get("checkpoint_every_n_epochs", 1) < 0:
+        raise ConfigError(
+            f"trainer.checkpoint_every_n_epochs={trainer.checkpoint_every_n_epochs} must be >= 0 "
+            "(0: no resumable checkpoints)"
+        )
+    if cfg.get("threads") is not None and cfg.threads < 1:
+        raise ConfigError(f"threads={cfg.threads} must be at least 1, or null for every CPU")
+    if cfg.get("cache_lock_timeout_s", 1) <= 0:
+        raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
+    _validate_prune(cfg.prune, trainer.max_epochs)
+
+
+def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
+    if not 0 <= prune.ratio < 1:
+        raise ConfigError(
+            f"prune.ratio={prune.ratio} must be in [0, 1): the fraction of weights to remove"
+        )
+    if prune.iterations < 1:
+        raise ConfigError(f"prune.iterations={prune.iterations} must be at least 1")
+    if prune.retrain_epochs is not None and prune.retrain_epochs < 0:
+        raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 0 or null")
+    if prune.retrain_epochs == 0 and enum_value(prune.rewind) != "none":
+        raise ConfigError(
+            f"prune.retrain_epochs=0 tests the pruned model as it is, so prune.rewind="
+            f"{enum_value(prune.rewind)} would test untrained weights: use prune.rewind=none"
+        )
+    if enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
+        raise ConfigError(
+            f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
+            f"({max_epochs}) for prune.rewind=epoch"
+        )
+    check_angle(prune.angle)
+    check_norm_std(prune.norm_std)
+
+
+def check_angle(angle: float) -> None:
+    """The one rule for distinctiveness' threshold tau: 0 < tau <= 90 degrees."""
+    if not (math.isfinite(angle) and 0 < angle <= ANGLE_MAX):
+        raise ConfigError(f"prune.angle={angle}: tau must be in (0, {ANGLE_MAX:g}] degrees")
+
+
+def check_norm_std(norm_std: float | None) -> None:
+    """paper B's norm filter: null, or k >= 0 standard deviations."""
+    if norm_std is not None and not (math.isfinite(norm_std) and norm_std >= 0):
+        raise ConfigError(f"prune.norm_std={norm_std}: expected null or a number >= 0")

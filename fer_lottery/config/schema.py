@@ -1,0 +1,234 @@
+"""The typed config schema: every key, its type, its default and its choices, written once.
+
+Hydra composes ``conf/config.yaml`` onto these dataclasses (registered as ``config_schema``), so
+OmegaConf checks types and enum values while composing: an unknown ``model.name`` fails there,
+naming the key and the allowed values. The YAML files in ``conf/`` set only what an option or a
+preset changes; every default lives here. ``checks.validate`` checks what types cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+from fer_lottery.pruning.registry import method_names
+
+
+def choices(enum: type[Enum]) -> tuple[str, ...]:
+    """The allowed values of a config enum, as plain strings."""
+    return tuple(member.value for member in enum)
+
+
+class DataName(str, Enum):
+    sfew = "sfew"
+    synthetic = "synthetic"
+
+
+class CropMethod(str, Enum):
+    mtcnn = "mtcnn"
+    none = "none"
+
+
+class CropFallback(str, Enum):
+    center = "center"
+    full = "full"
+
+
+class Normalize(str, Enum):
+    imagenet = "imagenet"
+    none = "none"
+
+
+class ModelName(str, Enum):
+    resnet18 = "resnet18"
+    alexnet = "alexnet"
+
+
+# Layer groups that ``model.frozen_layers`` counts (``models.layer_groups``): ResNet-18: stem,
+# layer1-4, fc; AlexNet: conv1-5, fc6, fc7, fc8.
+LAYER_COUNTS = {ModelName.resnet18.value: 6, ModelName.alexnet.value: 8}
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (paper A: hflip 0.5, +-15 deg, square crop of 90-100% area)."""
+
+    hflip: float = 0.5
+    rotation: float = 15.0  # degrees, +-; paper B used 30
+    crop_area_min: float = 0.9
+    crop_area_max: float = 1.0
+
+
+@dataclass
+class SyntheticConfig:
+    """Size and seed of the built-in synthetic face dataset (not SFEW)."""
+
+    per_class: int = 150
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """SFEW frames under ``root`` (``root/<Class>/*.png``, or ``root/{Train,Val}/<Class>/*``),
+    or the built-in synthetic faces (``name: synthetic``)."""
+
+    name: DataName = DataName.sfew
+    root: str = "${oc.env:SFEW_ROOT,data/SFEW}"
+    # train / val / test. Paper A says "75/15/15" (105%); 15% val + 15% test (101 images each)
+    # leaves 70% to train. Paper B: [0.6, 0.2, 0.2].
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    split_seed: int = 1
+    # k-fold cross-validation: folds=k tests on each of k stratified folds in turn (val is
+    # split[1]/(split[0]+split[1]) of the rest, and split[2] is ignored); fold=i runs only fold i
+    # (to spread folds over sweep jobs); null runs all k in one job.
+    folds: int | None = None
+    fold: int | None = None
+    crop: CropMethod = CropMethod.mtcnn
+    # Frames with no face: center (centre square) | full (whole frame); <root>/crops.csv wins.
+    crop_fallback: CropFallback = CropFallback.center
+    # Manual boxes (file,x1,y1,x2,y2); null looks for <root>/crops.csv.
+    crops_csv: str | None = None
+    # Margin around the detected box, as a fraction of the box side.
+    face_margin: float = 0.0
+    # Frames larger than this (longest side, px) are shrunk for detection only.
+    detect_max_side: int = 1024
+    detect_batch_size: int = 4
+    image_size: int = 224
+    batch_size: int = 64
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalize: Normalize = Normalize.imagenet
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = ModelName.resnet18
+    # IMAGENET1K_V1, null (random init) or a path to a state-dict file.
+    weights: str | None = "IMAGENET1K_V1"
+    frozen_layers: int = 0  # the first k layer groups (LAYER_COUNTS) keep their loaded weights
+    num_classes: int = 7
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer arguments, passed through. ``extra`` takes any other Trainer argument
+    (``+trainer.extra.NAME=VALUE``)."""
+
+    max_epochs: int = 50
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: Any = None  # null: 32 on CPU, bf16-mixed on GPU
+    deterministic: bool = False
+    log_every_n_steps: int = 1  # metrics are logged per epoch; this only silences a warning
+    enable_progress_bar: bool = True
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    num_sanity_val_steps: int = 0  # no validation pass before training (it changes no number)
+    # fer_lottery's own keys (not Trainer arguments, see ``training.stage.OWN_KEYS``):
+    # a resumable checkpoint (model, optimizer, best weights) every N epochs; 0: none
+    checkpoint_every_n_epochs: int = 5
+    compile: bool = False  # true: torch.compile the model (nn.Module.compile), per process
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The pruning criteria: "none" and the names in ``pruning.registry``.
+PruneMethod = Enum("PruneMethod", {name: name for name in method_names()}, type=str)
+
+
+# global: rank every prunable weight together; layer: prune the same fraction of each layer.
+# (Functional API: OmegaConf matches members by name, and "global" is a Python keyword.)
+PruneScope = Enum("PruneScope", {"global": "global", "layer": "layer"}, type=str)
+
+
+class RewindMode(str, Enum):
+    none = "none"  # continue from the fine-tuned weights
+    pretrained = "pretrained"  # the lottery ticket: rewind to theta0
+    epoch = "epoch"  # rewind to theta_k, the weights after prune.rewind_epoch dense epochs
+    random = "random"  # the control: a fresh random initialisation
+
+
+class Variant(str, Enum):
+    honest = "honest"  # the corrected rule (docs/design.md "Distinctiveness, precisely")
+    paper_a = "paper_a"  # what paper A's published code does
+    paper_b = "paper_b"  # what paper B's published code does
+
+
+class UnitNormalize(str, Enum):
+    minmax = "minmax"  # per unit to [-0.5, 0.5]
+    center = "center"  # subtract the unit's mean
+
+
+# Distinctiveness' angle threshold tau, in degrees: 0 < tau <= ANGLE_MAX.
+ANGLE_MAX = 90.0
+
+
+@dataclass
+class PruneConfig:
+    """What to prune after the dense fine-tune, and which weights to retrain from.
+
+    ``ratio`` 0 (the default) trains the dense model only; ``-m prune.ratio=0.5,0.9,0.95``
+    fine-tunes once and prunes at three ratios.
+    """
+
+    method: PruneMethod = PruneMethod.magnitude
+    ratio: float = 0.0  # fraction of prunable weights to remove (magnitude, random); 0: dense only
+    scope: PruneScope = PruneScope["global"]
+    include: list[str] = field(default_factory=lambda: ["*"])  # module-name globs of the
+    # conv/linear weights that may be pruned
+    rewind: RewindMode = RewindMode.none
+    rewind_epoch: int = 1  # k for rewind=epoch: the weights after k dense epochs
+    iterations: int = 1  # >1: IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains
+    retrain_epochs: int | None = None  # null: trainer.max_epochs; 0: test the pruned model as is
+    # Distinctiveness (Gedeon): angle threshold tau in degrees, and its options.
+    angle: float = 15.0
+    complementary: bool = False  # also remove pairs at more than 180 - tau
+    normalize: UnitNormalize = UnitNormalize.minmax
+    norm_std: float | None = None  # paper B's pre-filter: k standard deviations of the norms
+    variant: Variant = Variant.honest
+    layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
+    seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    seed: int = 1
+    # Face crops (crops/) and dense fine-tunes shared by sweep jobs (dense/) live here.
+    cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
+    # Reuse a dense fine-tune with the same data/model/optim/trainer/seed config (sweeps).
+    cache_dense: bool = True
+    # How long a job waits for another job that is training the same dense model (seconds).
+    cache_lock_timeout_s: float = 14400.0
+    # torch CPU threads for the job; null: every CPU the process may use. CPU float results
+    # depend on it, so it is a setting (the same under every launcher) and is recorded.
+    threads: int | None = None
+    # A preset's published numbers (paper, table, rows); read by the report, never by training.
+    published: Any = None
+
+
+def enum_value(value: Any) -> str:
+    """The plain string of a config enum (``ModelName.resnet18`` -> ``"resnet18"``)."""
+    return value.value if isinstance(value, Enum) else str(value)

@@ -1,0 +1,84 @@
+"""The dense stage: fine-tune the model once, through the dense cache, and keep its start weights.
+
+Every job of a prune sweep with the same data, model, optim, trainer and seed shares one dense
+fine-tune (``store.dense_cache``); ``cache_dense=false`` trains a job's own copy in its run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from fer_lottery.config.sweeps import swept_params
+from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.pruning.callbacks import SnapshotAtEpoch
+from fer_lottery.pruning.rewind import snapshot_epoch
+from fer_lottery.store import paths
+from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
+from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.stage import resolved_device, train_stage, trainer_kwargs
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+
+
+def cache_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
+    """The dense cache key of this job: its settings with the device, precision and theta_k
+    epoch they resolve to."""
+    return dense_key(
+        cfg,
+        data_fingerprint,
+        device=resolved_device(cfg),
+        precision=str(trainer_kwargs(cfg)["precision"]),
+        snapshot_epoch=snapshot_epoch(cfg),
+    )
+
+
+def _train(
+    cfg: DictConfig, datamodule: SFEWDataModule, module: FERClassifier, out_dir: Path, k: int | None
+) -> dict:
+    """Fine-tune into ``out_dir``, writing theta_k there when epoch k >= 1 is needed."""
+    callbacks = [SnapshotAtEpoch(k, out_dir / paths.THETA_K)] if k else []
+    hparams = {n: v for n, v in swept_params(cfg).items() if not n.startswith("prune.")}
+    return train_stage(
+        cfg, datamodule, module, out_dir, "dense", callbacks=callbacks, hparams=hparams
+    )
+
+
+def dense_stage(
+    cfg: DictConfig, datamodule: SFEWDataModule, module: FERClassifier, run_dir: Path
+) -> tuple[dict, dict[str, State | None]]:
+    """Fine-tune the dense model, or load it from the cache; leave its best weights in the module.
+
+    Returns the dense metrics and the states to rewind to: ``theta0`` (before fine-tuning) and
+    ``theta_k`` (after ``prune.rewind_epoch`` epochs, when ``prune.rewind=epoch``).
+    """
+    k = snapshot_epoch(cfg)
+    theta0 = {n: v.detach().cpu().clone() for n, v in module.model.state_dict().items()}
+    if not cfg.cache_dense:
+        metrics = _train(cfg, datamodule, module, run_dir, k)
+        metrics["cache"] = "off"
+        theta_k = None if k is None else theta0 if k == 0 else load_state(run_dir / paths.THETA_K)
+        return metrics, {"theta0": theta0, "theta_k": theta_k}
+
+    entry = DenseEntry(cfg.cache_dir, cache_key(cfg, datamodule.fingerprint()), k)
+    with entry.locked(cfg.cache_lock_timeout_s, job=str(run_dir)):
+        if entry.check():
+            log.info("dense cache hit %s: reusing the dense fine-tune, no training", entry.key)
+            status = "hit"
+        else:
+            status = entry.start(theta0)
+            log.info(
+                "dense cache %s %s: training the dense model once for every job", status, entry.key
+            )
+            metrics = _train(cfg, datamodule, module, entry.partial, k)
+            entry.publish(metrics, module.model.state_dict())
+    module.model.load_state_dict(entry.load(paths.BEST))
+    entry.copy_logs(run_dir)
+    metrics = entry.metrics()
+    metrics.update(cache=status, cache_key=entry.key)
+    return metrics, entry.start_weights()

@@ -1,0 +1,180 @@
+"""The pruning rounds of one experiment: prune, measure, rewind, retrain (``prune.iterations``).
+
+Each round asks the configured criterion (``pruning.registry``) for a mask at that round's
+ratio, applies it, measures the accuracy right after pruning, sets the start weights
+(``pruning.rewind``) and retrains with the mask kept applied (``KeepMasked``), or, with
+``prune.retrain_epochs=0``, tests the pruned model as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from fer_lottery.config import enum_value, prune_seed
+from fer_lottery.config.sweeps import swept_params
+from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.job import faults
+from fer_lottery.models import prunable_weights
+from fer_lottery.pruning import registry
+from fer_lottery.pruning.callbacks import KeepMasked
+from fer_lottery.pruning.mask import Mask, zero_fraction
+from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
+from fer_lottery.pruning.strategy import Pruned, Request, Strategy
+from fer_lottery.seeding import seeded
+from fer_lottery.store import paths
+from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.stage import evaluate, test_stage, train_stage
+
+log = logging.getLogger(__name__)
+
+
+def round_ratio(ratio: float, r: int, n: int) -> float:
+    """The overall fraction pruned after round r of n: each round prunes 1-(1-ratio)^(1/n) of
+    what remains."""
+    return 1 - (1 - ratio) ** (r / n)
+
+
+def prune_round(
+    cfg: DictConfig,
+    strategy: Strategy,
+    model: nn.Module,
+    names: list[str],
+    r: int,
+    previous: Mask | None,
+    datamodule: SFEWDataModule,
+) -> Pruned:
+    """Round r's mask from the criterion, seeded by the round's name (not yet applied)."""
+
+    def batches(device: torch.device):
+        for x, _ in datamodule.eval_loader("train"):
+            yield datamodule.transform(x.to(device), train=False)
+
+    request = Request(
+        model=model,
+        names=names,
+        ratio=round_ratio(cfg.prune.ratio, r, cfg.prune.iterations),
+        previous=previous,
+        options=cfg.prune,
+        arch=enum_value(cfg.model.name),
+        seed=prune_seed(cfg),
+        batches=batches,
+        device=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+    )
+    with seeded(cfg.seed, f"prune{r}"):
+        return strategy.prune(request)
+
+
+def retrain(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    model: nn.Module,
+    frozen: list[nn.Module],
+    mask: Mask,
+    run_dir: Path,
+    stage: str,
+    names: list[str],
+) -> dict:
+    """Retrain the masked model for ``prune.retrain_epochs`` (0: test it as it is)."""
+    module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
+    extra = {"prune/sparsity": zero_fraction(model, names)}
+    hparams = swept_params(cfg)
+    if cfg.prune.retrain_epochs == 0:  # paper B: the pruned model is tested as it is
+        return test_stage(
+            cfg, datamodule, module, run_dir, "pruned", hparams=hparams, extra_metrics=extra
+        )
+    return train_stage(
+        cfg,
+        datamodule,
+        module,
+        run_dir,
+        stage,
+        callbacks=[KeepMasked(mask)],
+        max_epochs=cfg.prune.retrain_epochs,
+        hparams=hparams,
+        extra_metrics=extra,
+    )
+
+
+def prune_and_retrain(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    model: nn.Module,
+    frozen: list[nn.Module],
+    states: dict,
+    run_dir: Path,
+) -> tuple[dict, dict]:
+    """Prune the dense model (``prune.iterations`` rounds), rewind or continue, retrain each round.
+
+    Returns the final stage's metrics and the pruning keys for results.json.
+    """
+    n = cfg.prune.iterations
+    names = prunable_weights(model, list(cfg.prune.include))
+    strategy = registry.get(enum_value(cfg.prune.method))
+    frozen_names = frozen_state_names(model, frozen)
+    mask: Mask | None = None
+    rounds: list[Pruned] = []
+    info: dict[str, object] = {}
+    seconds = {"prune": 0.0, "retrain": 0.0, "test": 0.0}
+    final: dict = {}
+    for r in range(1, n + 1):
+        start = time.perf_counter()
+        pruned = prune_round(cfg, strategy, model, names, r, mask, datamodule)
+        mask = pruned.mask
+        mask.apply(model)
+        seconds["prune"] += time.perf_counter() - start
+        faults.at("prune")
+        before_val, before_test = (
+            evaluate(model, datamodule, "val"),
+            evaluate(model, datamodule, "test"),
+        )
+        log.info(
+            "prune round %d/%d: sparsity %.4f, val acc %.4f right after pruning",
+            r,
+            n,
+            zero_fraction(model, names),
+            before_val,
+        )
+        set_start_weights(cfg, model, states, mask, frozen_names)
+        stage = "retrain" if n == 1 else f"retrain{r}"
+        final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
+        seconds["retrain"] += final["time/train_s"]
+        seconds["test"] += final["time/test_s"]
+        rounds.append(pruned)
+        info["prune/acc_before_retrain"] = before_test
+        info["prune/val_acc_before_retrain"] = before_val
+        if n > 1:
+            info[f"round{r}/prune/sparsity"] = zero_fraction(model, names)
+            info[f"round{r}/prune/acc_before_retrain"] = before_test
+            info[f"round{r}/test/acc"] = final["test/acc"]
+            info[f"round{r}/val/acc_best"] = final["val/acc_best"]
+            info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
+    assert mask is not None
+    mask.save(run_dir / paths.MASK)
+    info.update(strategy.rounds_metrics(rounds))
+    info.update(_sparsity_keys(model, names, mask))
+    info["time/prune_s"] = round(seconds["prune"], 3)
+    info["time/retrain_s"] = round(seconds["retrain"], 3)
+    info["time/test_s"] = round(seconds["test"], 3)
+    return final, info
+
+
+def _sparsity_keys(model: nn.Module, names: list[str], mask: Mask) -> dict[str, object]:
+    """What the final mask left: sparsity, compression, prunable and fully pruned layers."""
+    state = model.state_dict()
+    sparsity = zero_fraction(model, names)
+    dead = [name for name in names if not bool(state[name].any())]
+    if dead:
+        log.warning("pruning removed every weight of %d layer(s): %s", len(dead), ", ".join(dead))
+    return {
+        "prune/sparsity": sparsity,
+        "prune/mask_sparsity": mask.sparsity(),
+        "prune/compression": 1 / (1 - sparsity) if sparsity < 1 else float("inf"),
+        "params/prunable": sum(state[name].numel() for name in names),
+        "prune/layers_fully_pruned": len(dead),
+    }

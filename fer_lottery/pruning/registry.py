@@ -1,0 +1,59 @@
+"""The pruning criteria, by name: ``prune.method=<name>`` runs ``get(<name>)``.
+
+A new criterion is one module in ``fer_lottery/pruning/`` that defines ``STRATEGY`` (see
+``pruning.strategy``) plus one entry here. The table holds module paths, not the modules, so
+that the config schema can read the names without importing torch; ``get`` imports the module
+the first time a job prunes with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One criterion: where it lives, and which ``prune.*`` keys are its own."""
+
+    module: str  # defines ``STRATEGY``
+    uses_ratio: bool = True  # prune.ratio sets how much it prunes (0: the job stays dense)
+    options: tuple[str, ...] = ()  # prune.* keys only this criterion reads (the report blanks
+    # them in other criteria's rows)
+
+
+STRATEGIES: dict[str, Entry] = {
+    "magnitude": Entry("fer_lottery.pruning.magnitude", options=("ratio", "scope", "include")),
+    "random": Entry("fer_lottery.pruning.random", options=("ratio", "scope", "include")),
+    "distinctiveness": Entry(
+        "fer_lottery.pruning.distinctiveness",
+        uses_ratio=False,
+        options=("angle", "complementary", "normalize", "norm_std", "variant", "layers"),
+    ),
+}
+
+
+def method_names() -> tuple[str, ...]:
+    """The values ``prune.method`` takes: ``none`` (dense only) and every criterion."""
+    return ("none", *STRATEGIES)
+
+
+def prunes(method: object, ratio: object) -> bool:
+    """Whether a run with this ``prune.method`` and ``prune.ratio`` prunes.
+
+    A criterion that uses the ratio prunes when it is above 0; one that does not (distinctiveness
+    decides by angle) always prunes; ``none`` never does. This is the one home of that rule: the
+    runner, the results schema and the report all ask it.
+    """
+    method = getattr(method, "value", method)
+    entry = STRATEGIES.get(method) if isinstance(method, str) else None
+    if entry is None:
+        return False
+    if not entry.uses_ratio:
+        return True
+    return isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 0
+
+
+def get(method: str):
+    """The ``STRATEGY`` of criterion ``method`` (its module imported on first use)."""
+    return importlib.import_module(STRATEGIES[method].module).STRATEGY

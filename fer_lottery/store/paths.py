@@ -1,0 +1,82 @@
+"""Every file and folder name that a run, a sweep or the cache writes, in one place.
+
+A run folder (``outputs/<date>/<time>/``, or one job of a sweep)::
+
+    results.json          the job's results and resolved config (schema: ``store.results``)
+    split.json            the item ids of train / val / test
+    weights.pt            the final weights, sparse (``store.weights``)
+    mask.pt               the final pruning mask, 1 bit per entry (``pruning.mask``)
+    failed.json           a failed sweep job: error, traceback, overrides (``job.failures``)
+    folds.json, fold=<i>/ k-fold: the per-fold summary and one run folder per fold
+    tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned)
+    csv/<stage>/          the same curves as CSV (metrics.csv)
+    confusion_<stage>.png the stage's test confusion matrix
+    checkpoints/<stage>/  while the job runs: last.ckpt, then finished.pt + finished.json
+
+The cache folder (``cache_dir``)::
+
+    crops/<sha256>.npz    one face crop per image and crop setting (``data.faces``)
+    dense/<key>/          a finished dense fine-tune: theta0.pt, best.pt, theta_k.pt, metrics.json,
+                          and its tb/dense, csv/dense and confusion_dense.png
+    dense/<key>.partial/  one being trained; <key>.lock and <key>.holder.json beside it
+    <folder>/quarantine/  entries found broken, moved aside (``store.atomic.move_aside``)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# -- a run folder -----------------------------------------------------------------------------
+RESULTS = "results.json"
+SPLIT = "split.json"
+WEIGHTS = "weights.pt"
+MASK = "mask.pt"
+FAILED = "failed.json"
+FOLDS = "folds.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tb"
+CSV = "csv"
+METRICS_CSV = "metrics.csv"
+EXPORTED = "exported.pt"
+MULTIRUN = "multirun.yaml"  # written by Hydra in a sweep folder
+
+# -- inside checkpoints/<stage>/ ----------------------------------------------------------------
+LAST_CKPT = "last.ckpt"
+FINISHED_WEIGHTS = "finished.pt"
+FINISHED_METRICS = "finished.json"
+
+# -- the cache --------------------------------------------------------------------------------
+CROPS = "crops"
+DENSE = "dense"
+QUARANTINE = "quarantine"
+THETA0 = "theta0.pt"  # the weights before fine-tuning
+BEST = "best.pt"  # the dense model's best-validation weights
+THETA_K = "theta_k.pt"  # the weights after prune.rewind_epoch dense epochs
+ENTRY_METRICS = "metrics.json"
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    """The run folder of fold ``fold`` of a k-fold job."""
+    return Path(run_dir) / f"fold={fold}"
+
+
+def stage_checkpoints(out_dir: Path, stage: str) -> Path:
+    """Where a stage keeps what resumes it, and its result once it finished."""
+    return Path(out_dir) / CHECKPOINTS / stage
+
+
+def stage_tensorboard(out_dir: Path, stage: str) -> Path:
+    return Path(out_dir) / TENSORBOARD / stage
+
+
+def stage_csv(out_dir: Path, stage: str) -> Path:
+    return Path(out_dir) / CSV / stage
+
+
+def confusion_png(out_dir: Path, stage: str) -> Path:
+    return Path(out_dir) / f"confusion_{stage}.png"
+
+
+def dense_entry(cache_dir: str | Path, key: str) -> Path:
+    """The folder of the finished dense cache entry ``key``."""
+    return Path(cache_dir) / DENSE / key
