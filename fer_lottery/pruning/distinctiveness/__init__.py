@@ -111,14 +111,7 @@ RULES: dict[str, Rule] = {
     "honest": Rule(
         _units,
         _activations,
-        lambda acts, angle, *, complementary, normalize, norm_std, chunk: honest.pair(
-            acts,
-            angle,
-            complementary=complementary,
-            normalize=normalize,
-            norm_std=norm_std,
-            chunk=chunk,
-        ),
+        honest.pair,
         _honest_merge,
     ),
     "paper_a": Rule(
@@ -280,13 +273,13 @@ def distinctiveness_prune(
     seconds = 0.0
     for name, unit in units.items():
         start = time.perf_counter()
-        pairing = rule.pair(
+        pairing = pair_units(
             acts[name],
             angle,
             complementary=complementary,
             normalize=normalize,
             norm_std=norm_std,
-            chunk=CHUNK,
+            variant=variant,
         )
         seconds += time.perf_counter() - start
         rule.merge_and_mask(model, name, unit, pairing, keep)

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from fer_lottery.config.schema import ModelName, choices
 from fer_lottery.errors import ConfigError, DataError
 
-ARCHS = ("resnet18", "alexnet")
 CHUNK = 1024  # Gram rows per chunk: 1024 x 4096 float32 = 16 MB
 
 
@@ -95,7 +95,9 @@ def prunable_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
                     )
             units.append(PrunableUnit(name, source=name, next=next_name, span=span))
         return units
-    raise ConfigError(f"model.name={arch!r}: distinctiveness supports {', '.join(ARCHS)}")
+    raise ConfigError(
+        f"model.name={arch!r}: distinctiveness supports {', '.join(choices(ModelName))}"
+    )
 
 
 def _is_conv(m: nn.Module) -> bool:
