@@ -153,3 +153,21 @@ def test_every_module_imports():
     for name in MODULES:
         if not name.endswith("__main__"):
             importlib.import_module(name)
+
+
+def test_every_reference_to_the_design_document_names_a_section_that_exists():
+    import re
+
+    design = (ROOT / "docs" / "design.md").read_text()
+    sections = {m.group(1).strip() for m in re.finditer(r"^#+ (.+)$", design, re.M)}
+    anchors = {re.sub(r"[^a-z0-9 -]", "", s.lower()).replace(" ", "-") for s in sections}
+    cited = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md"]:
+        text = path.read_text()
+        cited += [(path.name, m.group(1)) for m in re.finditer(r'docs/design\.md "([^"]+)"', text)]
+        cited += [
+            (path.name, m.group(1)) for m in re.finditer(r"docs/design\.md#([a-z0-9-]+)", text)
+        ]
+    assert cited, "nothing cites docs/design.md"
+    missing = [(f, s) for f, s in cited if s not in sections and s not in anchors]
+    assert not missing, missing

@@ -65,7 +65,10 @@ def test_an_unwritable_cache_fails_in_one_line_before_any_work(tmp_path, sfew_fr
 def test_a_user_error_is_printed_once_on_stderr(tmp_path):
     missing = tmp_path / "no_such_SFEW"
     proc = run_cli(
-        f"data.root={missing}", *TINY_SFEW_UNCROPPED, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+        f"data.root={missing}",
+        *TINY_SFEW_UNCROPPED,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert proc.stderr.count(f"SFEW root {missing}") == 1, proc.stderr

@@ -1,4 +1,4 @@
-"""The ``honest`` rule (DESIGN "Distinctiveness, precisely").
+"""The ``honest`` rule (docs/design.md "Distinctiveness, precisely").
 
 Normalise per unit (``normalize="minmax"``: to [-0.5, 0.5]; ``"center"``: subtract the mean).
 Units that are constant (dead ones included) are flagged and not compared. With ``norm_std=k``
