@@ -45,7 +45,6 @@ CONTEXT_GB = 0.5  # a CUDA context per process, roughly (not measured)
 # debug=tiny (conf/debug/tiny.yaml): synthetic faces, random init, no progress bar; on a CPU its
 # own sizes (8 faces per class, 32 px, 2 epochs).
 COMMON = ("debug=tiny", "cache_dense=false", "+trainer.extra.enable_model_summary=false")
-CPU_SIZE: tuple[str, ...] = ()
 GPU_SIZE = ("data.synthetic.per_class=96", "data.image_size=224", "trainer.max_epochs=5")
 
 
@@ -104,7 +103,7 @@ def main() -> None:
         parser.error("--jobs needs two values or more: the smallest is the baseline")
     seeds = args.sweep_jobs or max(ks)
     gpu = torch.cuda.is_available()  # asks the driver only: no CUDA context in this process
-    overrides = [*COMMON, *(GPU_SIZE if gpu else CPU_SIZE), *shlex.split(args.overrides)]
+    overrides = [*COMMON, *(GPU_SIZE if gpu else ()), *shlex.split(args.overrides)]
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = {k: summary(k, *run_sweep(k, seeds, overrides, Path(tmp))) for k in ks}

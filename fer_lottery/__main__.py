@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 from fer_lottery.config import CONF_DIR, register_configs, validate
 from fer_lottery.errors import FerLotteryError
 from fer_lottery.job import termination
-from fer_lottery.job.failures import FAILED_FILE, record_failure
+from fer_lottery.job.failures import record_failure
+from fer_lottery.store import paths
 from fer_lottery.store.cache_dir import check_writable
 
 log = logging.getLogger("fer_lottery")
@@ -53,7 +54,7 @@ def main(cfg: DictConfig) -> float:
 
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
         results = run_folds(cfg, run_dir)
-        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's, now retried
+        (run_dir / paths.FAILED).unlink(missing_ok=True)  # an earlier attempt's, now retried
     except (termination.JobTerminated, SystemExit) as exc:
         if not termination.is_termination(exc):
             raise
@@ -69,9 +70,9 @@ def main(cfg: DictConfig) -> float:
         if multirun:
             record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
         # One message per error, on stderr; in a sweep it says where the failure is recorded.
-        where = f" (recorded in {run_dir / FAILED_FILE}; the sweep goes on)" if multirun else ""
+        where = f" (recorded in {run_dir / paths.FAILED}; the sweep goes on)" if multirun else ""
         if optuna:
-            where = f" (recorded in {run_dir / FAILED_FILE})"
+            where = f" (recorded in {run_dir / paths.FAILED})"
         if isinstance(exc, FerLotteryError):
             log.error("%s%s", exc, where)
         else:
@@ -84,7 +85,7 @@ def main(cfg: DictConfig) -> float:
     print(
         f"\nHeld-out test accuracy: {results['test/acc']:.4f} "
         f"(best val acc {results['val/acc_best']:.4f}; n_test={results.get('data/n_test')})\n"
-        f"Results: {run_dir / ('folds.json' if 'folds' in results else 'results.json')}"
+        f"Results: {run_dir / (paths.FOLDS if 'folds' in results else paths.RESULTS)}"
     )
     return float(results["val/acc_best"])
 

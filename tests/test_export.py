@@ -183,24 +183,35 @@ def fake_run(root: Path, method: str = "distinctiveness") -> Path:
     return root
 
 
-def test_final_weights_are_weights_pt_or_the_dense_cache_entry(tmp_path):
+def _with_dense_entry(run, cache):
+    """Let the fake run name a dense cache entry that holds a best.pt, as a real job does."""
+    entry = cache / "dense" / "abc"
+    entry.mkdir(parents=True, exist_ok=True)
+    torch.save({"w": torch.tensor(2.0)}, entry / "best.pt")
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["cache_dir"] = str(cache)
+    results["dense/cache_key"] = "abc"
+    (run / "results.json").write_text(json.dumps(results))
+    return entry / "best.pt"
+
+
+def test_final_weights_are_weights_pt_or_a_dense_only_jobs_cache_entry(tmp_path):
+    # A pruned job's final weights are its weights.pt, never the dense model's.
     run = fake_run(tmp_path / "run")
-    with pytest.raises(FileNotFoundError, match="no weights.pt"):
+    _with_dense_entry(run, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="a pruned job without its weights.pt"):
         run_weights_path(run)
     with pytest.raises(ExportError, match="no final weights"):
         masked_model(run)
-    # A dense-only job's weights are its dense cache entry's best.pt, as results.json names it.
-    entry = tmp_path / "cache" / "dense" / "abc"
-    entry.mkdir(parents=True)
-    torch.save({"w": torch.tensor(2.0)}, entry / "best.pt")
-    results = json.loads((run / "results.json").read_text())
-    results["config"]["cache_dir"] = str(tmp_path / "cache")
-    results["dense/cache_key"] = "abc"
-    (run / "results.json").write_text(json.dumps(results))
-    assert run_weights_path(run) == entry / "best.pt"
-    assert run_weights(run) == {"w": torch.tensor(2.0)}
-    save_weights(run / "weights.pt", {"w": torch.tensor(-1.0)})  # a pruned job's: preferred
+    save_weights(run / "weights.pt", {"w": torch.tensor(-1.0)})
     assert run_weights(run) == {"w": torch.tensor(-1.0)}
+    # A dense-only job's weights are its dense cache entry's best.pt, as results.json names it.
+    dense = fake_run(tmp_path / "dense", "none")
+    with pytest.raises(FileNotFoundError, match="no dense cache entry"):
+        run_weights_path(dense)
+    best = _with_dense_entry(dense, tmp_path / "cache")
+    assert run_weights_path(dense) == best
+    assert run_weights(dense) == {"w": torch.tensor(2.0)}
 
 
 def test_export_refuses_runs_it_cannot_slim(tmp_path, capsys):

@@ -1,8 +1,8 @@
 """The report's statistics on sweep folders shaped like real ones: what n counts, the intervals,
 the best condition and the final stage.
 
-Each job folder holds a ``results.json`` with the keys ``pipeline.run_experiment`` writes and
-the resolved config of a real preset. Accuracies are whole numbers of correct test images, and
+Each job folder holds a ``results.json`` with the keys ``experiment.runner.run_experiment`` writes
+and the resolved config of a real preset. Accuracies are whole numbers of correct test images, and
 the per-class scores come from a confusion matrix that agrees with them.
 """
 

@@ -172,6 +172,14 @@ class Variant(str, Enum):
     paper_b = "paper_b"  # what paper B's published code does
 
 
+# The prune.* options each paper rule's published code does not have: the rule ignores them,
+# and the report blanks them in its rows.
+IGNORED_BY_VARIANT = {
+    Variant.paper_a.value: ("normalize", "complementary", "norm_std"),
+    Variant.paper_b.value: ("normalize", "complementary"),
+}
+
+
 class UnitNormalize(str, Enum):
     minmax = "minmax"  # per unit to [-0.5, 0.5]
     center = "center"  # subtract the unit's mean

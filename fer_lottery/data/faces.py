@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from fer_lottery.config.schema import CropFallback, CropMethod, choices
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.job import faults
 from fer_lottery.store import paths as store_paths
@@ -52,10 +53,13 @@ class CropParams:
 
     def __post_init__(self) -> None:
         """Reject unknown methods and fallbacks, non-positive sizes and negative margins."""
-        if self.method not in ("mtcnn", "none"):
-            raise ConfigError(f"crop method must be 'mtcnn' or 'none', got {self.method!r}")
-        if self.fallback not in ("center", "full"):
-            raise ConfigError(f"crop fallback must be 'center' or 'full', got {self.fallback!r}")
+        for what, value, allowed in (
+            ("method", self.method, choices(CropMethod)),
+            ("fallback", self.fallback, choices(CropFallback)),
+        ):
+            if value not in allowed:
+                options = " or ".join(repr(a) for a in allowed)
+                raise ConfigError(f"crop {what} must be {options}, got {value!r}")
         if self.size < 1 or self.detect_max_side < 1 or self.batch_size < 1:
             raise ConfigError("crop size, detect_max_side and batch_size must be positive")
         if not self.margin >= 0:

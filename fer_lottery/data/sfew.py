@@ -22,6 +22,7 @@ from fer_lottery.data.sampler import EpochShuffle
 from fer_lottery.data.split import SPLIT_NAMES, kfold_split, stratified_split, write_split
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.seeding import seed_all
+from fer_lottery.store import paths
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class SFEWDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.cfg = cfg
-        self.crop_cache = Path(cache_dir) / "crops"
+        self.crop_cache = Path(cache_dir) / paths.CROPS
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         self.class_names = list(CLASSES)
@@ -113,7 +114,7 @@ class SFEWDataModule(pl.LightningDataModule):
             self.stats[f"data/n_{name}"] = len(index)
         if self.run_dir is not None:
             write_split(
-                self.run_dir / "split.json",
+                self.run_dir / paths.SPLIT,
                 split,
                 ids,
                 fractions=list(self.cfg.split),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,7 +68,9 @@ def prune_round(
         device=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
     )
     with seeded(cfg.seed, f"prune{r}"):
-        return strategy.prune(request)
+        pruned = strategy.prune(request)
+    model.cpu()  # a criterion may have run it on the device
+    return pruned
 
 
 def retrain(
@@ -129,39 +132,43 @@ def prune_and_retrain(
         mask.apply(model)
         seconds["prune"] += time.perf_counter() - start
         faults.at("prune")
-        before_val, before_test = (
-            evaluate(model, datamodule, "val"),
-            evaluate(model, datamodule, "test"),
-        )
-        log.info(
-            "prune round %d/%d: sparsity %.4f, val acc %.4f right after pruning",
-            r,
-            n,
-            zero_fraction(model, names),
-            before_val,
-        )
+        before = accuracy_before_retrain(model, datamodule, names, r, n)
         set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
         seconds["retrain"] += final["time/train_s"]
         seconds["test"] += final["time/test_s"]
-        rounds.append(pruned)
-        info["prune/acc_before_retrain"] = before_test
-        info["prune/val_acc_before_retrain"] = before_val
-        if n > 1:
+        rounds.append(replace(pruned, mask=Mask({})))  # its keys and units; the mask is ``mask``
+        info.update(strategy.rounds_metrics(rounds))
+        info.update(before)
+        if n > 1:  # IMP: each round's own keys
             info[f"round{r}/prune/sparsity"] = zero_fraction(model, names)
-            info[f"round{r}/prune/acc_before_retrain"] = before_test
+            info[f"round{r}/prune/acc_before_retrain"] = before["prune/acc_before_retrain"]
             info[f"round{r}/test/acc"] = final["test/acc"]
             info[f"round{r}/val/acc_best"] = final["val/acc_best"]
             info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
     assert mask is not None
     mask.save(run_dir / paths.MASK)
-    info.update(strategy.rounds_metrics(rounds))
     info.update(_sparsity_keys(model, names, mask))
     info["time/prune_s"] = round(seconds["prune"], 3)
     info["time/retrain_s"] = round(seconds["retrain"], 3)
     info["time/test_s"] = round(seconds["test"], 3)
     return final, info
+
+
+def accuracy_before_retrain(
+    model: nn.Module, datamodule: SFEWDataModule, names: list[str], r: int, n: int
+) -> dict[str, float]:
+    """Test and val accuracy of the pruned model right after pruning, before any retraining."""
+    val, test = evaluate(model, datamodule, "val"), evaluate(model, datamodule, "test")
+    log.info(
+        "prune round %d/%d: sparsity %.4f, val acc %.4f right after pruning",
+        r,
+        n,
+        zero_fraction(model, names),
+        val,
+    )
+    return {"prune/acc_before_retrain": test, "prune/val_acc_before_retrain": val}
 
 
 def _sparsity_keys(model: nn.Module, names: list[str], mask: Mask) -> dict[str, object]:

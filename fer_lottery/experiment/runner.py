@@ -24,7 +24,7 @@ from fer_lottery.job import faults
 from fer_lottery.models import build_model, count_macs, freeze_layers
 from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.store import paths
-from fer_lottery.store.atomic import write_json_atomic
+from fer_lottery.store.atomic import temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
@@ -47,9 +47,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     final, pruning = dense, {}
     if run_prunes(cfg):
         final, pruning = prune_and_retrain(cfg, datamodule, model, frozen, start_weights, run_dir)
-    results = _results(cfg, model, datamodule, dense, final, pruning)
-    results.update({"torch/threads": threads, "time/data_s": round(data_s, 3)})
-    results["time/total_s"] = round(time.perf_counter() - start, 3)
+    results = _results(cfg, model, datamodule, dense, final, pruning, threads, data_s, start)
     _write(cfg, run_dir, model, results)
     return results
 
@@ -57,7 +55,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
 def _start_job(cfg: DictConfig, run_dir: Path) -> int:
     """Make the run dir, drop a results file half-written by a killed job, set the threads."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in run_dir.glob(f".{paths.RESULTS}.*.tmp"):  # from a job killed while writing
+    for leftover in temp_files(run_dir / paths.RESULTS):  # from a job killed while writing
         leftover.unlink()
     threads = set_threads(cfg.get("threads"))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
@@ -90,6 +88,9 @@ def _results(
     dense: dict,
     final: dict,
     pruning: dict,
+    threads: int,
+    data_s: float,
+    start: float,
 ) -> dict[str, object]:
     """The results.json keys (``store.results``) of the final model, the dense one and the run."""
     results: dict[str, object] = {k: v for k, v in final.items() if k.startswith(("test/", "val/"))}
@@ -102,12 +103,15 @@ def _results(
     results["params/nonzero"] = sum(int(torch.count_nonzero(p)) for p in params)
     results["params/trainable"] = sum(p.numel() for p in params if p.requires_grad)
     results["flops/total"], results["flops/nonzero"] = count_macs(model, cfg.data.image_size)
+    results["torch/threads"] = threads
     results["model/init"] = "random" if cfg.model.weights is None else str(cfg.model.weights)
     results.update(datamodule.stats)
     results["time/dense_s"] = dense["time/train_s"]
     # Test passes this job ran (a dense stage from the cache was tested by the job that trained it).
     dense_test_s = 0.0 if dense.get("cache") == "hit" else dense.get("time/test_s", 0.0)
     results["time/test_s"] = round(dense_test_s + pruning.get("time/test_s", 0.0), 3)
+    results["time/data_s"] = round(data_s, 3)
+    results["time/total_s"] = round(time.perf_counter() - start, 3)
     if torch.cuda.is_available():
         gb = 1024**3
         results["gpu/max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / gb, 3)

@@ -54,7 +54,10 @@ def masked_model(run_dir: Path) -> tuple[nn.Module, str, Mask]:
     model = build_model(arch, cfg["model"]["num_classes"], weights)
     if not (run_dir / paths.MASK).is_file():
         raise ExportError(f"{run_dir}: no {paths.MASK}, so no record of which units were removed")
-    mask = Mask.load(run_dir / paths.MASK)
+    try:
+        mask = Mask.load(run_dir / paths.MASK)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ExportError(f"{run_dir / paths.MASK} cannot be read as a mask ({exc})") from None
     mask.apply(model)
     return model.eval(), arch, mask
 

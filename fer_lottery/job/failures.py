@@ -20,8 +20,6 @@ from fer_lottery.store.atomic import write_json_atomic
 
 log = logging.getLogger("fer_lottery")
 
-FAILED_FILE = paths.FAILED
-
 
 def record_failure(
     run_dir: Path, exc: BaseException, overrides: list[str], reason: str = "error"
@@ -30,7 +28,7 @@ def record_failure(
     the error's type and message, traceback and overrides."""
     error = f"{type(exc).__name__}: {exc}"
     write_json_atomic(
-        Path(run_dir) / FAILED_FILE,
+        Path(run_dir) / paths.FAILED,
         {
             "reason": reason,
             "error": error if reason == "error" else f"{reason}: {error}",
@@ -42,7 +40,7 @@ def record_failure(
 
 def failed_jobs(sweep_dir: Path) -> list[Path]:
     """Job folders under ``sweep_dir`` whose last attempt failed (a later success clears it)."""
-    found = Path(sweep_dir).rglob(FAILED_FILE)
+    found = Path(sweep_dir).rglob(paths.FAILED)
     return sorted(p.parent for p in found if not (p.parent / paths.RESULTS).is_file())
 
 
@@ -69,7 +67,7 @@ class FailedJobs(Callback):
             return
         lines = [f"{len(failed)} job(s) of the sweep in {sweep_dir} failed:"]
         for job in failed:
-            error = json.loads((job / FAILED_FILE).read_text())["error"]
+            error = json.loads((job / paths.FAILED).read_text())["error"]
             lines.append(f"  {job.name}: {error.splitlines()[0] if error else '?'}")
         lines.append(
             "The other jobs finished; rerun the same command to retry only the failed ones "

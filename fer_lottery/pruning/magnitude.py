@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_lottery.config.schema import enum_value
+from fer_lottery.config.schema import PruneScope, choices, enum_value
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 
@@ -72,7 +72,8 @@ def magnitude_mask(
     elif scope == "layer":
         keep = {n: _prune_smallest(scores[n], round(ratio * scores[n].numel())) for n in names}
     else:
-        raise ValueError(f"prune scope must be 'global' or 'layer', got {scope!r}")
+        allowed = " or ".join(repr(s) for s in choices(PruneScope))
+        raise ValueError(f"prune scope must be {allowed}, got {scope!r}")
     return Mask({n: keep[n].view_as(state[n]) for n in names})
 
 

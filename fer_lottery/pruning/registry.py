@@ -42,14 +42,15 @@ def prunes(method: object, ratio: object) -> bool:
     """Whether a run with this ``prune.method`` and ``prune.ratio`` prunes.
 
     A criterion that uses the ratio prunes when it is above 0; one that does not (distinctiveness
-    decides by angle) always prunes; ``none`` never does. This is the one home of that rule: the
-    runner, the results schema and the report all ask it.
+    decides by angle) always prunes; ``none`` (or no method) never does. A name this registry
+    does not hold (a results.json of a criterion registered elsewhere) is taken to use the ratio.
+    This is the one home of that rule: the runner, the results schema and the report ask it.
     """
     method = getattr(method, "value", method)
-    entry = STRATEGIES.get(method) if isinstance(method, str) else None
-    if entry is None:
+    if not isinstance(method, str) or method == "none":
         return False
-    if not entry.uses_ratio:
+    entry = STRATEGIES.get(method)
+    if entry is not None and not entry.uses_ratio:
         return True
     return isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 0
 

@@ -45,9 +45,9 @@ class Pruned:
     units_removed: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def no_rounds_metrics(rounds: list[Pruned]) -> dict[str, object]:
-    """The job-level keys of a criterion that writes none of its own."""
-    return {}
+def last_round_metrics(rounds: list[Pruned]) -> dict[str, object]:
+    """The job-level keys of a criterion whose rounds need no summing: the last round's."""
+    return dict(rounds[-1].metrics) if rounds else {}
 
 
 @dataclass(frozen=True)
@@ -55,4 +55,4 @@ class Strategy:
     """A pruning criterion: ``prune`` decides a round; ``rounds_metrics`` sums up the rounds."""
 
     prune: Callable[[Request], Pruned]
-    rounds_metrics: Callable[[list[Pruned]], dict[str, object]] = no_rounds_metrics
+    rounds_metrics: Callable[[list[Pruned]], dict[str, object]] = last_round_metrics

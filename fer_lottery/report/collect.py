@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_lottery.job.failures import FAILED_FILE
 from fer_lottery.store import paths
-from fer_lottery.store.results import RESULTS_FILE, ResultsError, read_results
+from fer_lottery.store.results import ResultsError, read_results
 
 # Repeats of one condition: averaged over, never grouped by.
 REPEAT_KEYS = {"seed", "prune.seed", "data.fold"}
@@ -80,9 +79,9 @@ def _log_error(job: Path) -> str | None:
 def _failure(job: Path) -> str:
     """The error a job's ``failed.json`` records (or why that file cannot be read)."""
     try:
-        return str(json.loads((job / FAILED_FILE).read_text())["error"])
+        return str(json.loads((job / paths.FAILED).read_text())["error"])
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        return f"{FAILED_FILE} is unreadable ({type(exc).__name__}: {exc})"
+        return f"{paths.FAILED} is unreadable ({type(exc).__name__}: {exc})"
 
 
 def _expected_jobs(sweep_dir: Path) -> list[str]:
@@ -112,7 +111,7 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
     jobs: list[Job] = []
     problems: list[Problem] = []
     for d in map(Path, dirs):
-        for path in sorted(d.rglob(RESULTS_FILE)):
+        for path in sorted(d.rglob(paths.RESULTS)):
             try:
                 results = read_results(path)
             except ResultsError as exc:
@@ -124,11 +123,11 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
         for hydra_dir in sorted(d.rglob(".hydra")):
             job = hydra_dir.parent
             seen.add(job.name)
-            if (job / RESULTS_FILE).is_file() or (job / paths.FOLDS).is_file():
+            if (job / paths.RESULTS).is_file() or (job / paths.FOLDS).is_file():
                 continue  # listed above, as a finished job or as one without usable results
-            if list(job.glob(f"fold=*/{RESULTS_FILE}")):
+            if list(job.glob(f"{paths.FOLD_GLOB}/{paths.RESULTS}")):
                 continue  # a k-fold job still running: its finished folds are counted
-            if (job / FAILED_FILE).is_file():
+            if (job / paths.FAILED).is_file():
                 reason = "failed: " + _failure(job)
             else:
                 error = _log_error(job)

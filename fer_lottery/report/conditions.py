@@ -17,6 +17,7 @@ import json
 import statistics
 from dataclasses import dataclass, field
 
+from fer_lottery.config.schema import IGNORED_BY_VARIANT
 from fer_lottery.pruning.registry import STRATEGIES, prunes
 from fer_lottery.report.collect import REPEAT_KEYS, Job
 from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
@@ -40,19 +41,16 @@ def applicable(config: dict) -> dict:
     out = dict(config)
     method = out.get("prune.method")
     dense_only = method is not None and not prunes(method, out.get("prune.ratio"))
-    own = STRATEGIES[method].options if method in STRATEGIES else ()
+    # Another criterion's options, when the method is one the registry knows.
+    foreign = CRITERION_KEYS - set(STRATEGIES[method].options) if method in STRATEGIES else set()
     for key in [k for k in out if k.startswith("prune.")]:
         name = key.split(".", 1)[1].split(".")[0]
-        if dense_only or (name in CRITERION_KEYS and name not in own):
+        if dense_only or name in foreign:
             out[key] = None
         elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
             out[key] = None
-    variant = out.get("prune.variant")
-    if variant in ("paper_a", "paper_b"):  # the literal paper rules ignore these options
-        for name in ("normalize", "complementary") + (
-            ("norm_std",) if variant == "paper_a" else ()
-        ):
-            out[f"prune.{name}"] = None
+    for name in IGNORED_BY_VARIANT.get(out.get("prune.variant"), ()):  # the paper rules' gaps
+        out[f"prune.{name}"] = None
     return out
 
 

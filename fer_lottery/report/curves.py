@@ -8,11 +8,12 @@ import statistics
 from pathlib import Path
 
 from fer_lottery.report.collect import Job
+from fer_lottery.store import paths
 
 
 def val_curve(job_dir: Path, stage: str) -> dict[int, float]:
     """Validation accuracy per epoch of one stage, from Lightning's CSV log."""
-    path = job_dir / "csv" / stage / "metrics.csv"
+    path = paths.stage_csv(job_dir, stage) / paths.METRICS_CSV
     if not path.is_file():
         return {}
     out: dict[int, float] = {}
@@ -41,6 +42,6 @@ def natural_key(name: str) -> list:
 
 def final_stage(job: Job) -> str | None:
     """The job's last retraining stage; None when it was tested without retraining."""
-    names = [p.parent.name for p in (job.dir / "csv").glob("retrain*/metrics.csv")]
+    names = [p.parent.name for p in (job.dir / paths.CSV).glob(f"retrain*/{paths.METRICS_CSV}")]
     stages = sorted(names, key=natural_key)
     return stages[-1] if stages else None

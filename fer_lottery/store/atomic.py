@@ -12,12 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_TMP = ".tmp"  # write_atomic's temp files: .<name>.<random>.tmp beside the file
+
+
+def temp_files(path: str | Path) -> list[Path]:
+    """The temp files a ``write_atomic`` of ``path`` left when its process was killed."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*{_TMP}"))
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP)
     os.close(fd)
     try:
         write(Path(tmp))

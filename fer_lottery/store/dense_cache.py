@@ -135,9 +135,10 @@ class DenseEntry:
 
     A job holds the lock (``locked``) while it looks the entry up and, on a miss, trains it:
     ``check`` (a whole finished entry, or a broken one moved aside), else ``start`` (the
-    ``.partial`` folder, theta0 written once), training into ``partial``, then ``publish``
-    (best.pt and theta_k.pt written, every promised file checked, the folder renamed into
-    place). ``start_weights`` hands out theta0 and theta_k for rewinding.
+    ``.partial`` folder, theta0 written once), training into ``partial`` (which writes theta_k
+    there, at ``theta_k_path``), then ``publish`` (best.pt written, theta_k = theta0 for rewind
+    epoch 0, every promised file checked, the folder renamed into place). ``start_weights``
+    hands out theta0 and theta_k for rewinding.
     """
 
     def __init__(self, cache_dir: str | Path, key: str, snapshot_epoch: int | None = None):
@@ -145,10 +146,10 @@ class DenseEntry:
         self.key = key
         self.snapshot_epoch = snapshot_epoch  # theta_k's epoch, when the entry holds one
         self.final = paths.dense_entry(cache_dir, key)
-        self.partial = self.root / f"{key}.partial"
+        self.partial = paths.dense_entry(cache_dir, key, paths.PARTIAL)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.lock_path = self.root / f"{key}.lock"
-        self.holder_path = self.root / f"{key}.holder.json"
+        self.lock_path = paths.dense_entry(cache_dir, key, paths.LOCK)
+        self.holder_path = paths.dense_entry(cache_dir, key, paths.HOLDER)
         self.lock = FileLock(str(self.lock_path))
         self._checked: dict[str, dict[str, torch.Tensor]] = {}  # files check() read
 
@@ -161,9 +162,10 @@ class DenseEntry:
 
     # -- looking it up -------------------------------------------------------------------------
 
-    def check(self, required: tuple[str, ...] = (paths.THETA0, paths.BEST)) -> bool:
-        """Validate the finished entry: metrics.json parses, and every file it lists (and each of
-        ``required``) loads as a state dict of the same tensors' names and shapes.
+    def check(self) -> bool:
+        """Validate the finished entry: metrics.json parses, and every file it lists (and theta0
+        and best, which every entry has) loads as a state dict of the same tensors' names and
+        shapes.
 
         A broken entry gets one warning naming the file and is moved into ``quarantine/``, so the
         caller sees a miss and trains the model again. Call it with the lock held.
@@ -171,7 +173,7 @@ class DenseEntry:
         self._checked = {}
         if not self.final.exists():
             return False
-        problem = self._problem(required)
+        problem = self._problem((paths.THETA0, paths.BEST))
         if problem is None:
             return True
         what = move_aside(self.final, folder=self.root / paths.QUARANTINE)

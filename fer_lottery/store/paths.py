@@ -19,7 +19,8 @@ The cache folder (``cache_dir``)::
     dense/<key>/          a finished dense fine-tune: theta0.pt, best.pt, theta_k.pt, metrics.json,
                           and its tb/dense, csv/dense and confusion_dense.png
     dense/<key>.partial/  one being trained; <key>.lock and <key>.holder.json beside it
-    <folder>/quarantine/  entries found broken, moved aside (``store.atomic.move_aside``)
+    <folder>/quarantine/  entries found broken, moved aside (``store.atomic.move_aside``); in a
+                          run folder, a last.ckpt that did not load
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
     return Path(run_dir) / f"fold={fold}"
 
 
+FOLD_GLOB = "fold=*"  # every fold_dir of a run folder
+
+
 def stage_checkpoints(out_dir: Path, stage: str) -> Path:
     """Where a stage keeps what resumes it, and its result once it finished."""
     return Path(out_dir) / CHECKPOINTS / stage
@@ -77,6 +81,10 @@ def confusion_png(out_dir: Path, stage: str) -> Path:
     return Path(out_dir) / f"confusion_{stage}.png"
 
 
-def dense_entry(cache_dir: str | Path, key: str) -> Path:
-    """The folder of the finished dense cache entry ``key``."""
-    return Path(cache_dir) / DENSE / key
+def dense_entry(cache_dir: str | Path, key: str, suffix: str = "") -> Path:
+    """The folder of the finished dense cache entry ``key``; with ``suffix``, what lies beside it:
+    ``.partial`` (the entry being trained), ``.lock`` and ``.holder.json`` (who trains it)."""
+    return Path(cache_dir) / DENSE / f"{key}{suffix}"
+
+
+PARTIAL, LOCK, HOLDER = ".partial", ".lock", ".holder.json"

@@ -2,9 +2,9 @@
 
 The tables below are the schema. Checked at two points:
 
-- **Writing** (``check_results``, called by the pipeline just before it writes the file): every
-  key that a job of its kind writes must be there, with its type. A failure is a bug in the
-  pipeline, and the job fails before a bad file exists.
+- **Writing** (``check_results``, called by ``experiment.runner`` just before it writes the
+  file): every key that a job of its kind writes must be there, with its type. A failure is a
+  bug in fer_lottery, and the job fails before a bad file exists.
 - **Reading** (``read_results``, used by the report): the file must parse. It must hold what the
   report cannot do without (``test/acc``, ``val/acc_best``, ``config``, and ``prune/sparsity``
   when the config prunes), and every key present must have its type. A file written before a
@@ -35,8 +35,6 @@ from pathlib import Path
 from fer_lottery.data import CLASSES
 from fer_lottery.pruning.registry import prunes
 from fer_lottery.store import paths
-
-RESULTS_FILE = paths.RESULTS
 
 
 class ResultsError(ValueError):
@@ -228,7 +226,7 @@ EVERY_JOB: tuple[str, ...] = (
     "time/total_s",
     "config",
 )
-# And a job that prunes (magnitude or random with prune.ratio > 0, or distinctiveness).
+# And a job that prunes (``pruning.registry.prunes``).
 PRUNED = (
     "prune/sparsity",
     "prune/mask_sparsity",
@@ -248,6 +246,8 @@ DISTINCTIVENESS = (
     "prune/complementary_pairs",
     "time/angles_s",
 )
+# And, per criterion, the keys every job of it writes.
+BY_METHOD: dict[str, tuple[str, ...]] = {"distinctiveness": DISTINCTIVENESS}
 # And, with prune.iterations = n > 1, for r = 1..n: round<r>/<key>.
 ROUND = ("test/acc", "val/acc_best", "prune/sparsity", "prune/acc_before_retrain")
 # What the report cannot do without (a file from an older version may lack the rest).
@@ -286,8 +286,8 @@ def required(results: dict, complete: bool = True) -> list[str]:
     keys = list(EVERY_JOB)
     if method:
         keys += PRUNED
-    if method == "distinctiveness":
-        keys += DISTINCTIVENESS
+    if method:
+        keys += BY_METHOD.get(method, ())
     if method and rounds > 1:
         keys += [f"round{r}/{k}" for r in range(1, rounds + 1) for k in ROUND]
     return keys
@@ -319,7 +319,7 @@ def unknown_keys(results: dict) -> list[str]:
     return [k for k in results if type_of(k) is None]
 
 
-def check_results(results: dict, path: str | Path = RESULTS_FILE) -> None:
+def check_results(results: dict, path: str | Path = paths.RESULTS) -> None:
     """Raise ResultsError naming each missing or mistyped key; call it before writing ``path``."""
     found = problems(results, complete=True)
     if found:

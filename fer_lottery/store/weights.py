@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from fer_lottery.pruning.registry import prunes
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_atomic
 from fer_lottery.store.bits import pack_bits, unpack_bits
 
 FORMAT = "fer_lottery.sparse/1"
-WEIGHTS_FILE = paths.WEIGHTS
 SPARSE_ABOVE = 0.5  # store sparse when more than this fraction of a tensor is zero
 
 
@@ -36,7 +36,13 @@ def pack(tensor: torch.Tensor) -> torch.Tensor | dict:
     nonzero = t != 0
     if 1 - float(nonzero.float().mean()) <= SPARSE_ABOVE:
         return t.clone()
-    return {**pack_bits(nonzero), "dtype": str(t.dtype), "values": t[nonzero].clone()}
+    bits = pack_bits(nonzero)
+    return {
+        "shape": bits["shape"],
+        "dtype": str(t.dtype),
+        "bits": bits["bits"],
+        "values": t[nonzero].clone(),
+    }
 
 
 def unpack(entry: torch.Tensor | dict) -> torch.Tensor:
@@ -67,7 +73,8 @@ def run_weights_path(run_dir: str | Path) -> Path:
     """Where a finished job's final weights are: its ``weights.pt``, or, for a job that did not
     prune and used the dense cache, the cache entry's ``best.pt`` (``results.json`` names it).
 
-    FileNotFoundError, naming what is missing, when the job has neither.
+    FileNotFoundError, naming what is missing, when the job has neither (a pruned job's weights
+    are never the dense model's).
     """
     run_dir = Path(run_dir)
     if (run_dir / paths.WEIGHTS).is_file():
@@ -76,6 +83,9 @@ def run_weights_path(run_dir: str | Path) -> Path:
     if not results_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {paths.WEIGHTS} and no {paths.RESULTS}")
     results = json.loads(results_path.read_text())
+    prune = results.get("config", {}).get("prune", {})
+    if prunes(prune.get("method"), prune.get("ratio")):
+        raise FileNotFoundError(f"{run_dir}: a pruned job without its {paths.WEIGHTS}")
     key = results.get("dense/cache_key")
     if not key:
         raise FileNotFoundError(f"{run_dir}: no {paths.WEIGHTS}, and no dense cache entry")

@@ -63,7 +63,8 @@ def _read_checkpoint(path: Path) -> Resume | None:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         return Resume(path, int(ckpt["epoch"]), int(ckpt["global_step"]))
     except Exception as exc:  # truncated or foreign: not a checkpoint we can resume from
-        what = move_aside(path, "corrupt")
+        # Out of the stage's folder, which a fresh start removes, into <run dir>/quarantine/.
+        what = move_aside(path, "corrupt", folder=path.parents[2] / paths.QUARANTINE)
         log.warning(
             "%s cannot be loaded (%s: %s); %s and restarting the stage from its beginning (same "
             "numbers, since every epoch is seeded)",

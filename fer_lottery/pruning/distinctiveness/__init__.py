@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fer_lottery.config import check_angle, check_norm_std, choices, enum_value
-from fer_lottery.config.schema import UnitNormalize, Variant
+from fer_lottery.config.schema import IGNORED_BY_VARIANT, UnitNormalize, Variant
 from fer_lottery.errors import ConfigError
 from fer_lottery.pruning.distinctiveness import honest, paper_a, paper_b
 from fer_lottery.pruning.distinctiveness.angles import (
@@ -131,13 +131,10 @@ RULES: dict[str, Rule] = {
 }
 assert set(RULES) == set(choices(Variant)), "a Variant without a rule, or a rule without one"
 
-# Options a paper rule does not have: the warning, and which options trigger it.
-_IGNORED = {
-    "paper_a": (
-        "complementary and norm_std are not in paper A; ignored",
-        ("complementary", "norm_std"),
-    ),
-    "paper_b": ("it merges complementary pairs; complementary ignored", ("complementary",)),
+# The warning when a paper rule is given an option it ignores (config.schema.IGNORED_BY_VARIANT).
+_IGNORED_WARNING = {
+    "paper_a": "complementary and norm_std are not in paper A; ignored",
+    "paper_b": "it merges complementary pairs; complementary ignored",
 }
 
 
@@ -291,10 +288,10 @@ def distinctiveness_prune(
 
 def _warn_ignored(variant: str, complementary: bool, norm_std: float | None) -> None:
     """One warning when a paper rule is given an option its code does not have."""
-    what, names = _IGNORED.get(variant, ("", ()))
+    # normalize always has a value (minmax by default), so it is never warned about.
     given = {"complementary": bool(complementary), "norm_std": norm_std is not None}
-    if any(given[n] for n in names):
-        log.warning("distinctiveness %s: %s", variant, what)
+    if any(given.get(n) for n in IGNORED_BY_VARIANT.get(variant, ())):
+        log.warning("distinctiveness %s: %s", variant, _IGNORED_WARNING[variant])
 
 
 def _log_layer(name: str, pairing: Pairing, total: int) -> None:
@@ -332,7 +329,6 @@ def _prune(request: Request) -> Pruned:
         layers=list(p.layers) if p.layers is not None else None,
         device=device,
     )
-    model.cpu()
     mask = result.mask if request.previous is None else result.mask & request.previous
     return Pruned(mask, result.metrics(), result.removed_units())
 
