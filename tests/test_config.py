@@ -25,7 +25,7 @@ def test_defaults_follow_paper_a(compose_cfg):
 
 
 def test_groups_compose(compose_cfg):
-    cfg = compose_cfg("model=alexnet", "optim=adam", "data=synthetic", "model.frozen_layers=8")
+    cfg = compose_cfg("model=alexnet", "optim=adam", "data=synthetic", "model.frozen_layers=7")
     validate(cfg)
     assert cfg.model.name.value == "alexnet"
     assert cfg.optim.name.value == "adam" and cfg.optim.lr == 1e-3
@@ -67,7 +67,7 @@ def test_unknown_key_is_rejected(compose_cfg):
         ("data.split=[0.75,0.15,0.15]", r"sums to 1.05, not 1"),
         ("data.split=[1.0,0.0]", r"three fractions"),
         ("trainer.max_epochs=-1", r"trainer.max_epochs=-1 must be at least 1"),
-        ("model.frozen_layers=7", r"resnet18, which has 6 layers: use 0..6"),
+        ("model.frozen_layers=7", r"resnet18, which has 6 layers: use 0..5"),
         ("optim.lr=0", r"optim.lr=0.0 must be > 0"),
         ("data.augment.hflip=1.5", r"hflip=1.5"),
         ("data.image_size=8", r"image_size=8"),
@@ -79,8 +79,8 @@ def test_out_of_range_values_name_the_key(compose_cfg, override, message):
         validate(cfg)
 
 
-def test_alexnet_allows_eight_frozen_layers_but_not_nine(compose_cfg):
-    validate(compose_cfg("model=alexnet", "model.frozen_layers=8"))
+def test_alexnet_allows_seven_frozen_layers_but_not_nine(compose_cfg):
+    validate(compose_cfg("model=alexnet", "model.frozen_layers=7"))
     with pytest.raises(ConfigError, match="alexnet, which has 8 layers"):
         validate(compose_cfg("model=alexnet", "model.frozen_layers=9"))
 

@@ -5,16 +5,70 @@ and the fix in one line.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import typing
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from fer_lottery.config.schema import ANGLE_MAX, LAYER_COUNTS, enum_value
+from fer_lottery.config.schema import (
+    ANGLE_MAX,
+    BATCHNORM_GROUPS,
+    LAYER_COUNTS,
+    MIN_IMAGE_SIZE,
+    Config,
+    batchnorm_trains,
+    enum_value,
+)
 from fer_lottery.errors import ConfigError
+
+# Keys open on purpose: any Lightning Trainer argument, and a preset's published numbers.
+OPEN_KEYS = ("trainer.extra", "published")
+
+
+def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys of ``node`` that the schema dataclass ``schema`` does not declare (recursively).
+
+    ``+key=value`` on the command line adds a key even to a typed node; this finds it.
+    """
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key in node:
+        name = f"{prefix}{key}"
+        if name in OPEN_KEYS or name == "hydra":  # Hydra's own node, when composed with it
+            continue
+        if key not in fields:
+            found.append(name)
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
+            found += unknown_keys(node[key], hints[key], name + ".")
+    return found
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """A key that no part of fer_lottery reads (a typo added with ``+``) is refused in one line."""
+    unknown = unknown_keys(cfg, Config)
+    if unknown:
+        key = unknown[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        siblings = [k for k in node if f"{parent}.{k}".lstrip(".") != key]
+        close = difflib.get_close_matches(leaf, siblings, n=1)
+        hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        others = (
+            f" (and {len(unknown) - 1} more: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+        )
+        raise ConfigError(
+            f"{key} is not a fer_lottery setting{hint}{others}: remove it, or fix its name; "
+            f"only {' and '.join(k + '.*' if k == 'trainer.extra' else k for k in OPEN_KEYS)} "
+            "take keys of your own (+trainer.extra.NAME=VALUE for other Trainer arguments)"
+        )
 
 
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values that are out of range, naming the key and the fix."""
+    check_known_keys(cfg)
     data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
     split = list(data.split)
     if len(split) != 3 or any(f <= 0 or f >= 1 for f in split):
@@ -43,8 +97,6 @@ def validate(cfg: DictConfig) -> None:
             f"data.fold={fold} is out of range for data.folds={folds}: use 0..{folds - 1}, "
             "or data.fold=null to run every fold"
         )
-    if data.image_size < 32:
-        raise ConfigError(f"data.image_size={data.image_size} is too small; use at least 32")
     if data.batch_size < 1:
         raise ConfigError(f"data.batch_size={data.batch_size} must be at least 1")
     if data.face_margin < 0:
@@ -66,17 +118,7 @@ def validate(cfg: DictConfig) -> None:
             f"data.synthetic.per_class={data.synthetic.per_class}: need at least 5 images "
             "per class so that every split gets each class"
         )
-    name = enum_value(model.name)
-    n_layers = LAYER_COUNTS[name]
-    if not 0 <= model.frozen_layers <= n_layers:
-        raise ConfigError(
-            f"model.frozen_layers={model.frozen_layers} is out of range for {name}, "
-            f"which has {n_layers} layers: use 0..{n_layers}"
-        )
-    if name == "alexnet" and data.image_size < 63:
-        raise ConfigError(
-            f"data.image_size={data.image_size} is too small for alexnet: use at least 63"
-        )
+    _validate_model(cfg)
     if model.num_classes < 2:
         raise ConfigError(f"model.num_classes={model.num_classes} must be at least 2")
     if optim.lr <= 0:
@@ -95,6 +137,35 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("cache_lock_timeout_s", 1) <= 0:
         raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
     _validate_prune(cfg.prune, trainer.max_epochs)
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    """The limits that depend on the model: frozen layers, image size, batches of one."""
+    data, model = cfg.data, cfg.model
+    name = enum_value(model.name)
+    n_layers = LAYER_COUNTS[name]
+    if not 0 <= model.frozen_layers <= n_layers:
+        raise ConfigError(
+            f"model.frozen_layers={model.frozen_layers} is out of range for {name}, "
+            f"which has {n_layers} layers: use 0..{n_layers - 1}"
+        )
+    if model.frozen_layers == n_layers:
+        raise ConfigError(
+            f"model.frozen_layers={n_layers} freezes every layer of {name} ({n_layers} layers), "
+            f"so nothing would train: use 0..{n_layers - 1} (the last layer, the new head, "
+            "must train)"
+        )
+    if data.image_size < MIN_IMAGE_SIZE[name]:
+        raise ConfigError(
+            f"data.image_size={data.image_size} is too small for {name}: use at least "
+            f"{MIN_IMAGE_SIZE[name]}"
+        )
+    if data.batch_size < 2 and batchnorm_trains(name, model.frozen_layers):
+        raise ConfigError(
+            f"data.batch_size={data.batch_size}: {name}'s BatchNorm layers train, and they need "
+            f"at least 2 images per batch: use data.batch_size=2 or more (or freeze them: "
+            f"model.frozen_layers={BATCHNORM_GROUPS[name]})"
+        )
 
 
 def _validate_prune(prune: DictConfig, max_epochs: int) -> None:

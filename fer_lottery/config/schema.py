@@ -50,6 +50,17 @@ class ModelName(str, Enum):
 # Layer groups that ``model.frozen_layers`` counts (``models.layer_groups``): ResNet-18: stem,
 # layer1-4, fc; AlexNet: conv1-5, fc6, fc7, fc8.
 LAYER_COUNTS = {ModelName.resnet18.value: 6, ModelName.alexnet.value: 8}
+# How many of those groups, from the first, hold BatchNorm layers (ResNet-18: stem and
+# layer1-4). While one of them trains, a training batch needs at least 2 images.
+BATCHNORM_GROUPS = {ModelName.resnet18.value: 5, ModelName.alexnet.value: 0}
+# The smallest data.image_size each model can run (AlexNet's five 3x3/2 max pools and 11x11/4
+# stem need 63 px; ResNet-18's 32x downsampling needs 32).
+MIN_IMAGE_SIZE = {ModelName.resnet18.value: 32, ModelName.alexnet.value: 63}
+
+
+def batchnorm_trains(model_name: str, frozen_layers: int) -> bool:
+    """Whether a BatchNorm layer of the model trains (is not frozen), so batches of one fail."""
+    return frozen_layers < BATCHNORM_GROUPS[model_name]
 
 
 class OptimName(str, Enum):

@@ -36,8 +36,12 @@ class SFEWDataModule(pl.LightningDataModule):
         run_dir: str | Path | None = None,
         seed: int = 0,
         cache_dir: str | Path = ".cache/fer_lottery",
+        drop_single_last: bool = False,
     ):
+        """``drop_single_last``: drop a last training batch of one image (BatchNorm layers that
+        train cannot normalise a batch of one); counted in ``data/train_dropped_per_epoch``."""
         super().__init__()
+        self.drop_single_last = drop_single_last
         self.cfg = cfg
         self.crop_cache = Path(cache_dir) / paths.CROPS
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -123,6 +127,7 @@ class SFEWDataModule(pl.LightningDataModule):
                 **fold_info,
             )
         self.stats.update({f"data/{key}": value for key, value in fold_info.items()})
+        self._drop_single_last()
         counts = {n: len(self.labels[n]) for n in SPLIT_NAMES}
         where = (
             "" if fold_info["folds"] is None else f", fold {fold_info['fold']}/{fold_info['folds']}"
@@ -134,6 +139,21 @@ class SFEWDataModule(pl.LightningDataModule):
             self.cfg.split_seed,
             where,
         )
+
+    def _drop_single_last(self) -> None:
+        """Decide, and record, whether each epoch drops a last training batch of one image."""
+        n, size = len(self.labels["train"]), self.cfg.batch_size
+        dropped = int(self.drop_single_last and n > 1 and n % size == 1)
+        self.stats["data/train_dropped_per_epoch"] = dropped
+        if dropped:
+            log.warning(
+                "data: %d training images in batches of %d leave a last batch of 1 image, which "
+                "BatchNorm cannot train on; each epoch drops it (a different image each epoch, "
+                "as the order is shuffled; data/train_dropped_per_epoch=1). A batch size that "
+                "leaves no single image keeps every image",
+                n,
+                size,
+            )
 
     def _split(self, labels: list[int]) -> tuple[dict[str, list[int]], dict[str, int | None]]:
         """The configured split: fractions, or fold ``data.fold`` of ``data.folds`` (k-fold CV).
@@ -173,17 +193,19 @@ class SFEWDataModule(pl.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         sampler = EpochShuffle(len(self.labels[name]), self.seed, self._epoch) if shuffle else None
         return DataLoader(
             TensorDataset(self.images[name], self.labels[name]),
             batch_size=self.cfg.batch_size,
             sampler=sampler,
             num_workers=self.cfg.num_workers,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        drop = bool(self.stats.get("data/train_dropped_per_epoch"))
+        return self._loader("train", shuffle=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

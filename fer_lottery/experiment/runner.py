@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fer_lottery.config import enum_value, run_prunes
+from fer_lottery.config.schema import batchnorm_trains
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.dense import dense_stage
 from fer_lottery.experiment.retrain import prune_and_retrain
@@ -67,7 +68,10 @@ def _start_job(cfg: DictConfig, run_dir: Path) -> int:
 def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:
     """The data module with its splits set up, and the seconds it took."""
     start = time.perf_counter()
-    datamodule = SFEWDataModule(cfg.data, run_dir, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    single = batchnorm_trains(enum_value(cfg.model.name), cfg.model.frozen_layers)
+    datamodule = SFEWDataModule(
+        cfg.data, run_dir, seed=cfg.seed, cache_dir=cfg.cache_dir, drop_single_last=single
+    )
     with seeded(cfg.seed, "data"):
         datamodule.setup()
     return datamodule, time.perf_counter() - start

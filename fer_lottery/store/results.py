@@ -159,6 +159,7 @@ TYPES: dict[str, Check] = {
     "data/unreadable": count,
     "data/unreadable_files": texts,
     "data/crop_cache_hits": count,
+    "data/train_dropped_per_epoch": count,  # a last training batch of 1 image, dropped (0 or 1)
     "prune/sparsity": fraction,
     "prune/mask_sparsity": fraction,
     "prune/compression": compression,

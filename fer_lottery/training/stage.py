@@ -34,6 +34,9 @@ def resolved_device(cfg: DictConfig) -> str:
     return "cpu"
 
 
+# The tag prefix of the final metrics in TensorBoard's hparams tab (``hp/test/acc``, ...).
+HPARAMS_PREFIX = "hp/"
+
 # fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
 OWN_KEYS = ("checkpoint_every_n_epochs", "compile")
 
@@ -110,7 +113,10 @@ def _report_stage(
     tb.experiment.add_image("test/confusion", pixels, global_step=step, dataformats="HWC")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
     scalars.update(extra_metrics or {})
-    tb.log_hyperparams(hparams, scalars)
+    # The hparams tab's final metrics get tags of their own: Lightning logs them at step 0, and
+    # under a curve's own tag (val/acc_best) that point after the last epoch would break the
+    # curve in TensorBoard's server.
+    tb.log_hyperparams(hparams, {f"{HPARAMS_PREFIX}{k}": v for k, v in scalars.items()})
     tb.finalize("success")
 
 
