@@ -58,12 +58,13 @@ def main(cfg: DictConfig) -> float:
     except (termination.JobTerminated, SystemExit) as exc:
         if not termination.is_termination(exc):
             raise
-        # Pre-empted or timed out: what a rerun needs is on disk; never report success.
-        log.error("%s: %s. Run the same command again to resume it.", termination.REASON, run_dir)
+        # Pre-empted, timed out or Ctrl-C: what a rerun needs is on disk; never report success.
+        reason = getattr(exc, "reason", termination.REASON)
+        log.error("%s: %s. Run the same command again to resume it.", reason, run_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             overrides = list(hydra_cfg.overrides.task)
-            record_failure(run_dir, exc, overrides, reason=termination.REASON)
-        sys.exit(termination.EXIT_STATUS)
+            record_failure(run_dir, exc, overrides, reason=reason)
+        sys.exit(getattr(exc, "exit_status", termination.EXIT_STATUS))
     except Exception as exc:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         optuna = multirun and "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()

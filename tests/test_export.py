@@ -176,9 +176,10 @@ def test_a_layer_masked_whole_keeps_one_unit_and_folds_the_rest():
 # -- a run folder ---------------------------------------------------------------------------------
 
 
-def fake_run(root: Path, method: str = "distinctiveness") -> Path:
+def fake_run(root: Path, method: str = "distinctiveness", ratio: float = 0.0) -> Path:
     root.mkdir()
-    config = {"model": {"name": "resnet18", "num_classes": 7}, "prune": {"method": method}}
+    prune = {"method": method, "ratio": ratio}
+    config = {"model": {"name": "resnet18", "num_classes": 7}, "prune": prune}
     (root / "results.json").write_text(json.dumps({"config": config}))
     return root
 
@@ -215,8 +216,13 @@ def test_final_weights_are_weights_pt_or_a_dense_only_jobs_cache_entry(tmp_path)
 
 
 def test_export_refuses_runs_it_cannot_slim(tmp_path, capsys):
-    assert export_main([str(fake_run(tmp_path / "magnitude", "magnitude"))]) == 2
+    assert export_main([str(fake_run(tmp_path / "magnitude", "magnitude", 0.5))]) == 2
     assert "only distinctiveness" in capsys.readouterr().err
+    # A dense-only run never pruned: said so, not refused as if magnitude pruning had run.
+    assert export_main([str(fake_run(tmp_path / "dense", "magnitude", 0.0))]) == 2
+    err = capsys.readouterr().err
+    assert "a dense run (prune.method=magnitude, prune.ratio=0.0), never pruned" in err
+    assert "only distinctiveness" not in err
     assert export_main([str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
 

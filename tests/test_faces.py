@@ -355,6 +355,18 @@ def test_manual_crops_bad_row_names_the_line(tmp_path, row, problem):
         read_manual_crops(csv, tmp_path)
 
 
+def test_manual_crops_with_several_bad_rows_name_every_one(tmp_path):
+    csv = tmp_path / "crops.csv"
+    rows = ["ok.png,0,0,5,5", "a.png,1,2,3", "b.png,x,0,5,5", "ok2.png,0,0,5,5", "c.png,5,5,1,1"]
+    csv.write_text("file,x1,y1,x2,y2\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        read_manual_crops(csv, tmp_path)
+    lines = str(err.value).splitlines()
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in lines[:3]] == ["3", "4", "6"]
+    assert "expected 5 fields" in lines[0] and "numbers" in lines[1] and "x1 < x2" in lines[2]
+    assert lines[3] == f"3 bad row(s) in {csv}; fix or delete each"
+
+
 def test_manual_crops_bad_header(tmp_path):
     csv = tmp_path / "crops.csv"
     csv.write_text("path,x,y,w,h\n")

@@ -52,7 +52,7 @@ def numbers(run_dir: Path) -> dict:
 
 def scalars(folder: Path) -> dict:
     acc = EventAccumulator(str(folder)).Reload()
-    tags = [t for t in acc.Tags()["scalars"] if not t.startswith("time/")]
+    tags = [t for t in acc.Tags()["scalars"] if "time/" not in t]  # time/..., hp/time/...
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
 
 
@@ -135,6 +135,21 @@ def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_pat
     assert "dense: resuming after epoch 0" in again.stdout + again.stderr
     assert not (job / "failed.json").exists()
     same_run(job, reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_says_how_to_resume_and_the_rerun_resumes(tmp_path, reference):
+    """SIGINT in the middle of an epoch: status 130 (not Lightning's 1) and the resume line."""
+    run_dir = tmp_path / "run"
+    args = (*JOB, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
+    interrupted = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch1/batch1=INT")
+    assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+    assert "interrupted (Ctrl-C)" in interrupted.stderr
+    assert "Run the same command again to resume it" in interrupted.stderr
+    assert not (run_dir / "results.json").exists()
+    again = run_cli(*args, cwd=tmp_path)
+    assert "dense: resuming after epoch 0" in again.stdout + again.stderr
+    same_run(run_dir, reference)
 
 
 @pytest.mark.slow

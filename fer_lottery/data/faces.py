@@ -96,8 +96,8 @@ def read_manual_crops(csv_path: Path, root: Path) -> ManualCrops:
     """Parse ``crops.csv`` (header ``file,x1,y1,x2,y2``) into {relative posix path: box}.
 
     ``file`` may be relative to ``root``, absolute under ``root``, or a bare file name (which then
-    matches any image with that basename). Bad rows raise DataError naming the line; a row that
-    names no image is an error too, raised by ``crop_faces``, which knows the images.
+    matches any image with that basename). Bad rows raise one DataError naming every bad line;
+    a row that names no image is an error too, raised by ``crop_faces``, which knows the images.
     """
     csv_path, root = Path(csv_path), Path(root)
     try:
@@ -108,25 +108,38 @@ def read_manual_crops(csv_path: Path, root: Path) -> ManualCrops:
     header = next(reader, None)
     if header is None or [h.strip().lower() for h in header] != ["file", "x1", "y1", "x2", "y2"]:
         raise DataError(f"{csv_path}:1: header must be 'file,x1,y1,x2,y2', got {header!r}")
-    crops = ManualCrops()
+    crops, bad = ManualCrops(), []
     for row in reader:
         where = f"{csv_path}:{reader.line_num}"
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != 5:
-            raise DataError(f"{where}: expected 5 fields (file,x1,y1,x2,y2), got {len(row)}")
-        key = _normalise_key(row[0], root, where)
         try:
-            x1, y1, x2, y2 = (round(float(c)) for c in row[1:])
-        except ValueError:
-            raise DataError(f"{where}: coordinates must be numbers, got {row[1:]!r}") from None
-        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
-            raise DataError(f"{where}: need 0 <= x1 < x2 and 0 <= y1 < y2, got {x1},{y1},{x2},{y2}")
-        if key in crops:
-            raise DataError(f"{where}: {key!r} appears twice")
-        crops[key] = (x1, y1, x2, y2)
+            key, box = _manual_row(row, root, where)
+            if key in crops:
+                raise DataError(f"{where}: {key!r} appears twice")
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
+        crops[key] = box
         crops.rows[key] = where
+    if bad:
+        bad.append(f"{len(bad)} bad row(s) in {csv_path}; fix or delete each")
+        raise DataError("\n".join(bad))
     return crops
+
+
+def _manual_row(row: list[str], root: Path, where: str) -> tuple[str, Box]:
+    """One crops.csv row as (file key, box); a DataError naming the line when it is bad."""
+    if len(row) != 5:
+        raise DataError(f"{where}: expected 5 fields (file,x1,y1,x2,y2), got {len(row)}")
+    key = _normalise_key(row[0], root, where)
+    try:
+        x1, y1, x2, y2 = (round(float(c)) for c in row[1:])
+    except ValueError:
+        raise DataError(f"{where}: coordinates must be numbers, got {row[1:]!r}") from None
+    if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+        raise DataError(f"{where}: need 0 <= x1 < x2 and 0 <= y1 < y2, got {x1},{y1},{x2},{y2}")
+    return key, (x1, y1, x2, y2)
 
 
 def _normalise_key(file: str, root: Path, where: str) -> str:

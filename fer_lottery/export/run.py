@@ -12,6 +12,7 @@ from fer_lottery.errors import FerLotteryError
 from fer_lottery.export.loader import build_model
 from fer_lottery.export.slim import Export, slim
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.registry import prunes
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_atomic
 from fer_lottery.store.weights import run_weights
@@ -35,6 +36,12 @@ def run_config(run_dir: Path) -> dict:
         cfg = json.loads(path.read_text())["config"]
     except (ValueError, KeyError) as exc:
         raise ExportError(f"{path}: unreadable, or no resolved config ({exc!r})") from None
+    if not prunes(cfg["prune"]["method"], cfg["prune"].get("ratio")):
+        raise ExportError(
+            f"{run_dir}: a dense run (prune.method={cfg['prune']['method']}, prune.ratio="
+            f"{cfg['prune'].get('ratio')}), never pruned: there are no removed units to slice "
+            "out; export a distinctiveness-pruned run"
+        )
     if cfg["prune"]["method"] != "distinctiveness":
         raise ExportError(
             f"{run_dir}: prune.method={cfg['prune']['method']}; export removes whole units, which "
