@@ -309,8 +309,11 @@ def test_method_none_and_full_fallback(tmp_path):
     img.save(path)
     params = CropParams(method="none", size=20, fallback="full")
     crops, _, report = crop_faces([path], params, tmp_path / "c", progress=False)
-    assert report.fallback == 1
+    # Not cropped, rather than "no face found": no detection was tried. The same from the cache.
+    assert (report.uncropped, report.fallback, report.detected) == (1, 0, 0)
     assert crops[0, :, :, :8].min() == 255 and crops[0, :, :, 12:].max() == 0  # squashed
+    _, _, again = crop_faces([path], params, tmp_path / "c", progress=False)
+    assert again.cache_hits == 1 and (again.uncropped, again.fallback) == (1, 0)
 
 
 def test_box_is_squared_shifted_and_padded():

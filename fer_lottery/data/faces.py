@@ -72,6 +72,7 @@ class CropReport:
 
     detected: int = 0  # crops from an MTCNN detection
     fallback: int = 0  # frames with no face (or MTCNN failed on them) -> fallback box
+    uncropped: int = 0  # data.crop=none: the fallback box for every frame, no detection tried
     detect_failed: int = 0  # of those, frames where MTCNN raised: used now, never cached
     manual: int = 0  # boxes taken from the manual crops file
     multiple_faces: int = 0  # frames where MTCNN found >1 face (highest-probability one kept)
@@ -573,6 +574,8 @@ class _CropRun:
         kept = sorted(self.results)
         for i in kept:
             source = self.results[i]["source"]
+            if source == "fallback" and self.params.method == "none":
+                source = "uncropped"  # nothing was detected because nothing was tried
             setattr(self.report, source, getattr(self.report, source) + 1)
             self.report.multiple_faces += self.results[i]["n"] > 1
         if kept:
@@ -652,7 +655,7 @@ def _log_summary(n: int, r: CropReport, frames_run: int) -> None:
     )
     log.info(
         "face crops: %d images, %d from cache, %s; detected %d, fallback %d (no face), manual %d, "
-        "unreadable %d, multiple faces %d, detection failed %d",
-        n, r.cache_hits, now, r.detected, r.fallback, r.manual, len(r.unreadable), r.multiple_faces,
-        r.detect_failed,
+        "not cropped %d (data.crop=none), unreadable %d, multiple faces %d, detection failed %d",
+        n, r.cache_hits, now, r.detected, r.fallback, r.manual, r.uncropped, len(r.unreadable),
+        r.multiple_faces, r.detect_failed,
     )  # fmt: skip

@@ -92,6 +92,7 @@ class SFEWDataModule(pl.LightningDataModule):
                 "data/images_found": len(items),
                 "data/faces_detected": report.detected,
                 "data/faces_fallback": report.fallback,
+                "data/faces_uncropped": report.uncropped,
                 "data/faces_manual": report.manual,
                 "data/faces_multiple": report.multiple_faces,
                 "data/faces_detect_failed": report.detect_failed,

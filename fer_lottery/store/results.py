@@ -153,6 +153,7 @@ TYPES: dict[str, Check] = {
     "data/images_found": count,
     "data/faces_detected": count,
     "data/faces_fallback": count,
+    "data/faces_uncropped": count,  # data.crop=none: not cropped (no detection tried)
     "data/faces_manual": count,
     "data/faces_multiple": count,
     "data/faces_detect_failed": count,
