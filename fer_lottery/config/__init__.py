@@ -10,10 +10,11 @@ this run prune?" for every caller.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fer_lottery.config.checks import check_angle, check_norm_std, validate
 from fer_lottery.config.schema import LAYER_COUNTS, Config, choices, enum_value
@@ -27,6 +28,9 @@ __all__ = [
     "check_angle",
     "check_norm_std",
     "choices",
+    "config_changes",
+    "flatten",
+    "resolved",
     "enum_value",
     "prune_seed",
     "prunes",
@@ -44,6 +48,47 @@ def register_configs() -> None:
     ``swept_dirname`` resolver that names sweep job folders."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
+
+
+def flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dict -> ``{"data.split_seed": 1, ...}``; lists become JSON strings (hashable)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+# Settings that change no number a job computes: a relaunch that differs only in these is the
+# same job (the dense cache key ignores the same trainer and data keys).
+NO_EFFECT = (
+    "published",
+    "cache_dir",
+    "cache_dense",
+    "cache_lock_timeout_s",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps",
+    "trainer.checkpoint_every_n_epochs",
+    "data.num_workers",
+    "data.detect_batch_size",
+)
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain data, as ``results.json`` records it."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
+    """``key: recorded -> now`` for each setting that differs between a recorded config (from a
+    results.json or a checkpoint) and ``cfg``, except the ``NO_EFFECT`` ones."""
+    old, new = flatten(recorded), flatten(resolved(cfg))
+    keys = [k for k in dict.fromkeys([*new, *old]) if not k.startswith(NO_EFFECT)]
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
 
 
 def run_prunes(cfg) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from fer_lottery.config import config_changes
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import move_aside, write_json_atomic
 from fer_lottery.store.results import ResultsError, read_results
@@ -40,8 +41,23 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
         except ResultsError as exc:  # unusable: keep it for inspection and run the job again
             log.warning("%s; %s and running the job again", exc, move_aside(done, "unusable"))
         else:
-            log.info("%s exists: this job already finished, skipping it", done)
-            return results
+            changed = config_changes(results["config"], cfg)
+            if not changed:
+                log.info("%s exists: this job already finished, skipping it", done)
+                return results
+            # Never pass another config's results off as this one's: keep them, run again.
+            moved = [move_aside(done, "stale")]
+            for name in (paths.WEIGHTS, paths.MASK):
+                if (run_dir / name).is_file():
+                    moved.append(move_aside(run_dir / name, "stale"))
+            log.warning(
+                "%s holds the results of another config (%d setting(s) differ: %s); %s; running "
+                "the job again with the new config",
+                done,
+                len(changed),
+                "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else ""),
+                "; ".join(moved),
+            )
     from fer_lottery.experiment.runner import run_experiment  # heavy imports only when training
 
     return run_experiment(cfg, run_dir)

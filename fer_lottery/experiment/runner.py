@@ -7,16 +7,17 @@ the resolved config, checked against ``store.results`` first) into the run direc
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from fer_lottery.config import enum_value, run_prunes
+from fer_lottery.config import config_changes, enum_value, resolved, run_prunes
 from fer_lottery.config.schema import batchnorm_trains
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.dense import dense_stage
@@ -25,7 +26,7 @@ from fer_lottery.job import faults
 from fer_lottery.models import build_model, count_macs, freeze_layers
 from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.store import paths
-from fer_lottery.store.atomic import temp_files, write_json_atomic
+from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
@@ -58,11 +59,32 @@ def _start_job(cfg: DictConfig, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     for leftover in temp_files(run_dir / paths.RESULTS):  # from a job killed while writing
         leftover.unlink()
+    _checkpoints_of_this_config(cfg, run_dir)
     threads = set_threads(cfg.get("threads"))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
     if torch.cuda.is_available():  # this job's peak GPU memory, for packing jobs on one GPU
         torch.cuda.reset_peak_memory_stats()
     return threads
+
+
+def _checkpoints_of_this_config(cfg: DictConfig, run_dir: Path) -> None:
+    """A killed job resumes only from checkpoints of the same config: those of another one (a
+    relaunch with a changed setting) are moved aside, so every stage starts over."""
+    checkpoints = run_dir / paths.CHECKPOINTS
+    stamp = checkpoints / paths.CONFIG_STAMP
+    if checkpoints.is_dir():
+        try:
+            changed = config_changes(json.loads(stamp.read_text()), cfg)
+        except (OSError, ValueError) as exc:  # no stamp (or a torn one): whose they are is unknown
+            changed = [f"{stamp.name} cannot be read ({type(exc).__name__})"]
+        if changed:
+            log.warning(
+                "%s holds checkpoints of another config (%s); %s; every stage starts over",
+                run_dir,
+                "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else ""),
+                move_aside(checkpoints, "stale", folder=run_dir / paths.QUARANTINE),
+            )
+    write_json_atomic(stamp, resolved(cfg))
 
 
 def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:
@@ -120,7 +142,7 @@ def _results(
         gb = 1024**3
         results["gpu/max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / gb, 3)
         results["gpu/max_memory_reserved_gb"] = round(torch.cuda.max_memory_reserved() / gb, 3)
-    results["config"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    results["config"] = resolved(cfg)
     return results
 
 

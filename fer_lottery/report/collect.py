@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_lottery.config import flatten
 from fer_lottery.store import paths
 from fer_lottery.store.results import ResultsError, read_results
 
@@ -49,18 +50,6 @@ class Problem:
     name: str
     reason: str
     bad_results: bool = False  # its results.json does not parse or breaks the schema
-
-
-def flatten(node: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dict -> ``{"data.split_seed": 1, ...}``; lists become JSON strings (hashable)."""
-    out: dict[str, object] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, list) else value
-    return out
 
 
 def _job_config(results: dict) -> dict:

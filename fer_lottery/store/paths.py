@@ -11,7 +11,8 @@ A run folder (``outputs/<date>/<time>/``, or one job of a sweep)::
     tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned)
     csv/<stage>/          the same curves as CSV (metrics.csv)
     confusion_<stage>.png the stage's test confusion matrix
-    checkpoints/<stage>/  while the job runs: last.ckpt, then finished.pt + finished.json
+    checkpoints/<stage>/  while the job runs: last.ckpt, then finished.pt + finished.json;
+                          checkpoints/config.json says which config they belong to
 
 The cache folder (``cache_dir``)::
 
@@ -42,6 +43,7 @@ EXPORTED = "exported.pt"
 MULTIRUN = "multirun.yaml"  # written by Hydra in a sweep folder
 
 # -- inside checkpoints/<stage>/ ----------------------------------------------------------------
+CONFIG_STAMP = "config.json"  # checkpoints/config.json: the config the checkpoints belong to
 LAST_CKPT = "last.ckpt"
 FINISHED_WEIGHTS = "finished.pt"
 FINISHED_METRICS = "finished.json"

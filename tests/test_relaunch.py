@@ -1,0 +1,52 @@
+"""A job folder never claims a config that it did not run: a relaunch into a finished job's
+folder with a changed setting runs it again (the old results kept beside, named stale), and a
+killed job relaunched with a changed setting does not resume from its old checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fer_lottery.experiment import runner
+from fer_lottery.experiment.folds import run_folds
+from tests.helpers import TINY_SYNTHETIC, run_cli
+
+
+def test_a_relaunch_with_a_changed_setting_runs_again_and_keeps_the_old_results(
+    compose_cfg, tmp_path, monkeypatch, caplog
+):
+    run_dir, cache = tmp_path / "run", f"cache_dir={tmp_path / 'cache'}"
+    first = run_folds(compose_cfg(*TINY_SYNTHETIC, cache, "trainer.max_epochs=1"), run_dir)
+    assert first["config"]["trainer"]["max_epochs"] == 1
+    again = run_folds(compose_cfg(*TINY_SYNTHETIC, cache, "trainer.max_epochs=2"), run_dir)
+    assert again["config"]["trainer"]["max_epochs"] == 2
+    recorded = json.loads((run_dir / "results.json").read_text())
+    assert recorded["config"]["trainer"]["max_epochs"] == 2  # the record is the new run's
+    (stale,) = run_dir.glob("results.json.stale-*")
+    assert json.loads(stale.read_text())["config"]["trainer"]["max_epochs"] == 1
+    assert "trainer.max_epochs: 1 -> 2" in caplog.text
+    # The same config, or one that differs only in what changes no number, is skipped.
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("a finished job with the same config was run again")
+
+    monkeypatch.setattr(runner, "run_experiment", no_training)
+    for extra in ("trainer.max_epochs=2", "trainer.enable_progress_bar=true"):
+        assert run_folds(compose_cfg(*TINY_SYNTHETIC, cache, extra), run_dir) == recorded
+
+
+@pytest.mark.slow
+def test_a_killed_job_relaunched_with_another_setting_does_not_resume_its_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    job = [*TINY_SYNTHETIC, "trainer.max_epochs=1", "prune.ratio=0.5", "prune.retrain_epochs=2"]
+    job += ["trainer.checkpoint_every_n_epochs=1", f"hydra.run.dir={run_dir}"]
+    killed = run_cli(*job, cwd=tmp_path, check=False, fault="retrain/epoch1/batch0=KILL")
+    assert killed.returncode != 0 and (run_dir / "checkpoints" / "retrain" / "last.ckpt").exists()
+    again = run_cli(*job, "optim.lr=0.01", cwd=tmp_path)
+    log = again.stdout + again.stderr
+    assert "holds checkpoints of another config" in log and "optim.lr: 0.02 -> 0.01" in log
+    assert "retrain: resuming" not in log
+    assert list((run_dir / "quarantine").glob("checkpoints.stale-*"))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["config"]["optim"]["lr"] == 0.01
