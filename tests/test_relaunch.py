@@ -50,3 +50,22 @@ def test_a_killed_job_relaunched_with_another_setting_does_not_resume_its_checkp
     assert list((run_dir / "quarantine").glob("checkpoints.stale-*"))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["optim"]["lr"] == 0.01
+
+
+def test_a_k_fold_job_relaunched_with_a_changed_setting_is_not_summarised_from_stale_folds(
+    compose_cfg, tmp_path
+):
+    run_dir, cache = tmp_path / "run", f"cache_dir={tmp_path / 'cache'}"
+    job = (*TINY_SYNTHETIC, cache, "data.folds=2")
+    run_folds(compose_cfg(*job, "trainer.max_epochs=1"), run_dir)
+    run_folds(compose_cfg(*job, "trainer.max_epochs=2"), run_dir)
+    for fold in ("fold=0", "fold=1"):
+        results = json.loads((run_dir / fold / "results.json").read_text())
+        assert results["config"]["trainer"]["max_epochs"] == 2
+        assert list((run_dir / fold).glob("results.json.stale-*"))
+    summary = json.loads((run_dir / "folds.json").read_text())
+    tests = [
+        json.loads((run_dir / f / "results.json").read_text())["test/acc"]
+        for f in ("fold=0", "fold=1")
+    ]
+    assert summary["test/acc"] == tests

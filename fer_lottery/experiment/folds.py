@@ -10,7 +10,6 @@ there would be counted as one more run.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import statistics
 from pathlib import Path
@@ -26,10 +25,6 @@ log = logging.getLogger(__name__)
 
 # Per-fold metrics copied into folds.json, with their mean and std over folds.
 FOLD_METRICS = ("test/acc", "val/acc_best")
-
-
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
@@ -94,17 +89,17 @@ def run_folds(cfg: DictConfig, run_dir: Path) -> dict:
     Without k-fold (``data.folds=null``) or for one fold (``data.fold=i``) this is
     ``run_experiment``. With ``data.folds=k`` and ``data.fold=null`` it runs fold 0..k-1 in
     ``run_dir/fold=<i>``, writes ``run_dir/folds.json`` and returns its summary. Finished runs and
-    folds are loaded, not rerun.
+    folds of the same config are loaded, not rerun.
     """
     run_dir = Path(run_dir)
     folds = cfg.data.get("folds")
     if folds is None or cfg.data.get("fold") is not None:
         return _run_one(cfg, run_dir)
 
+    # No shortcut through an existing folds.json, which records no config: each fold's own
+    # results.json is checked against its config (skipped when it matches, run when it does
+    # not), and the summary is written anew from them.
     summary_path = run_dir / paths.FOLDS
-    if summary_path.is_file():
-        log.info("%s exists: this job already finished, skipping it", summary_path)
-        return _load(summary_path)["summary"]
     per_fold, fold_dirs = [], []
     for i in range(folds):
         cfg_i = copy.deepcopy(cfg)
