@@ -37,6 +37,14 @@ class CropFallback(str, Enum):
     full = "full"
 
 
+class DuplicatePolicy(str, Enum):
+    """Images with identical bytes (fer_lottery.data.duplicates)."""
+
+    keep = "keep"
+    drop = "drop"
+    error = "error"
+
+
 class Normalize(str, Enum):
     imagenet = "imagenet"
     none = "none"
@@ -107,6 +115,9 @@ class DataConfig:
     crop_fallback: CropFallback = CropFallback.center
     # Manual boxes (file,x1,y1,x2,y2); null looks for <root>/crops.csv.
     crops_csv: str | None = None
+    # Byte-identical images: keep (all copies, in one split) | drop (one per class; copies
+    # across classes dropped) | error. Every copy of an image always lands in one split.
+    duplicates: DuplicatePolicy = DuplicatePolicy.keep
     # Margin around the detected box, as a fraction of the box side.
     face_margin: float = 0.0
     # Frames larger than this (longest side, px) are shrunk for detection only.

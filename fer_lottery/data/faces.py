@@ -79,6 +79,7 @@ class CropReport:
     unreadable: list[str] = field(default_factory=list)  # paths that could not be decoded
     cache_hits: int = 0
     cache_misses: int = 0  # readable images that were not in the cache
+    digests: dict[int, str] = field(default_factory=dict)  # index -> sha256 of the file's bytes
 
 
 # ----------------------------------------------------------------------------- manual crops
@@ -288,13 +289,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 # ----------------------------------------------------------------------------- cache
 
 
-def _cache_key(data: bytes, params: CropParams, manual_box: Box | None) -> str:
-    """sha256 over the algorithm version, the output-changing params, the manual box and bytes."""
+def _cache_key(
+    data: bytes, params: CropParams, manual_box: Box | None, digest: bytes | None = None
+) -> str:
+    """sha256 over the algorithm version, the output-changing params, the manual box and bytes.
+
+    ``digest``: the sha256 of ``data``, when the caller has it already."""
     p = {"size": params.size, "fallback": params.fallback, "method": params.method}
     if params.method == "mtcnn" and manual_box is None:
         p |= {"margin": params.margin, "detect_max_side": params.detect_max_side}
     head = json.dumps([ALGO_VERSION, p, manual_box], sort_keys=True).encode()
-    return hashlib.sha256(head + b"\0" + hashlib.sha256(data).digest()).hexdigest()
+    digest = digest if digest is not None else hashlib.sha256(data).digest()
+    return hashlib.sha256(head + b"\0" + digest).hexdigest()
 
 
 def _cache_load(path: Path, size: int) -> dict | None:
@@ -489,7 +495,9 @@ class _CropRun:
         except OSError as e:
             self.skip(path, e)
             return
-        cache_file = self.cache_dir / f"{_cache_key(data, self.params, box)}.npz"
+        digest = hashlib.sha256(data).digest()
+        self.report.digests[i] = digest.hex()  # kept for duplicate detection
+        cache_file = self.cache_dir / f"{_cache_key(data, self.params, box, digest)}.npz"
         if self.from_cache(i, cache_file):
             return
         try:

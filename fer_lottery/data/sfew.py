@@ -19,7 +19,13 @@ from fer_lottery.config import enum_value
 from fer_lottery.data import CLASSES
 from fer_lottery.data.augment import normalize, random_affine_batch, to_float
 from fer_lottery.data.sampler import EpochShuffle
-from fer_lottery.data.split import SPLIT_NAMES, kfold_split, stratified_split, write_split
+from fer_lottery.data.split import (
+    SPLIT_NAMES,
+    kfold_split,
+    split_together,
+    stratified_split,
+    write_split,
+)
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.seeding import seed_all
 from fer_lottery.store import paths
@@ -50,6 +56,7 @@ class SFEWDataModule(pl.LightningDataModule):
         self.images: dict[str, torch.Tensor] = {}
         self.labels: dict[str, torch.Tensor] = {}
         self.stats: dict[str, object] = {}
+        self.copies: list[list[int]] = []  # groups of byte-identical images: one split each
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -63,14 +70,16 @@ class SFEWDataModule(pl.LightningDataModule):
         return images, labels, ids
 
     def _load_sfew(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        from fer_lottery.data.duplicates import resolve
         from fer_lottery.data.faces import CropParams, crop_faces, read_manual_crops
-        from fer_lottery.data.layout import list_images
+        from fer_lottery.data.layout import take_inventory
 
         root = Path(self.cfg.root).expanduser()
-        items = list_images(root)
-        csv = Path(self.cfg.crops_csv) if self.cfg.crops_csv else root / "crops.csv"
+        csv = Path(self.cfg.crops_csv).expanduser() if self.cfg.crops_csv else root / "crops.csv"
         if self.cfg.crops_csv and not csv.is_file():
             raise DataError(f"data.crops_csv={csv} does not exist; fix the path or set it to null")
+        inventory = take_inventory(root, used=(csv,) if csv.is_file() else ())
+        items = inventory.items
         manual = read_manual_crops(csv, root) if csv.is_file() else {}
         params = CropParams(
             method=enum_value(self.cfg.crop),
@@ -84,8 +93,12 @@ class SFEWDataModule(pl.LightningDataModule):
         crops, kept, report = crop_faces(
             [p for p, _ in items], params, self.crop_cache, manual, root, device
         )
-        labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)
+        labels = [items[i][1] for i in kept]
         ids = [items[i][0].relative_to(root).as_posix() for i in kept]
+        copies = resolve(
+            [report.digests[i] for i in kept], ids, labels, enum_value(self.cfg.duplicates)
+        )
+        self.copies = copies.groups
         self.stats.update(
             {
                 "data/source": str(root),
@@ -99,9 +112,16 @@ class SFEWDataModule(pl.LightningDataModule):
                 "data/unreadable": len(report.unreadable),
                 "data/unreadable_files": [str(p) for p in report.unreadable],
                 "data/crop_cache_hits": report.cache_hits,
+                **inventory.stats(),
+                **copies.stats,
             }
         )
-        return crops, labels, ids
+        index = torch.tensor(copies.kept, dtype=torch.long)
+        return (
+            crops[index],
+            torch.tensor(labels, dtype=torch.long)[index],
+            [ids[i] for i in copies.kept],
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Load, crop and split once; later calls (fit, then test) reuse the tensors."""
@@ -164,7 +184,11 @@ class SFEWDataModule(pl.LightningDataModule):
         """
         folds, fold = self.cfg.get("folds"), self.cfg.get("fold")
         if folds is None:
-            split = stratified_split(labels, list(self.cfg.split), self.cfg.split_seed)
+            split = split_together(
+                labels,
+                self.copies,
+                lambda y: stratified_split(y, list(self.cfg.split), self.cfg.split_seed),
+            )
             return split, {"folds": None, "fold": None}
         if fold is None:
             raise ConfigError(
@@ -172,13 +196,18 @@ class SFEWDataModule(pl.LightningDataModule):
                 "folds with fer_lottery.experiment.folds.run_folds, or set "
                 f"data.fold=0..{folds - 1}"
             )
-        if len(labels) < folds:
+        units = len(labels) - sum(len(g) - 1 for g in self.copies)  # copies count once
+        if units < folds:
             raise DataError(
-                f"data.folds={folds} is more than the {len(labels)} images; lower data.folds"
+                f"data.folds={folds} is more than the {units} distinct images; lower data.folds"
             )
         train_frac, val_frac = self.cfg.split[0], self.cfg.split[1]
         val_fraction = val_frac / (train_frac + val_frac)
-        split = kfold_split(labels, folds, fold, val_fraction, self.cfg.split_seed)
+        split = split_together(
+            labels,
+            self.copies,
+            lambda y: kfold_split(y, folds, fold, val_fraction, self.cfg.split_seed),
+        )
         return split, {"folds": int(folds), "fold": int(fold)}
 
     def fingerprint(self) -> str:

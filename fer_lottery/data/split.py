@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,23 @@ def kfold_split(
         out["val"] += rest[:n_val].tolist()
         out["train"] += rest[n_val:].tolist()
     return {name: sorted(v) for name, v in out.items()}
+
+
+def split_together(
+    labels: list[int], groups: list[list[int]], split_fn: Callable[[list[int]], dict]
+) -> dict[str, list[int]]:
+    """``split_fn`` over one item per group of copies (the first, with its label); every other
+    copy goes to the split of its group's first item, so no group straddles splits.
+
+    With no groups this is ``split_fn(labels)`` exactly.
+    """
+    first_of = list(range(len(labels)))
+    for group in groups:
+        for i in group[1:]:
+            first_of[i] = group[0]
+    firsts = [i for i, f in enumerate(first_of) if f == i]
+    split = split_fn([labels[i] for i in firsts])
+    copies: dict[int, list[int]] = {}
+    for i, f in enumerate(first_of):
+        copies.setdefault(f, []).append(i)
+    return {name: sorted(i for k in split[name] for i in copies[firsts[k]]) for name in SPLIT_NAMES}

@@ -96,6 +96,16 @@ def texts(v: object) -> str | None:
     return None if ok else "a list of strings"
 
 
+def text_groups(v: object) -> str | None:
+    ok = isinstance(v, list) and all(texts(g) is None for g in v)
+    return None if ok else "a list of lists of strings"
+
+
+def reasons(v: object) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(r, str) for r in v.values())
+    return None if ok else "an object of strings (file: reason)"
+
+
 def obj(v: object) -> str | None:
     return None if isinstance(v, dict) else "an object"
 
@@ -160,6 +170,18 @@ TYPES: dict[str, Check] = {
     "data/unreadable": count,
     "data/unreadable_files": texts,
     "data/crop_cache_hits": count,
+    # Every file under the data root: used, or ignored with a reason (data.layout).
+    "data/files_under_root": count,
+    "data/images_nested": count,  # in subfolders of a class folder, used under that class
+    "data/class_folders_pooled": text_groups,  # class folders that differ only in case
+    "data/ignored": count,
+    "data/ignored_files": reasons,
+    # Byte-identical images (data.duplicates): counts of images, and the groups by file.
+    "data/duplicate_groups": count,
+    "data/duplicates_same_class": count,
+    "data/duplicates_cross_class": count,
+    "data/duplicates_dropped": count,
+    "data/duplicate_files": text_groups,
     "data/train_dropped_per_epoch": count,  # a last training batch of 1 image, dropped (0 or 1)
     "prune/sparsity": fraction,
     "prune/mask_sparsity": fraction,

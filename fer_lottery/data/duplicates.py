@@ -1,0 +1,124 @@
+"""Images with identical bytes: found, reported, and never allowed to straddle splits.
+
+Movie-frame FER datasets hold copies of the same frame. A copy in train and another in test
+leaks the test image into training; copies under two classes are label noise that no split can
+make honest. ``data.duplicates`` chooses what to do:
+
+- ``keep`` (default): every copy is used, and all copies of one image go to one split, so the
+  images used (the papers' 675) stay the same and only where copies go changes;
+- ``drop``: one copy is kept of images copied within a class; images copied across classes are
+  dropped, every copy, as no label can be trusted;
+- ``error``: the data is refused, with every group named, for a curated dataset.
+
+Copies are found by the sha256 of the file's bytes (the crop cache's hash). A frame saved twice
+with different encodings is not found; that would need a perceptual hash.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from fer_lottery.data import CLASSES
+from fer_lottery.errors import DataError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("keep", "drop", "error")
+NAMED_IN_WARNING = 5  # groups a warning names; results.json names them all
+
+
+@dataclass
+class Duplicates:
+    """Which images are used, and the groups of copies among them."""
+
+    kept: list[int]  # indices into the input, in order
+    groups: list[list[int]]  # among the kept (indices into ``kept``): copies, each of 2 or more
+    stats: dict[str, object] = field(default_factory=dict)
+
+
+def find_groups(digests: list[str]) -> list[list[int]]:
+    """Indices with the same digest, for each digest seen twice or more, by first index."""
+    by_digest: dict[str, list[int]] = {}
+    for i, d in enumerate(digests):
+        by_digest.setdefault(d, []).append(i)
+    return [g for g in by_digest.values() if len(g) > 1]
+
+
+def _describe(group: list[int], ids: list[str], labels: list[int]) -> str:
+    return " = ".join(f"{ids[i]} ({CLASSES[labels[i]]})" for i in group)
+
+
+def resolve(digests: list[str], ids: list[str], labels: list[int], policy: str) -> Duplicates:
+    """Apply ``policy`` to the copies among the images; warn, count and name what it did."""
+    if policy not in POLICIES:
+        raise DataError(f"data.duplicates must be one of {', '.join(POLICIES)}, got {policy!r}")
+    groups = find_groups(digests)
+    cross = [g for g in groups if len({labels[i] for i in g}) > 1]
+    same = [g for g in groups if len({labels[i] for i in g}) == 1]
+    if groups and policy == "error":
+        shown = "; ".join(_describe(g, ids, labels) for g in groups[:NAMED_IN_WARNING])
+        extra = len(groups) - NAMED_IN_WARNING
+        more = f"; and {extra} more" if extra > 0 else ""
+        raise DataError(
+            f"data.duplicates=error: {len(groups)} group(s) of images with identical bytes: "
+            f"{shown}{more}. Remove the copies, or set data.duplicates=keep (every copy used, all "
+            "in one split) or data.duplicates=drop (one copy per class; copies across classes "
+            "dropped)"
+        )
+    dropped: set[int] = set()
+    if policy == "drop":
+        for g in same:
+            dropped.update(g[1:])
+        for g in cross:
+            dropped.update(g)
+    kept = [i for i in range(len(digests)) if i not in dropped]
+    position = {i: k for k, i in enumerate(kept)}
+    kept_groups = [[position[i] for i in g] for g in groups if not dropped.intersection(g)]
+    stats = {
+        "data/duplicate_groups": len(groups),
+        "data/duplicates_same_class": sum(map(len, same)),
+        "data/duplicates_cross_class": sum(map(len, cross)),
+        "data/duplicates_dropped": len(dropped),
+        "data/duplicate_files": [[ids[i] for i in g] for g in groups],
+    }
+    _warn(same, cross, ids, labels, policy, len(dropped))
+    return Duplicates(kept=kept, groups=kept_groups, stats=stats)
+
+
+def _warn(
+    same: list[list[int]],
+    cross: list[list[int]],
+    ids: list[str],
+    labels: list[int],
+    policy: str,
+    dropped: int,
+) -> None:
+    what = {
+        "keep": "every copy is used, and all copies of an image go to one split",
+        "drop": f"{dropped} copies dropped",
+    }[policy]
+    if cross:
+        shown = "; ".join(_describe(g, ids, labels) for g in cross[:NAMED_IN_WARNING])
+        more = len(cross) - NAMED_IN_WARNING
+        log.warning(
+            "data: %d image(s) have a byte-identical copy under another class "
+            "(data/duplicates_cross_class): %s%s. Their labels disagree; %s (data.duplicates=%s; "
+            "drop removes them, error refuses them)",
+            sum(map(len, cross)),
+            shown,
+            f"; and {more} more groups" if more > 0 else "",
+            "every copy is dropped" if policy == "drop" else what,
+            policy,
+        )
+    if same:
+        log.warning(
+            "data: %d image(s) in %d group(s) are byte-identical copies within one class "
+            "(data/duplicates_same_class; all named in data/duplicate_files), e.g. %s; %s "
+            "(data.duplicates=%s)",
+            sum(map(len, same)),
+            len(same),
+            _describe(same[0], ids, labels),
+            what,
+            policy,
+        )
