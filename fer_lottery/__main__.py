@@ -11,6 +11,7 @@ job is recorded in its ``failed.json`` and returns NaN, so the other jobs of the
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -21,9 +22,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.errors import DiskFullError, FerLotteryError, no_space
 from fer_lottery.job import termination
-from fer_lottery.job.failures import record_failure
+from fer_lottery.job.failures import earlier_same_error, launch_id, record_failure
+from fer_lottery.job.log_routing import quiet_disk_full_in_threads
 from fer_lottery.store import paths
 from fer_lottery.store.cache_dir import check_writable
 
@@ -41,12 +43,78 @@ def _quiet_warnings() -> None:
 _quiet_warnings()
 
 
+def _disk_full(exc: Exception, run_dir: Path, cfg: DictConfig) -> Exception:
+    """``exc``, or a DiskFullError when a full disk (or quota) is behind it.
+
+    Writes through ``store.atomic`` name their file; for any other write (a log, a figure, an
+    event file), the error names the fuller of the run folder and the cache.
+    """
+    full = no_space(exc)
+    if full is None or isinstance(exc, DiskFullError):
+        return exc
+    target = full.filename2 or full.filename  # a copy names its source first, then its target
+    if target:
+        return DiskFullError(target, full)
+    places = [run_dir, Path(str(cfg.get("cache_dir", run_dir)))]
+    free = {}
+    for place in places:
+        try:
+            free[place] = shutil.disk_usage(place).free
+        except OSError:
+            continue
+    return DiskFullError(min(free, key=free.get) if free else None, full, under=True)
+
+
+def _failed(exc: Exception, run_dir: Path, hydra_cfg) -> float:
+    """Say why the job failed, once, on stderr, and exit, or in a sweep return NaN.
+
+    A single run exits 2 for a user error (FerLotteryError: one line, no traceback), else 1. In
+    a sweep the failure is recorded in the job's ``failed.json`` and the sweep goes on; an error
+    that an earlier job of the same launch already printed gets one line naming that job. A full
+    disk stops a sweep that runs in this process (every later job would fail the same way).
+    """
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if not multirun:
+        if isinstance(exc, FerLotteryError):
+            log.error("%s", exc)
+            sys.exit(2)  # Hydra would print it again
+        log.exception("the job failed")
+        sys.exit(1)
+    optuna = "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()
+    in_process = "BasicLauncher" in str(hydra_cfg.launcher.get("_target_", ""))
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    launch = launch_id(sweep_dir)
+    record_failure(run_dir, exc, list(hydra_cfg.overrides.task), launch=launch)
+    if isinstance(exc, DiskFullError) and in_process:
+        log.error("%s (the sweep stops here: every later job would fail the same way)", exc)
+        sys.exit(2)
+    where = f" (recorded in {run_dir / paths.FAILED}" + ("" if optuna else "; the sweep goes on")
+    earlier = earlier_same_error(sweep_dir, run_dir, f"{type(exc).__name__}: {exc}", launch)
+    if earlier is not None:
+        log.error(
+            "%s: failed with the same error as %s%s)",
+            run_dir.relative_to(sweep_dir).as_posix()
+            if run_dir.is_relative_to(sweep_dir)
+            else run_dir,
+            earlier.relative_to(sweep_dir).as_posix(),
+            where,
+        )
+    elif isinstance(exc, FerLotteryError):
+        log.error("%s%s)", exc, where)
+    else:
+        log.exception("the job failed%s)", where)
+    if optuna:
+        raise exc  # Optuna marks the trial FAIL; its max_failure_rate decides what follows
+    return float("nan")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     _quiet_warnings()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     termination.install()
+    quiet_disk_full_in_threads()
     try:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
@@ -63,26 +131,11 @@ def main(cfg: DictConfig) -> float:
         log.error("%s: %s. Run the same command again to resume it.", reason, run_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             overrides = list(hydra_cfg.overrides.task)
-            record_failure(run_dir, exc, overrides, reason=reason)
+            launch = launch_id(Path(hydra_cfg.sweep.dir))
+            record_failure(run_dir, exc, overrides, reason=reason, launch=launch)
         sys.exit(getattr(exc, "exit_status", termination.EXIT_STATUS))
-    except Exception as exc:
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        optuna = multirun and "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()
-        if multirun:
-            record_failure(run_dir, exc, list(hydra_cfg.overrides.task))
-        # One message per error, on stderr; in a sweep it says where the failure is recorded.
-        where = f" (recorded in {run_dir / paths.FAILED}; the sweep goes on)" if multirun else ""
-        if optuna:
-            where = f" (recorded in {run_dir / paths.FAILED})"
-        if isinstance(exc, FerLotteryError):
-            log.error("%s%s", exc, where)
-        else:
-            log.exception("the job failed%s", where)
-        if not multirun:
-            sys.exit(2 if isinstance(exc, FerLotteryError) else 1)  # Hydra would print it again
-        if optuna:
-            raise  # Optuna marks the trial FAIL; its max_failure_rate decides what follows
-        return float("nan")
+    except Exception as caught:
+        return _failed(_disk_full(caught, run_dir, cfg), run_dir, hydra_cfg)
     print(
         f"\nHeld-out test accuracy: {results['test/acc']:.4f} "
         f"(best val acc {results['val/acc_best']:.4f}; n_test={results.get('data/n_test')})\n"

@@ -104,6 +104,26 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_a_sweep_wide_error_is_printed_once_with_its_count(tmp_path):
+    """The headline sweep with no dataset: the error once, its count, and no false "finished"."""
+    proc = run_cli(
+        "-m",
+        "prune.ratio=0.5,0.9,0.95",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={"SFEW_ROOT": str(tmp_path / "no_dataset")},
+    )
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert err.count("does not exist or is not a folder") == 1, err
+    assert err.count("Point data.root") == 1, err
+    assert "3 jobs (prune.ratio=0.5, prune.ratio=0.9, prune.ratio=0.95)" in err, err
+    assert "No job of the sweep finished." in err
+    assert "finished;" not in err and "The other jobs" not in err
+    assert "prune.ratio=0.9: failed with the same error as prune.ratio=0.5" in err
+    assert "Traceback" not in proc.stdout + err
+
+
 # Runs `python -m fer_lottery ARGS`, then prints which heavy packages the process imported.
 HEAVY_IMPORTS = """
 import json, runpy, sys

@@ -97,6 +97,8 @@ def test_report_of_a_preset_sweep_with_failed_and_missing_jobs(tmp_path):
     # The invalid ratio fails its two jobs; the other four finish; the sweep then exits 1.
     assert proc.returncode == 1, log[-3000:]
     assert "2 job(s) of the sweep" in log and "prune.ratio=1.5,seed=1" in log
+    assert "2 jobs (prune.ratio=1.5,seed=1, prune.ratio=1.5,seed=2)" in log  # one error, twice
+    assert "4 of the sweep's 6 jobs finished." in log
     failed = json.loads((sweep / "prune.ratio=1.5,seed=2" / "failed.json").read_text())
     assert "prune.ratio=1.5" in failed["error"] and "ConfigError" in failed["error"]
     # The hparams tab: the job's swept keys with its final metrics.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from fer_lottery.errors import FerLotteryError
@@ -14,7 +13,7 @@ from fer_lottery.export.slim import Export, slim
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.registry import prunes
 from fer_lottery.store import paths
-from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.atomic import save_torch
 from fer_lottery.store.weights import run_weights
 
 FORMAT = "fer_lottery-export/1"
@@ -77,7 +76,7 @@ def save_export(export: Export, path: Path) -> None:
         "state_dict": export.model.state_dict(),
         "summary": export.summary(),
     }
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Export, Path]:

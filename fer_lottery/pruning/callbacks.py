@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.atomic import save_torch
 
 # Per-parameter optimizer state that would otherwise push pruned weights back (SGD momentum,
 # Adam's moments).
@@ -93,7 +93,7 @@ class SnapshotAtEpoch(pl.Callback):
         if trainer.current_epoch + 1 != self.epoch or self._taken_at == trainer.current_epoch:
             return
         state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
-        write_atomic(self.path, lambda tmp: torch.save(state, tmp))
+        save_torch(self.path, state)
         self._taken_at = trainer.current_epoch
 
     def on_validation_start(self, trainer, pl_module) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.atomic import save_torch
 from fer_lottery.store.bits import pack_bits, unpack_bits
 
 MASK_FORMAT = "fer_lottery.mask/1"
@@ -82,7 +82,7 @@ class Mask:
         """Write the mask packed, 1 bit per entry (a ResNet-18 mask: 1.4 MB, not 11 MB)."""
         packed = {n: pack_bits(t) for n, t in self.tensors.items()}
         payload = {"format": MASK_FORMAT, "tensors": packed}
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        save_torch(path, payload)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:

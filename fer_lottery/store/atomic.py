@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fer_lottery.errors import DiskFullError, no_space
+
 _TMP = ".tmp"  # write_atomic's temp files: .<name>.<random>.tmp beside the file
 
 
@@ -22,17 +24,39 @@ def temp_files(path: str | Path) -> list[Path]:
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
+
+    A full disk (or quota) raises DiskFullError naming ``path``; the temp file is removed, so
+    nothing half-written is left, and whatever ``path`` held before is kept.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP)
+        os.close(fd)
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        full = no_space(exc)
+        if full is not None and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path, full) from exc
         raise
+
+
+def save_torch(path: str | Path, payload: Any) -> None:
+    """``torch.save(payload)`` to ``path``, atomically, through a Python file object, so that a
+    full disk surfaces as its OSError (torch.save to a bare path raises a RuntimeError with no
+    errno)."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            torch.save(payload, f)
+
+    write_atomic(path, write)
 
 
 def write_json_atomic(

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer_lottery.errors import CacheError
 from fer_lottery.seeding import resolve_threads
 from fer_lottery.store import paths
-from fer_lottery.store.atomic import move_aside, write_atomic, write_json_atomic
+from fer_lottery.store.atomic import move_aside, save_torch, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,12 @@ class DenseEntry:
         """Copy the dense curves and confusion matrix into a job's run dir (for TensorBoard)."""
         for folder in (paths.stage_tensorboard, paths.stage_csv):
             source = folder(self.final, "dense")
-            if source.is_dir():
-                shutil.copytree(source, folder(run_dir, "dense"), dirs_exist_ok=True)
+            for file in sorted(source.rglob("*")) if source.is_dir() else ():
+                # file by file, not copytree: a full disk then raises its own OSError
+                if file.is_file():
+                    dest = folder(run_dir, "dense") / file.relative_to(source)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(file, dest)
         png = paths.confusion_png(self.final, "dense")
         if png.is_file():
             shutil.copy2(png, paths.confusion_png(run_dir, "dense"))
@@ -343,4 +347,4 @@ class DenseEntry:
 
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Write a state dict atomically."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    save_torch(path, state)

@@ -41,6 +41,7 @@ CSV = "csv"
 METRICS_CSV = "metrics.csv"
 EXPORTED = "exported.pt"
 MULTIRUN = "multirun.yaml"  # written by Hydra in a sweep folder
+LAUNCH = ".launch"  # in a sweep folder: which launch of the sweep is running (job.failures)
 
 # -- inside checkpoints/<stage>/ ----------------------------------------------------------------
 CONFIG_STAMP = "config.json"  # checkpoints/config.json: the config the checkpoints belong to

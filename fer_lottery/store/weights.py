@@ -17,7 +17,7 @@ import torch
 
 from fer_lottery.pruning.registry import prunes
 from fer_lottery.store import paths
-from fer_lottery.store.atomic import write_atomic
+from fer_lottery.store.atomic import save_torch
 from fer_lottery.store.bits import pack_bits, unpack_bits
 
 FORMAT = "fer_lottery.sparse/1"
@@ -58,7 +58,7 @@ def unpack(entry: torch.Tensor | dict) -> torch.Tensor:
 def save_weights(path: str | Path, state: dict[str, torch.Tensor]) -> None:
     """Write a state dict to ``path`` (atomically), mostly-zero tensors sparse."""
     payload = {"format": FORMAT, "tensors": {k: pack(v) for k, v in state.items()}}
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
