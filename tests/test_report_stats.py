@@ -132,6 +132,13 @@ def write_metrics(job_dir: Path, stage: str, val_acc: list[float]) -> None:
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
 
 
+def write_multirun(sweep: Path, params: dict[str, str], task: tuple[str, ...] = ()) -> None:
+    """The sweep's ``multirun.yaml`` as Hydra writes it: what a sweep sweeps is read from it."""
+    sweep.mkdir(parents=True, exist_ok=True)
+    cfg = {"hydra": {"overrides": {"task": list(task)}, "sweeper": {"params": params}}}
+    OmegaConf.save(OmegaConf.create(cfg), sweep / "multirun.yaml")
+
+
 def rows(sweep: Path):
     jobs, problems = collect([sweep])
     assert not problems
@@ -246,6 +253,7 @@ def _paper_b_table3_sweep(sweep: Path, preset, seeds=(1, 2, 3, 4, 5)) -> dict:
     params = params.hydra.sweeper.params
     angles = [float(a) for a in str(params["prune.angle"]).split(",")]
     norm_stds = [float(k) for k in str(params["prune.norm_std"]).split(",")]
+    write_multirun(sweep, {**params, "seed": "range(1,6)"})
     level = {1: 44, 2: 52, 3: 47, 4: 55, 5: 49}
     for seed in seeds:
         for i, angle in enumerate(angles):
@@ -332,5 +340,48 @@ def test_prune_seed_draws_of_one_seed_are_one_repeat(tmp_path, preset):
     out = tmp_path / "report"
     assert report.main([str(tmp_path), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "(test, best condition: all runs, n=2)" in md
+    # One condition: its rows are named by what it ran, not left blank (#15).
+    label = "model=resnet18, method=random, scope=global, ratio=0.9, rewind=pretrained"
+    assert f"(test, best condition: {label}, n=2)" in md
     assert "`prune.seed` are averaged into one value first" in md
+
+
+def test_a_paper_table_never_averages_jobs_that_differ_in_an_unswept_key(tmp_path, preset):
+    """Two launches of paper_a_table2 into one folder, with 50 and with 3 epochs: rows by both."""
+    for epochs in (50, 3):
+        sweep = tmp_path / "runs" / f"epochs{epochs}"
+        write_multirun(sweep, {"prune.ratio": "0.5,0.9", "seed": "range(1,3)"})
+        config = with_keys(preset("paper_a_table2"), {"trainer.max_epochs": epochs})
+        for ratio in (0.5, 0.9):
+            for seed in (1, 2):
+                job = with_keys(config, {"prune.ratio": ratio, "seed": seed})
+                write_job(sweep / f"prune.ratio={ratio},seed={seed}", job, 40 + epochs // 10, 0.5)
+    jobs, _ = collect([tmp_path / "runs"])
+    condition_keys(jobs)
+    block = jobs[0].results["config"]["published"]
+    comp = comparison_rows(block, jobs)
+    assert len(comp) == 4
+    for row in comp:
+        assert len({j.config["trainer.max_epochs"] for j in row.jobs}) == 1
+        assert row.stats["test/acc"].n == 2
+    md = report.build([tmp_path / "runs"], tmp_path / "report")
+    assert "Rows are also split by `trainer.max_epochs`" in md
+
+
+def test_jobs_on_different_data_roots_are_different_conditions(tmp_path, preset):
+    config = preset("paper_a_table2")
+    for root in ("/data/SFEW", "/other/SFEW"):
+        job = with_keys(config, {"data.root": root, "prune.ratio": 0.9})
+        write_job(tmp_path / "runs" / root.split("/")[1], job, 40, 0.5)
+    assert len(rows(tmp_path / "runs")) == 2
+
+
+def test_a_single_condition_report_labels_its_rows(tmp_path, preset):
+    """One pruned job: the dense row and the pruned row each say what they are."""
+    job = with_keys(preset("paper_a_table2"), {"prune.ratio": 0.9})
+    write_job(tmp_path / "run", job, 40, 0.5)
+    md = report.build([tmp_path / "run"], tmp_path / "report")
+    table = md.split("## All conditions")[1].split("\n\n")[1].splitlines()
+    assert table[0].startswith("| model.name | prune.method | prune.scope | prune.ratio |")
+    assert table[2].startswith("| resnet18 | dense | dense | dense |"), table
+    assert table[3].startswith("| resnet18 | magnitude | global | 0.9 |"), table

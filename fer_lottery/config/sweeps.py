@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from fer_lottery.store import paths
 
 
-def _swept_keys(multirun_yaml: Path) -> set[str] | None:
+def swept_keys(multirun_yaml: Path) -> set[str] | None:
+    """The keys a sweep sweeps (command line or ``hydra.sweeper.params``); None without the file."""
     if not multirun_yaml.is_file():
         return None
     cfg = OmegaConf.load(multirun_yaml)
@@ -30,7 +31,7 @@ def _swept_keys(multirun_yaml: Path) -> set[str] | None:
 def swept_dirname(sweep_dir: str, task_overrides) -> str:
     """The job's folder name: its swept ``key=value`` pairs, sorted and joined by commas."""
     task = [str(o) for o in task_overrides]
-    swept = _swept_keys(Path(sweep_dir) / paths.MULTIRUN)
+    swept = swept_keys(Path(sweep_dir) / paths.MULTIRUN)
     parser = OverridesParser.create()
     keep = [
         o
@@ -59,7 +60,7 @@ def swept_params(cfg) -> dict[str, object]:
         hc = HydraConfig.get()
         task = [str(o) for o in hc.overrides.task]
         if hc.mode == RunMode.MULTIRUN:
-            swept = _swept_keys(Path(hc.sweep.dir) / paths.MULTIRUN)
+            swept = swept_keys(Path(hc.sweep.dir) / paths.MULTIRUN)
     out: dict[str, object] = {}
     parser = OverridesParser.create()
     for text, parsed in zip(task, parser.parse_overrides(task), strict=True):

@@ -10,11 +10,17 @@ from fer_lottery.report.conditions import (
     Row,
     condition_keys,
     dense_rows,
+    label_keys,
     repeat_note,
     rows_of,
 )
 from fer_lottery.report.figures import plot_convergence, plot_remaining, plot_setting
-from fer_lottery.report.papers import comparison_rows, paper_values, published_blocks
+from fer_lottery.report.papers import (
+    comparison_keys,
+    comparison_rows,
+    paper_values,
+    published_blocks,
+)
 from fer_lottery.report.per_class import per_class_section
 from fer_lottery.report.tables import comparison_table, main_table, write_csv
 
@@ -29,8 +35,16 @@ def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: lis
         if block.get("rows"):
             members = [j for row in comp for j in row.jobs]
             match = list(block.get("match") or [])
-            pooled = [k for k in condition_keys(members) if k not in match]
-            md += [comparison_table(block, comp), "", repeat_note(members, pooled), ""]
+            keys = comparison_keys(block, jobs)
+            pooled = [k for k in condition_keys(members) if k not in keys]
+            md += [comparison_table(block, comp, keys), "", repeat_note(members, pooled)]
+            split = [f"`{k}`" for k in keys if k not in match]
+            if split:
+                md.append(
+                    f"Rows are also split by {', '.join(split)}: it differs between these jobs "
+                    "but is not swept by their sweeps, so they are never averaged together."
+                )
+            md.append("")
         else:
             md += ["The paper gives this as a figure only: no numbers to compare.\n"]
         if block.get("dense"):
@@ -57,7 +71,8 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
         lines = [f"  {p.name}: {p.reason}" for p in problems]
         raise FileNotFoundError("\n".join([head, *lines]))
     out.mkdir(parents=True, exist_ok=True)
-    keys = condition_keys(jobs)
+    varying = condition_keys(jobs)
+    keys = label_keys(jobs, varying)
     pruned = [j for j in jobs if j.pruned]
     dense = dense_rows(pruned, keys) if pruned else []
     rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
@@ -71,7 +86,7 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
     md.append(
         f"{len(jobs)} finished job(s), {len(problems)} without usable results; "
-        f"grouped by {', '.join(f'`{k}`' for k in keys) or 'nothing (one condition)'}; "
+        f"grouped by {', '.join(f'`{k}`' for k in varying) or 'nothing (one condition)'}; "
         "n counts independent repeats (seeds, folds): the jobs of one repeat share a dense "
         "model and a test split, so they are averaged into one value first. Accuracies are on "
         "the held-out test split, in %. 95% CI: Student t over repeats; a single repeat (or "

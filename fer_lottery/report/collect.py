@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_lottery.config import flatten
+from fer_lottery.config.sweeps import swept_keys
 from fer_lottery.store import paths
 from fer_lottery.store.results import ResultsError, read_results
 
@@ -31,6 +32,7 @@ class Job:
     results: dict
     config: dict
     condition: dict = field(default_factory=dict)
+    swept: frozenset[str] = frozenset()  # the keys its sweep sweeps (none for a single run)
 
     @property
     def repeat(self) -> tuple:
@@ -95,10 +97,25 @@ def _expected_jobs(sweep_dir: Path) -> list[str]:
     return [swept_dirname(str(sweep_dir), job) for batch in batches for job in batch]
 
 
+def _sweep_keys(job: Path, top: Path, known: dict[Path, frozenset[str]]) -> frozenset[str]:
+    """The keys swept by the sweep that holds ``job`` (the nearest ``multirun.yaml`` above it,
+    up to ``top``); none for a job outside a sweep."""
+    for folder in [job, *job.parents]:
+        if folder in known:
+            return known[folder]
+        if (folder / paths.MULTIRUN).is_file():
+            known[folder] = frozenset(swept_keys(folder / paths.MULTIRUN) or ())
+            return known[folder]
+        if folder == top:
+            break
+    return frozenset()
+
+
 def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
     """Every finished job under ``dirs``, and every job of their sweeps without usable results."""
     jobs: list[Job] = []
     problems: list[Problem] = []
+    swept_by_sweep: dict[Path, frozenset[str]] = {}
     for d in map(Path, dirs):
         for path in sorted(d.rglob(paths.RESULTS)):
             try:
@@ -107,7 +124,8 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
                 reason = f"{path.name}: {'; '.join(exc.reasons)}"
                 problems.append(Problem(str(path.parent), reason, bad_results=True))
                 continue
-            jobs.append(Job(path.parent, results, _job_config(results)))
+            swept = _sweep_keys(path.parent, d, swept_by_sweep)
+            jobs.append(Job(path.parent, results, _job_config(results), swept=swept))
         seen: set[str] = set()
         for hydra_dir in sorted(d.rglob(".hydra")):
             job = hydra_dir.parent

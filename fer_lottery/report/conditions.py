@@ -28,9 +28,17 @@ IGNORE_PREFIXES = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "cache_",
-    "data.root",
     "data.num_workers",
-    "data.crops_csv",
+)
+# What names the rows of a report over one condition, where no key varies: without them a
+# reader could tell the dense row from the pruned one by its sparsity alone.
+DESCRIBE_KEYS = (
+    "model.name",
+    "prune.method",
+    "prune.scope",
+    "prune.ratio",
+    "prune.angle",
+    "prune.rewind",
 )
 # prune.* keys that belong to one criterion or another (``pruning.registry``: each entry's options).
 CRITERION_KEYS = {key for entry in STRATEGIES.values() for key in entry.options}
@@ -68,6 +76,14 @@ def condition_keys(jobs: list[Job]) -> list[str]:
     return out
 
 
+def label_keys(jobs: list[Job], keys: list[str]) -> list[str]:
+    """The columns that name each row: the varying ``keys``, or, when none vary, the settings
+    of ``DESCRIBE_KEYS`` that apply to these jobs (call after ``condition_keys``)."""
+    if keys:
+        return keys
+    return [k for k in DESCRIBE_KEYS if any(j.condition.get(k) is not None for j in jobs)]
+
+
 @dataclass
 class Row:
     """One condition: its key values, its jobs, and the statistics of each metric."""
@@ -79,15 +95,18 @@ class Row:
     dense: bool = False
 
     def label(self, keys: list[str]) -> str:
-        parts = [
-            f"{k.split('.')[-1]}={self.values[k]}" for k in keys if self.values.get(k) is not None
-        ]
-        return ", ".join(parts) or "all"
+        return condition_label(self, keys) or "all"
+
+
+def short_name(key: str) -> str:
+    """``prune.ratio`` -> ``ratio``; ``model.name`` -> ``model``."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
 def condition_label(row: Row, keys: list[str]) -> str:
     """``ratio=0.9, rewind=none``: the row's non-empty key values, or "" when there are none."""
-    parts = [f"{k.split('.')[-1]}={row.values[k]}" for k in keys if row.values.get(k) is not None]
+    parts = [f"{short_name(k)}={row.values[k]}" for k in keys if row.values.get(k) is not None]
     return ", ".join(parts)
 
 

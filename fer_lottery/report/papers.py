@@ -10,7 +10,7 @@ import json
 import math
 
 from fer_lottery.report.collect import Job
-from fer_lottery.report.conditions import Row, rows_of
+from fer_lottery.report.conditions import Row, condition_keys, rows_of
 
 
 def published_blocks(jobs: list[Job]) -> list[dict]:
@@ -49,12 +49,39 @@ def block_jobs(block: dict, jobs: list[Job]) -> list[Job]:
     ]
 
 
-def comparison_rows(block: dict, jobs: list[Job]) -> list[Row]:
-    """Ours grouped by the paper table's own keys (other swept keys pooled), beside the paper."""
+def _swept(key: str, swept: frozenset[str]) -> bool:
+    """Whether a sweep with these swept keys (or config groups) sweeps ``key``."""
+    return key in swept or any(key.startswith(group + ".") for group in swept)
+
+
+def comparison_keys(block: dict, jobs: list[Job]) -> list[str]:
+    """What a paper table's rows are grouped by: its own keys (``match``), then any key that
+    differs between its jobs without being swept in all of their sweeps.
+
+    Swept keys the table does not show (``prune.norm_std`` in paper B's angle table) are pooled,
+    and the table says so; a key that differs because the jobs come from different commands
+    (``trainer.max_epochs=3`` in one sweep, 50 in another) is never averaged over: it splits the
+    rows, with its own column.
+    """
     match = list(block.get("match") or [])
+    members = _members(block, jobs)
+    unswept = [
+        k
+        for k in condition_keys(members)
+        if k not in match and not all(_swept(k, j.swept) for j in members)
+    ]
+    return match + unswept
+
+
+def _members(block: dict, jobs: list[Job]) -> list[Job]:
     members = block_jobs(block, jobs)
-    pruned = [j for j in members if j.pruned] or members
-    rows = rows_of(pruned, match)
+    return [j for j in members if j.pruned] or members
+
+
+def comparison_rows(block: dict, jobs: list[Job]) -> list[Row]:
+    """Ours grouped by ``comparison_keys`` (other swept keys pooled), beside the paper."""
+    match = list(block.get("match") or [])
+    rows = rows_of(_members(block, jobs), comparison_keys(block, jobs))
     for row in rows:
         row.paper = paper_values(block, {k: row.jobs[0].config.get(k) for k in match})
     return rows

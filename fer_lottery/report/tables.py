@@ -89,9 +89,10 @@ def main_table(rows: list[Row], keys: list[str]) -> str:
     return markdown_table(head, lines)
 
 
-def comparison_table(block: dict, rows: list[Row]) -> str:
-    """One paper table: its keys, then ours beside the paper's for each metric it reports."""
-    match = list(block.get("match") or [])
+def comparison_table(block: dict, rows: list[Row], keys: list[str] | None = None) -> str:
+    """One paper table: its keys (``keys``, default its ``match``), then ours beside the
+    paper's for each metric it reports."""
+    match = list(keys if keys is not None else block.get("match") or [])
     metrics = sorted(
         {k for row in block.get("rows") or [] for k in row if k not in ("at", "runs")},
         key=lambda m: METRICS.index(m) if m in METRICS else len(METRICS),
