@@ -54,21 +54,26 @@ class DiskFullError(FerLotteryError):
     """A write failed because its disk (or the user's quota on it) is full."""
 
     def __init__(
-        self, path: str | os.PathLike | None, cause: OSError | None = None, under: bool = False
+        self,
+        path: str | os.PathLike | None,
+        cause: OSError | None = None,
+        under: bool = False,
+        fix: str | None = None,
     ):
         """``path``: the file that could not be written, or with ``under`` the folder where a
-        write failed."""
+        write failed. ``fix``: what to do, when it is not the job's (move the run folder or the
+        cache, run again)."""
         self.path = path
         quota = cause is not None and cause.errno == errno.EDQUOT
         what = "disk quota exceeded" if quota else "no space left on device"
         where = f"could not write {'under ' if under else ''}{path}" if path else "a write failed"
         free = _free_space(path)
-        super().__init__(
-            f"{what}: {where}{free}. Free some space there, or put the run folder "
-            "(hydra.run.dir, hydra.sweep.dir) or the cache (cache_dir=..., FER_LOTTERY_CACHE) on "
-            "a larger disk; then run the same command again: finished work is kept, and the job "
-            "resumes"
+        fix = fix or (
+            "Free some space there, or put the run folder (hydra.run.dir, hydra.sweep.dir) or the "
+            "cache (cache_dir=..., FER_LOTTERY_CACHE) on a larger disk; then run the same command "
+            "again: finished work is kept, and the job resumes"
         )
+        super().__init__(f"{what}: {where}{free}. {fix}")
 
 
 def _free_space(path: str | os.PathLike | None) -> str:

@@ -148,3 +148,23 @@ def test_sfew2_test_folder_is_named_as_unlabelled(compose_cfg, sfew_frames, tmp_
     assert dm.stats["data/ignored_files"] == {
         "Test/unlabelled.png": "SFEW 2.0 Test folder: it has no labels"
     }
+
+
+def test_linked_folders_are_followed_and_broken_links_named(compose_cfg, sfew_root, tmp_path):
+    """A class folder's link to a folder elsewhere is used, as ImageFolder does; a link loop is
+    walked once; a broken link is named, never silently skipped."""
+    extra = tmp_path / "elsewhere"
+    extra.mkdir()
+    for i, frame in enumerate(_frames(sfew_root, "Surprise")):
+        (extra / f"linked_{i}.png").write_bytes(frame.read_bytes() + b"\0" * (i + 1))
+    neutral = _dir(sfew_root, "Neutral")
+    (neutral / "more").symlink_to(extra, target_is_directory=True)
+    (extra / "loop").symlink_to(extra, target_is_directory=True)
+    (neutral / "gone.png").symlink_to(tmp_path / "missing.png")
+    dm, where = _setup(compose_cfg, sfew_root, tmp_path)
+    assert {f"{neutral.name}/more/linked_{i}.png" for i in range(3)} <= set(where)
+    assert dm.stats["data/images_nested"] == 3
+    assert dm.stats["data/ignored_files"] == {
+        f"{neutral.name}/gone.png": "not a regular file (a broken link, a pipe or a socket)"
+    }
+    assert dm.stats["data/files_under_root"] == 21 + 3 + 1

@@ -10,7 +10,7 @@ import pytest
 
 from fer_lottery.experiment import runner
 from fer_lottery.experiment.folds import run_folds
-from tests.helpers import TINY_SYNTHETIC, run_cli
+from tests.helpers import TINY_SFEW_UNCROPPED, TINY_SYNTHETIC, run_cli
 
 
 def test_a_relaunch_with_a_changed_setting_runs_again_and_keeps_the_old_results(
@@ -69,3 +69,19 @@ def test_a_k_fold_job_relaunched_with_a_changed_setting_is_not_summarised_from_s
         for f in ("fold=0", "fold=1")
     ]
     assert summary["test/acc"] == tests
+
+
+def test_a_relaunch_after_the_images_changed_runs_again(compose_cfg, tmp_path, sfew_root, caplog):
+    """Same config, other images under data.root (one added): the old results are stale."""
+    run_dir, cache = tmp_path / "run", f"cache_dir={tmp_path / 'cache'}"
+    job = (f"data.root={sfew_root}", *TINY_SFEW_UNCROPPED, "trainer.enable_progress_bar=false")
+    first = run_folds(compose_cfg(*job, cache), run_dir)
+    assert first["data/images_found"] == 21
+    assert run_folds(compose_cfg(*job, cache), run_dir) == first  # nothing changed: skipped
+    angry = next(p for p in sfew_root.iterdir() if p.name.lower() == "angry")
+    frame = next(p for p in sfew_root.iterdir() if p.name.lower() == "happy").glob("*.png")
+    (angry / "new.png").write_bytes(next(frame).read_bytes()[:-1] + b"\0")
+    again = run_folds(compose_cfg(*job, cache), run_dir)
+    assert again["data/images_found"] == 22
+    assert "the files under data.root" in caplog.text
+    assert list(run_dir.glob("results.json.stale-*"))

@@ -19,7 +19,9 @@ Every file under the root is either used or ignored with a reason:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = ("train", "val")
+NOT_A_FILE = "not a regular file (a broken link, a pipe or a socket)"
 # How many ignored files a warning names; results.json names them all.
 NAMED_IN_WARNING = 5
 
@@ -50,11 +53,13 @@ class Inventory:
     nested: int = 0  # images found in subfolders of a class folder (used under that class)
     pooled: list[list[str]] = field(default_factory=list)  # class folders differing in case only
     files: int = 0  # every file under the root, counted once
+    digest: str = ""  # root_digest of the root: which files, their sizes and times
 
     def stats(self) -> dict[str, object]:
         """The ``results.json`` keys for the inventory."""
         return {
             "data/files_under_root": self.files,
+            "data/root_digest": self.digest,
             "data/images_nested": self.nested,
             "data/class_folders_pooled": self.pooled,
             "data/ignored": len(self.ignored),
@@ -76,8 +81,19 @@ def _is_image(path: Path) -> bool:
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every file under ``folder``, at any depth, sorted (links to folders are not followed)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    """Every file under ``folder``, at any depth, sorted. Links to folders are followed, as
+    torchvision's ``ImageFolder`` does; a folder reached twice (a link loop) is walked once.
+    Entries that are not regular files (a broken link, a pipe) are listed too, to be named."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(top) / name for name in files]
+    return sorted(out)
 
 
 def _check_classes(folder: Path, found: dict[str, list[Path]]) -> None:
@@ -136,17 +152,44 @@ def take_inventory(root: str | Path, used: tuple[Path, ...] = ()) -> Inventory:
             for class_folder in group:
                 for path in _files(class_folder):
                     taken.add(path.resolve())
+                    if not path.is_file():
+                        inv.ignored[path.relative_to(root).as_posix()] = NOT_A_FILE
+                        continue
                     if not _is_image(path):
                         inv.ignored[path.relative_to(root).as_posix()] = _why_not_image(path)
                         continue
                     inv.items.append((path, idx))
                     inv.nested += path.parent != class_folder
-    for path in _files(root):
+    every = _files(root)
+    inv.digest = _digest(root, every)
+    for path in every:
         inv.files += 1
         if path.resolve() not in taken:
-            inv.ignored[path.relative_to(root).as_posix()] = _why_outside(path, root, class_roots)
+            why = _why_outside(path, root, class_roots) if path.is_file() else NOT_A_FILE
+            inv.ignored[path.relative_to(root).as_posix()] = why
     _warn(inv)
     return inv
+
+
+def _digest(root: Path, files: list[Path]) -> str:
+    """sha256 over each file's path (relative to ``root``), size and modification time."""
+    h = hashlib.sha256()
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError:  # a broken link: its name still counts
+            h.update(f"{path.relative_to(root).as_posix()}\0broken\n".encode())
+            continue
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def root_digest(root: str | Path) -> str | None:
+    """The digest a run records as ``data/root_digest``: it changes when a file under ``root`` is
+    added, removed, renamed, resized or rewritten. A stat of each file, no reading; None when
+    ``root`` is not a folder."""
+    root = Path(root).expanduser()
+    return _digest(root, _files(root)) if root.is_dir() else None
 
 
 def _why_not_image(path: Path) -> str:

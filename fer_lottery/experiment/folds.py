@@ -27,6 +27,20 @@ log = logging.getLogger(__name__)
 FOLD_METRICS = ("test/acc", "val/acc_best")
 
 
+def _data_changes(results: dict, cfg: DictConfig) -> list[str]:
+    """The data under ``data.root`` as a change, when its files differ from those the recorded
+    results were computed on (same config, other images: the results are stale)."""
+    recorded = results.get("data/root_digest")
+    if recorded is None:
+        return []
+    from fer_lottery.data.layout import root_digest
+
+    now = root_digest(cfg.data.root)
+    if now == recorded:
+        return []
+    return [f"the files under data.root={cfg.data.root} (added, removed or changed since)"]
+
+
 def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
     """Run one experiment in ``run_dir``, or load its results when it already finished."""
     done = run_dir / paths.RESULTS
@@ -36,7 +50,7 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
         except ResultsError as exc:  # unusable: keep it for inspection and run the job again
             log.warning("%s; %s and running the job again", exc, move_aside(done, "unusable"))
         else:
-            changed = config_changes(results["config"], cfg)
+            changed = config_changes(results["config"], cfg) + _data_changes(results, cfg)
             if not changed:
                 log.info("%s exists: this job already finished, skipping it", done)
                 return results

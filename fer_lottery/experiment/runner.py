@@ -72,9 +72,14 @@ def _checkpoints_of_this_config(cfg: DictConfig, run_dir: Path) -> None:
     relaunch with a changed setting) are moved aside, so every stage starts over."""
     checkpoints = run_dir / paths.CHECKPOINTS
     stamp = checkpoints / paths.CONFIG_STAMP
+    data = _data_digest(cfg)
     if checkpoints.is_dir():
         try:
-            changed = config_changes(json.loads(stamp.read_text()), cfg)
+            recorded = json.loads(stamp.read_text())
+            recorded_data = recorded.pop(DATA_STAMP, None)
+            changed = config_changes(recorded, cfg)
+            if recorded_data != data:
+                changed.append(f"the files under data.root={cfg.data.root}")
         except (OSError, ValueError) as exc:  # no stamp (or a torn one): whose they are is unknown
             changed = [f"{stamp.name} cannot be read ({type(exc).__name__})"]
         if changed:
@@ -84,7 +89,20 @@ def _checkpoints_of_this_config(cfg: DictConfig, run_dir: Path) -> None:
                 "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else ""),
                 move_aside(checkpoints, "stale", folder=run_dir / paths.QUARANTINE),
             )
-    write_json_atomic(stamp, resolved(cfg))
+    write_json_atomic(stamp, {**resolved(cfg), DATA_STAMP: data})
+
+
+# The checkpoint stamp's key for the data the checkpoints were trained on.
+DATA_STAMP = "__data_root_digest__"
+
+
+def _data_digest(cfg: DictConfig) -> str | None:
+    """``root_digest`` of SFEW's data root (None for synthetic faces: the config says it all)."""
+    if enum_value(cfg.data.name) == "synthetic":
+        return None
+    from fer_lottery.data.layout import root_digest
+
+    return root_digest(cfg.data.root)
 
 
 def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:

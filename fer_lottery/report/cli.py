@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fer_lottery.errors import DiskFullError, no_space
 from fer_lottery.report.build import build
 
 
@@ -42,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         text = build(args.dirs, out, args.curves, args.max_curves)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        full = no_space(exc)
+        if full is None:
+            raise
+        target = full.filename2 or full.filename or out
+        fix = "Free some space there, or write the report elsewhere (--out DIR); then run again"
+        print(f"error: {DiskFullError(target, full, fix=fix)}", file=sys.stderr)
         return 2
     print(text)
     print(f"\nWritten: {out / 'report.md'}, {out / 'report.csv'} and the PNGs in {out}")

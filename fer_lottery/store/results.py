@@ -172,6 +172,7 @@ TYPES: dict[str, Check] = {
     "data/crop_cache_hits": count,
     # Every file under the data root: used, or ignored with a reason (data.layout).
     "data/files_under_root": count,
+    "data/root_digest": text,  # which files lie under data.root (a relaunch compares it)
     "data/images_nested": count,  # in subfolders of a class folder, used under that class
     "data/class_folders_pooled": text_groups,  # class folders that differ only in case
     "data/ignored": count,
