@@ -168,3 +168,16 @@ def test_linked_folders_are_followed_and_broken_links_named(compose_cfg, sfew_ro
         f"{neutral.name}/gone.png": "not a regular file (a broken link, a pipe or a socket)"
     }
     assert dm.stats["data/files_under_root"] == 21 + 3 + 1
+
+
+def test_a_class_missing_from_a_split_is_named_and_recorded(
+    compose_cfg, sfew_root, tmp_path, caplog
+):
+    for frame in _frames(sfew_root, "Disgust")[:2]:  # one Disgust image left: one split has it
+        frame.unlink()
+    caplog.set_level(logging.WARNING)
+    dm, _ = _setup(compose_cfg, sfew_root, tmp_path)
+    missing = dm.stats["data/classes_missing"]
+    assert len(missing) == 2  # the one image is in one split; the other two lack it
+    assert all(classes == ["Disgust"] for classes in missing.values())
+    assert "has no image of Disgust" in caplog.text

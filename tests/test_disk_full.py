@@ -11,6 +11,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,21 @@ def test_full_crop_cache_keeps_only_whole_crops(tmp_path, sfew_frames):
         run_cli(*args, cwd=tmp_path)
         results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["data/crop_cache_hits"] == written  # every crop left behind was whole
+
+
+def test_a_report_onto_a_full_disk_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    fixture = Path(__file__).parent / "fixtures" / "results" / "magnitude.json"
+    shutil.copy(fixture, run / "results.json")
+    with tmpfs(tmp_path / "disk", "40k") as disk:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fer_lottery.report", str(run), "--out", str(disk / "r")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = _problems(proc.stderr)
+    assert len(lines) == 1 and NO_SPACE in lines[0] and str(disk / "r") in lines[0], lines
+    assert "--out DIR" in lines[0] and "Traceback" not in proc.stderr

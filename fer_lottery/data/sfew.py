@@ -148,6 +148,7 @@ class SFEWDataModule(pl.LightningDataModule):
                 **fold_info,
             )
         self.stats.update({f"data/{key}": value for key, value in fold_info.items()})
+        self._missing_classes()
         self._drop_single_last()
         counts = {n: len(self.labels[n]) for n in SPLIT_NAMES}
         where = (
@@ -160,6 +161,27 @@ class SFEWDataModule(pl.LightningDataModule):
             self.cfg.split_seed,
             where,
         )
+
+    def _missing_classes(self) -> None:
+        """Name, and record, the classes a split has no image of (a class with too few images).
+
+        Their per-class scores on that split are torchmetrics' zero_division value (0), not a
+        measurement; ``data/classes_missing`` says so in ``results.json``.
+        """
+        missing = {
+            name: [c for i, c in enumerate(self.class_names) if not (self.labels[name] == i).any()]
+            for name in SPLIT_NAMES
+        }
+        missing = {name: classes for name, classes in missing.items() if classes}
+        self.stats["data/classes_missing"] = missing
+        for name, classes in missing.items():
+            log.warning(
+                "data: the %s split has no image of %s (too few images of the class for the "
+                "split fractions); per-class scores of a class a split lacks are 0 by "
+                "convention, not measured (data/classes_missing)",
+                name,
+                ", ".join(classes),
+            )
 
     def _drop_single_last(self) -> None:
         """Decide, and record, whether each epoch drops a last training batch of one image."""

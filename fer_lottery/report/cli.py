@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         full = no_space(exc)
         if full is None:
             raise
-        target = full.filename2 or full.filename or out
+        target = full.filename2 or full.filename
         fix = "Free some space there, or write the report elsewhere (--out DIR); then run again"
-        print(f"error: {DiskFullError(target, full, fix=fix)}", file=sys.stderr)
+        error = DiskFullError(target or out, full, under=target is None, fix=fix)
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(text)
     print(f"\nWritten: {out / 'report.md'}, {out / 'report.csv'} and the PNGs in {out}")

@@ -184,6 +184,7 @@ TYPES: dict[str, Check] = {
     "data/duplicates_dropped": count,
     "data/duplicate_files": text_groups,
     "data/train_dropped_per_epoch": count,  # a last training batch of 1 image, dropped (0 or 1)
+    "data/classes_missing": obj,  # {split: [classes with no image in it]}
     "prune/sparsity": fraction,
     "prune/mask_sparsity": fraction,
     "prune/compression": compression,
