@@ -10,7 +10,6 @@ import shutil
 import pytest
 
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.data.split import split_together, stratified_split
 from fer_lottery.errors import DataError
 
 UNCROPPED = ("data.crop=none", "data.image_size=32", "data.batch_size=8")
@@ -96,6 +95,8 @@ def test_error_refuses_and_names_the_copies(compose_cfg, sfew_root, tmp_path):
 
 
 def test_no_copies_split_exactly_as_before():
+    from fer_lottery.data.split import split_together, stratified_split
+
     labels = [i % 7 for i in range(90)]
     plain = stratified_split(labels, [0.7, 0.15, 0.15], 3)
     assert split_together(labels, [], lambda y: stratified_split(y, [0.7, 0.15, 0.15], 3)) == plain
