@@ -125,6 +125,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.lr={optim.lr} must be > 0")
     if optim.weight_decay < 0 or optim.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
+    _validate_devices(trainer)
     if trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
     if trainer.get("checkpoint_every_n_epochs", 1) < 0:
@@ -137,6 +138,38 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("cache_lock_timeout_s", 1) <= 0:
         raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
     _validate_prune(cfg.prune, trainer.max_epochs)
+
+
+def device_count(devices: object) -> int | None:
+    """How many devices ``trainer.devices`` asks for: 1 for ``1``, ``"1"``, ``[0]`` or ``"0,"``;
+    None for what only the machine decides (``auto``, ``-1``)."""
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return None if devices < 0 else devices
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices)
+    text = str(devices).strip().lower()
+    if "," in text:  # "0,1": device ids
+        return len([part for part in text.split(",") if part.strip()])
+    if text.lstrip("-").isdigit():
+        return None if int(text) < 0 else int(text)
+    return None
+
+
+def _validate_devices(trainer: DictConfig) -> None:
+    """One job, one device: more would start DDP, each rank re-running the whole job."""
+    count = device_count(trainer.devices)
+    nodes = (trainer.get("extra") or {}).get("num_nodes", 1)
+    if count == 1 and nodes in (1, None):
+        return
+    asked = f"trainer.devices={trainer.devices}" if count != 1 else f"num_nodes={nodes}"
+    raise ConfigError(
+        f"{asked} would run this job on several devices (DDP), and a 675-image job gains nothing "
+        "from that (every rank would also rerun the dense stage and wait on its cache lock): use "
+        "trainer.devices=1, and spread a sweep over the GPUs by packing one job per GPU "
+        "(README: Where the jobs run)"
+    )
 
 
 def _validate_model(cfg: DictConfig) -> None:

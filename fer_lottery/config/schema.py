@@ -157,7 +157,9 @@ class TrainerConfig:
 
     max_epochs: int = 50
     accelerator: str = "auto"
-    devices: Any = "auto"
+    # One device per job (config.checks refuses more): a multi-GPU machine is used by packing
+    # jobs, one GPU each (README, Packing).
+    devices: Any = 1
     precision: Any = None  # null: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = False
     log_every_n_steps: int = 1  # metrics are logged per epoch; this only silences a warning

@@ -19,7 +19,8 @@ from fer_lottery.pruning.rewind import snapshot_epoch
 from fer_lottery.store import paths
 from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import resolved_device, train_stage, trainer_kwargs
+from fer_lottery.training.device import resolved_device
+from fer_lottery.training.stage import train_stage, trainer_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,8 @@ from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.device import device_facts
+from fer_lottery.training.stage import trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ def _results(
     results["params/trainable"] = sum(p.numel() for p in params if p.requires_grad)
     results["flops/total"], results["flops/nonzero"] = count_macs(model, cfg.data.image_size)
     results["torch/threads"] = threads
+    results.update(device_facts(cfg, trainer_kwargs(cfg)["precision"]))
     results["model/init"] = "random" if cfg.model.weights is None else str(cfg.model.weights)
     results.update(datamodule.stats)
     results["time/dense_s"] = dense["time/train_s"]

@@ -55,7 +55,9 @@ class Problem:
 
 
 def _job_config(results: dict) -> dict:
-    return flatten(results["config"])
+    """The flat config, plus the device kind the job trained on (``device.accelerator``), so that
+    CPU and GPU jobs are never one condition (files from before it was recorded: None)."""
+    return {**flatten(results["config"]), "device.accelerator": results.get("device/accelerator")}
 
 
 def _log_error(job: Path) -> str | None:

@@ -80,7 +80,7 @@ def dense_key(
     ``data_fingerprint`` (a hash of the split tensors) makes the key follow the data itself, so
     a changed crop or synthetic generator cannot reuse a model trained on other images.
     ``device`` (``cuda`` or ``cpu``) and ``precision`` are what ``trainer.accelerator`` and
-    ``trainer.precision`` resolve to (``training.stage.resolved_device`` and
+    ``trainer.precision`` resolve to (``training.device.resolved_device`` and
     ``trainer_kwargs``); ``snapshot_epoch`` is theta_k's epoch when the job needs one
     (``pruning.rewind.snapshot_epoch``).
     """

@@ -153,6 +153,12 @@ TYPES: dict[str, Check] = {
     "flops/total": count,
     "flops/nonzero": count,
     "torch/threads": positive,
+    # The device the job trained on, as used (training.device): cuda or cpu, its name, the
+    # precision, and the CUDA capability (null on a CPU).
+    "device/accelerator": text,
+    "device/name": text,
+    "device/precision": text,
+    "device/cuda_capability": optional(text),
     "model/init": text,
     "data/source": text,
     "data/n_train": count,
@@ -240,6 +246,10 @@ EVERY_JOB: tuple[str, ...] = (
     "flops/total",
     "flops/nonzero",
     "torch/threads",
+    "device/accelerator",
+    "device/name",
+    "device/precision",
+    "device/cuda_capability",
     "model/init",
     "data/source",
     "data/n_train",

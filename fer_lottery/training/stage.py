@@ -22,16 +22,9 @@ from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
 from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.device import lightning_accelerator, resolved_device
 
 log = logging.getLogger(__name__)
-
-
-def resolved_device(cfg: DictConfig) -> str:
-    """``cuda`` or ``cpu``: where ``trainer.accelerator`` puts the training."""
-    accelerator = str(cfg.trainer.accelerator).lower()
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
 
 
 # The tag prefix of the final metrics in TensorBoard's hparams tab (``hp/test/acc``, ...).
@@ -50,6 +43,7 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "precision" not in kwargs:
         kwargs["precision"] = "bf16-mixed" if resolved_device(cfg) == "cuda" else "32-true"
+    kwargs["accelerator"] = lightning_accelerator(cfg)
     if max_epochs is not None:
         kwargs["max_epochs"] = max_epochs
     kwargs.update(extra)
@@ -62,7 +56,7 @@ def prepare_model(cfg: DictConfig, module: FERClassifier) -> FERClassifier:
     ``nn.Module.compile`` compiles in place, so state-dict keys, masks and checkpoints keep
     their names, and the stages of a job that share the model compile it once.
     """
-    if torch.cuda.is_available():
+    if resolved_device(cfg) == "cuda":
         module = module.to(memory_format=torch.channels_last)
     if cfg.trainer.get("compile") and getattr(module.model, "_compiled_call_impl", None) is None:
         module.model.compile()

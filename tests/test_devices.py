@@ -1,0 +1,115 @@
+"""One job, one device (#16 point 1): more would start DDP, whose second rank reruns the whole job
+and waits forever on the dense-cache lock that the first holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from fer_lottery.config import validate
+from fer_lottery.config.checks import device_count
+from fer_lottery.errors import ConfigError
+from tests.helpers import TINY_SYNTHETIC, run_cli
+
+
+@pytest.mark.parametrize(
+    ("devices", "count"),
+    [
+        (1, 1),
+        ("1", 1),
+        ([0], 1),
+        ("0,", 1),
+        ("0,1", 2),
+        (2, 2),
+        ([0, 1], 2),
+        ("auto", None),
+        (-1, None),
+        ("-1", None),
+    ],
+)
+def test_device_count(devices, count):
+    assert device_count(devices) == count
+
+
+def test_one_device_is_the_default_and_more_are_refused(compose_cfg):
+    validate(compose_cfg(*TINY_SYNTHETIC))
+    for devices in ("2", "auto", "-1", "[0,1]"):
+        with pytest.raises(ConfigError, match=r"trainer\.devices=.* several devices \(DDP\)"):
+            validate(compose_cfg(*TINY_SYNTHETIC, f"trainer.devices={devices}"))
+    with pytest.raises(ConfigError, match="num_nodes=2"):
+        validate(compose_cfg(*TINY_SYNTHETIC, "+trainer.extra.num_nodes=2"))
+
+
+def test_two_cpu_devices_end_in_one_line_instead_of_hanging(tmp_path):
+    """The reproduction of the hang: two CPU ranks. It must end, before any work."""
+    proc = run_cli(
+        *TINY_SYNTHETIC,
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "trainer.devices=2" in lines[0], proc.stderr
+    assert not (tmp_path / "run" / "split.json").exists()  # refused before any data was loaded
+
+
+def test_results_record_the_device_used(run_job):
+    results, _ = run_job("job")
+    assert results["device/accelerator"] == "cpu"
+    assert results["device/precision"] == "32-true"
+    assert results["device/cuda_capability"] is None
+    assert isinstance(results["device/name"], str) and results["device/name"]
+
+
+def _fake_gpu(monkeypatch, capability, arch_list):
+    import torch
+
+    from fer_lottery.training import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: arch_list)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Tesla P100-PCIE-16GB")
+    device.cuda_problem.cache_clear()
+    device._warn_fallback.cache_clear()
+    return device
+
+
+def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_with_one_warning(
+    compose_cfg, monkeypatch, caplog
+):
+    """A P100 (sm_60) under a wheel built for sm_75 and up: auto trains on the CPU, and says so."""
+    device = _fake_gpu(monkeypatch, (6, 0), ["sm_75", "sm_80", "sm_90"])
+    cfg = compose_cfg(*TINY_SYNTHETIC)
+    assert device.resolved_device(cfg) == "cpu" == device.lightning_accelerator(cfg)
+    assert device.resolved_device(cfg) == "cpu"
+    warnings = [r for r in caplog.records if "training on the CPU in fp32" in r.message]
+    assert len(warnings) == 1 and "sm_60" in warnings[0].message
+    assert device.device_facts(cfg, "32-true")["device/accelerator"] == "cpu"
+    # An H100 (sm_90) under the same wheel trains on the GPU.
+    device = _fake_gpu(monkeypatch, (9, 0), ["sm_75", "sm_80", "sm_90"])
+    assert device.resolved_device(cfg) == "cuda" and device.lightning_accelerator(cfg) == "gpu"
+    facts = device.device_facts(cfg, "bf16-mixed")
+    assert facts["device/cuda_capability"] == "9.0" and facts["device/precision"] == "bf16-mixed"
+    device.cuda_problem.cache_clear()
+
+
+def test_the_report_never_pools_cpu_and_gpu_jobs(tmp_path):
+    import json
+    from pathlib import Path
+
+    from fer_lottery.report.collect import collect
+    from fer_lottery.report.conditions import condition_keys, rows_of
+
+    base = json.loads((Path(__file__).parent / "fixtures/results/magnitude.json").read_text())
+    for kind in ("cpu", "cuda"):
+        job = tmp_path / kind
+        job.mkdir()
+        (job / "results.json").write_text(json.dumps({**base, "device/accelerator": kind}))
+    jobs, _ = collect([tmp_path])
+    keys = condition_keys(jobs)
+    assert keys == ["device.accelerator"]
+    assert sorted(r.values["device.accelerator"] for r in rows_of(jobs, keys)) == ["cpu", "cuda"]
