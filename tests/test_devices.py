@@ -113,3 +113,26 @@ def test_the_report_never_pools_cpu_and_gpu_jobs(tmp_path):
     keys = condition_keys(jobs)
     assert keys == ["device.accelerator"]
     assert sorted(r.values["device.accelerator"] for r in rows_of(jobs, keys)) == ["cpu", "cuda"]
+
+
+def test_evaluate_runs_in_the_stage_precision_and_puts_the_model_back(compose_cfg):
+    """bf16-mixed on the CPU here (on a GPU the same code also moves the model there): the
+    forward pass runs under autocast, as the stage's own test does, and in fp32 with 32-true."""
+    import torch
+
+    from fer_lottery.data.sfew import SFEWDataModule
+    from fer_lottery.models import build_model
+    from fer_lottery.training.stage import evaluate
+
+    seen = []
+    for precision in ("bf16-mixed", "32-true"):
+        cfg = compose_cfg(*TINY_SYNTHETIC, f"trainer.precision={precision}")
+        dm = SFEWDataModule(cfg.data, None, seed=0)
+        dm.setup()
+        model = build_model("resnet18", None, 7).train()
+        hook = model.fc.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        acc = evaluate(model, dm, "val", cfg)
+        hook.remove()
+        assert 0.0 <= acc <= 1.0
+        assert model.training and next(model.parameters()).device.type == "cpu"
+    assert seen[0] == torch.bfloat16 and seen[-1] == torch.float32

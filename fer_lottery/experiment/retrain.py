@@ -132,7 +132,7 @@ def prune_and_retrain(
         mask.apply(model)
         seconds["prune"] += time.perf_counter() - start
         faults.at("prune")
-        before = accuracy_before_retrain(model, datamodule, names, r, n)
+        before = accuracy_before_retrain(cfg, model, datamodule, names, r, n)
         set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
@@ -157,10 +157,12 @@ def prune_and_retrain(
 
 
 def accuracy_before_retrain(
-    model: nn.Module, datamodule: SFEWDataModule, names: list[str], r: int, n: int
+    cfg: DictConfig, model: nn.Module, datamodule: SFEWDataModule, names: list[str], r: int, n: int
 ) -> dict[str, float]:
-    """Test and val accuracy of the pruned model right after pruning, before any retraining."""
-    val, test = evaluate(model, datamodule, "val"), evaluate(model, datamodule, "test")
+    """Test and val accuracy of the pruned model right after pruning, before any retraining, on
+    the training device in the stage's precision."""
+    val = evaluate(model, datamodule, "val", cfg)
+    test = evaluate(model, datamodule, "test", cfg)
     log.info(
         "prune round %d/%d: sparsity %.4f, val acc %.4f right after pruning",
         r,

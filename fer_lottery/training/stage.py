@@ -63,19 +63,46 @@ def prepare_model(cfg: DictConfig, module: FERClassifier) -> FERClassifier:
     return module
 
 
+def autocast_dtype(precision: object) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision (``bf16-mixed``: bfloat16), or None (32)."""
+    text = str(precision)
+    if text.startswith("bf16"):
+        return torch.bfloat16
+    if text.startswith("16"):
+        return torch.float16
+    return None
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, datamodule: SFEWDataModule, split: str) -> float:
-    """Accuracy of ``model`` on a split, in eval mode, without augmentation (plain PyTorch)."""
-    device = next(model.parameters()).device
+def evaluate(
+    model: torch.nn.Module, datamodule: SFEWDataModule, split: str, cfg: DictConfig
+) -> float:
+    """Accuracy of ``model`` on a split, in eval mode, without augmentation (plain PyTorch).
+
+    On the training device and in the precision the stage's own test uses (Lightning moves the
+    module back to the CPU after fit and test; evaluating it there, in fp32, would be slow and
+    not comparable). The model is put back where it was. Correct counts stay on the device
+    until the end: one host sync per evaluation, not one per batch.
+    """
+    device = torch.device(resolved_device(cfg))
+    home = next(model.parameters()).device
     was_training = model.training
-    model.eval()
-    correct = total = 0
-    for images, labels in datamodule.eval_loader(split):
-        x = datamodule.transform(images.to(device), train=False)
-        correct += int((model(x).argmax(1) == labels.to(device)).sum())
-        total += len(labels)
-    model.train(was_training)
-    return correct / max(total, 1)
+    model.to(device).eval()
+    dtype = autocast_dtype(trainer_kwargs(cfg)["precision"])
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    try:
+        for images, labels in datamodule.eval_loader(split):
+            x = datamodule.transform(images.to(device, non_blocking=True), train=False)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x)
+            correct += (logits.argmax(1) == labels.to(device, non_blocking=True)).sum()
+            total += len(labels)
+    finally:
+        model.to(home).train(was_training)
+    return int(correct) / max(total, 1)
 
 
 def _report_stage(
@@ -238,7 +265,7 @@ def test_stage(
     trainer.test(module, datamodule=datamodule, verbose=False)
     test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
-    metrics["val/acc_best"] = evaluate(module.model, datamodule, "val")
+    metrics["val/acc_best"] = evaluate(module.model, datamodule, "val", cfg)
     metrics["time/train_s"] = 0.0
     metrics["time/test_s"] = round(test_s, 3)
     _report_stage(cfg, datamodule, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
