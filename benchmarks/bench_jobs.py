@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import alternate, compose, emit, quiet_lightning
+from benchmarks.common import alternate, bench_device, compose, emit, quiet_lightning
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.runner import run_experiment
 from fer_lottery.models import build_model
@@ -58,18 +58,31 @@ def tiny_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 7))
 
 
+def _autocast():
+    """bf16 autocast on a GPU (fer_lottery's precision there), nothing on the CPU."""
+    device = bench_device()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, datamodule: SFEWDataModule, split: str) -> float:
     model.eval()
-    correct = total = 0
+    device = bench_device()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
     for x, y in datamodule.eval_loader(split):
-        correct += int((model(datamodule.transform(x, train=False)).argmax(1) == y).sum())
+        with _autocast():
+            logits = model(datamodule.transform(x.to(device), train=False))
+        correct += (logits.argmax(1) == y.to(device)).sum()
         total += len(y)
-    return correct / max(total, 1)
+    return int(correct) / max(total, 1)
 
 
 def plain_stage(model, datamodule, cfg, epochs: int, out_dir: Path) -> dict[str, float]:
-    """A plain loop with the stage's bookkeeping: best weights in memory, CSV rows, test."""
+    """A plain loop with the stage's bookkeeping: best weights in memory, CSV rows, test; on the
+    device and in the precision ours uses there."""
+    device = bench_device()
+    model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     best, best_state = -1.0, None
     start = time.perf_counter()
@@ -80,7 +93,9 @@ def plain_stage(model, datamodule, cfg, epochs: int, out_dir: Path) -> dict[str,
             model.train()
             total = 0.0
             for x, y in datamodule.train_dataloader():
-                loss = F.cross_entropy(model(datamodule.transform(x, train=True)), y)
+                with _autocast():
+                    logits = model(datamodule.transform(x.to(device), train=True))
+                    loss = F.cross_entropy(logits, y.to(device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
-from benchmarks.common import alternate, compose, emit, quiet_lightning
+from benchmarks.common import (
+    alternate,
+    bench_device,
+    bench_precision,
+    compose,
+    emit,
+    quiet_lightning,
+)
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.pruning.callbacks import KeepMasked
@@ -26,24 +33,45 @@ from fer_lottery.training.classifier import FERClassifier
 
 
 def plain_fit(model, datamodule, cfg, epochs: int) -> None:
-    """The baseline: a hand-written loop over the same loaders and transforms (train + val)."""
+    """The baseline: a hand-written loop over the same loaders and transforms (train + val), on
+    the same device and in the same precision as ours (bf16 autocast and channels_last on a GPU).
+    """
+    device = bench_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+
+    def batch(x):
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
     for _ in range(epochs):
         model.train()
         for x, y in datamodule.train_dataloader():
-            loss = F.cross_entropy(model(datamodule.transform(x, train=True)), y)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(datamodule.transform(batch(x), train=True))
+                loss = F.cross_entropy(logits, y.to(device, non_blocking=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             for x, _ in datamodule.val_dataloader():
-                model(datamodule.transform(x, train=False))
+                model(datamodule.transform(batch(x), train=False))
 
 
 def lightning_fit(model, datamodule, cfg, epochs: int, callbacks=()) -> None:
-    """Ours: the FERClassifier under a Lightning Trainer (no logger or checkpoint: compute only)."""
+    """Ours: the FERClassifier under a Lightning Trainer (no logger or checkpoint: compute only),
+    on ``bench_device`` in the precision fer_lottery uses there."""
+    device = bench_device()
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=bench_precision(),
         max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,

@@ -15,10 +15,21 @@ from collections.abc import Callable
 import torch
 
 
-def device_string() -> str:
-    """Where the benchmark ran: the GPU's name, or ``cpu (N threads, machine)``."""
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name()})"
+def bench_device() -> torch.device:
+    """The device both sides of a benchmark run on: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bench_precision() -> str:
+    """The precision fer_lottery trains in on ``bench_device`` (bf16-mixed on a GPU)."""
+    return "bf16-mixed" if bench_device().type == "cuda" else "32-true"
+
+
+def device_string(device: torch.device | str | None = None) -> str:
+    """Where a benchmark line ran: ``cuda (<GPU name>)``, or ``cpu (N threads, machine)``."""
+    device = torch.device(device) if device is not None else bench_device()
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
@@ -55,15 +66,26 @@ def alternate(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def emit(name: str, ours: float, baseline: float, unit: str, digits: int = 3, **extra) -> dict:
-    """Print (and return) one benchmark line: name, ours, baseline, unit, ratio, device, extras."""
+def emit(
+    name: str,
+    ours: float,
+    baseline: float,
+    unit: str,
+    digits: int = 3,
+    device: torch.device | str | None = None,
+    **extra,
+) -> dict:
+    """Print (and return) one benchmark line: name, ours, baseline, unit, ratio, device, extras.
+
+    ``device``: where both sides ran (default ``bench_device``); a line whose work runs on the
+    CPU on any machine (face detection baselines, say) names the CPU."""
     line = {
         "name": name,
         "ours": round(ours, digits),
         "baseline": round(baseline, digits),
         "unit": unit,
         "ratio": round(ours / baseline, 3) if baseline else None,
-        "device": device_string(),
+        "device": device_string(device),
         **extra,
     }
     print(json.dumps(line), flush=True)
