@@ -9,6 +9,7 @@ resampled in a single ``grid_sample`` call: one interpolation, no per-sample Pyt
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,17 +29,20 @@ def random_affine_batch(
 ) -> torch.Tensor:
     """Flip, rotate and square-crop each image of a float batch [B, C, H, W] independently."""
     b = images.shape[0]
-    dev = images.device
+    # All five draws in one tensor, made on the CPU generator (the same values, in the same
+    # order, as five draws of b) and copied to the device once: one host-to-device copy per
+    # batch, not five.
+    draws = torch.rand(5, b, generator=generator).to(images.device, non_blocking=True)
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(b, generator=generator).mul_(hi - lo).add_(lo).to(dev)
+    def uniform(row: int, lo: float, hi: float) -> torch.Tensor:
+        return draws[row].mul(hi - lo).add_(lo)
 
-    side = uniform(area_min, area_max).sqrt()  # crop side as a fraction of the image side
+    side = uniform(0, area_min, area_max).sqrt()  # crop side as a fraction of the image side
     # Crop centre, in normalised [-1, 1] coordinates, so the crop stays inside the image.
-    cx = uniform(-1, 1) * (1 - side)
-    cy = uniform(-1, 1) * (1 - side)
-    angle = uniform(-rotation, rotation) * (math.pi / 180)
-    flip = torch.where(uniform(0, 1) < hflip, -1.0, 1.0)
+    cx = uniform(1, -1, 1) * (1 - side)
+    cy = uniform(2, -1, 1) * (1 - side)
+    angle = uniform(3, -rotation, rotation) * (math.pi / 180)
+    flip = torch.where(uniform(4, 0, 1) < hflip, -1.0, 1.0)
     cos, sin = angle.cos() * side, angle.sin() * side
     # Output pixel (x, y) samples input at R(angle) * S(side) * Flip * (x, y) + centre.
     theta = torch.stack(
@@ -57,10 +61,18 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
+@functools.cache
+def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as [1, 3, 1, 1] tensors, made once per device and dtype (a tensor
+    built from Python numbers per batch would be one more host-to-device copy each time)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device)
+    return mean, std
+
+
 def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:
     """Apply ImageNet mean/std normalisation (``imagenet``) or leave [0, 1] values (``none``)."""
     if kind == "none":
         return images
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    mean, std = _mean_std(images.device, images.dtype)
     return (images - mean) / std
