@@ -11,6 +11,7 @@ job is recorded in its ``failed.json`` and returns NaN, so the other jobs of the
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -119,6 +120,11 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
         from fer_lottery.experiment.folds import run_folds  # heavy imports after validation
+        from fer_lottery.training.device import JOB_ENV
+
+        # A sweep job's index picks its GPU among the visible ones (device.gpu_for_job).
+        num = hydra_cfg.job.get("num") if hydra_cfg.mode == RunMode.MULTIRUN else None
+        os.environ[JOB_ENV] = "" if num is None else str(num)
 
         # One experiment, or k of them with data.folds=k; finished ones are skipped.
         results = run_folds(cfg, run_dir)

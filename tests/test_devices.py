@@ -136,3 +136,43 @@ def test_evaluate_runs_in_the_stage_precision_and_puts_the_model_back(compose_cf
         assert 0.0 <= acc <= 1.0
         assert model.training and next(model.parameters()).device.type == "cpu"
     assert seen[0] == torch.bfloat16 and seen[-1] == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("job_num", "visible", "gpu"),
+    [(None, 4, 0), (0, 1, 0), (5, 1, 0), (0, 4, 0), (1, 4, 1), (6, 4, 2), (7, 2, 1)],
+)
+def test_sweep_jobs_spread_over_the_visible_gpus_by_index(job_num, visible, gpu):
+    from fer_lottery.training.device import gpu_for_job
+
+    assert gpu_for_job(job_num, visible) == gpu
+
+
+def test_a_sweep_job_gets_its_own_gpu_and_touches_no_gpu_before_it_computes(
+    compose_cfg, monkeypatch
+):
+    """Four GPUs faked on the CPU: job 6 trains on GPU 2 (Lightning's devices=[2]); computing
+    there makes GPU 2 current and resets its peak memory, once per job, and not before."""
+    import torch
+
+    from fer_lottery.training.stage import trainer_kwargs
+
+    device = _fake_gpu(monkeypatch, (9, 0), ["sm_90"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set", d)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append(("reset", d)))
+    monkeypatch.setenv(device.JOB_ENV, "6")
+    cfg = compose_cfg(*TINY_SYNTHETIC)
+    device.new_job()
+    kwargs = trainer_kwargs(cfg)
+    assert kwargs["devices"] == [2] and kwargs["accelerator"] == "gpu"
+    assert calls == [] and not device.used_gpu()  # the kwargs (and the cache key) touch nothing
+    assert device.compute_device(cfg) == torch.device("cuda", 2)
+    assert device.compute_device(cfg) == torch.device("cuda", 2)
+    gpu2 = torch.device("cuda", 2)
+    assert calls == [("set", gpu2), ("reset", gpu2)] and device.used_gpu()
+    monkeypatch.setenv(device.JOB_ENV, "")  # a single run: GPU 0
+    assert device.assigned_gpu() == 0
+    device.new_job()
+    device.cuda_problem.cache_clear()

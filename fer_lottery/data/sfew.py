@@ -29,6 +29,7 @@ from fer_lottery.data.split import (
 from fer_lottery.errors import ConfigError, DataError
 from fer_lottery.seeding import seed_all
 from fer_lottery.store import paths
+from fer_lottery.training.device import assigned_gpu, cuda_usable
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class SFEWDataModule(pl.LightningDataModule):
             detect_max_side=self.cfg.detect_max_side,
             batch_size=self.cfg.detect_batch_size,
         )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # MTCNN on this job's GPU; the context is made only if a frame needs detecting.
+        device = torch.device("cuda", assigned_gpu()) if cuda_usable() else torch.device("cpu")
         crops, kept, report = crop_faces(
             [p for p, _ in items], params, self.crop_cache, manual, root, device
         )

@@ -30,6 +30,7 @@ from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 from fer_lottery.seeding import seeded
 from fer_lottery.store import paths
 from fer_lottery.training.classifier import FERClassifier
+from fer_lottery.training.device import compute_device
 from fer_lottery.training.stage import evaluate, test_stage, train_stage
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def prune_round(
         arch=enum_value(cfg.model.name),
         seed=prune_seed(cfg),
         batches=batches,
-        device=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+        device=compute_device(cfg),
     )
     with seeded(cfg.seed, f"prune{r}"):
         pruned = strategy.prune(request)

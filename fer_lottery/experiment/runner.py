@@ -30,7 +30,7 @@ from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import device_facts
+from fer_lottery.training.device import device_facts, new_job, used_gpu
 from fer_lottery.training.stage import trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def _start_job(cfg: DictConfig, run_dir: Path) -> int:
     _checkpoints_of_this_config(cfg, run_dir)
     threads = set_threads(cfg.get("threads"))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
-    if torch.cuda.is_available():  # this job's peak GPU memory, for packing jobs on one GPU
-        torch.cuda.reset_peak_memory_stats()
+    new_job()  # no CUDA context yet: the job's GPU is taken when it first computes there
     return threads
 
 
@@ -159,7 +158,7 @@ def _results(
     results["time/test_s"] = round(dense_test_s + pruning.get("time/test_s", 0.0), 3)
     results["time/data_s"] = round(data_s, 3)
     results["time/total_s"] = round(time.perf_counter() - start, 3)
-    if torch.cuda.is_available():
+    if used_gpu():  # this job's peak GPU memory, for packing jobs on one GPU
         gb = 1024**3
         results["gpu/max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / gb, 3)
         results["gpu/max_memory_reserved_gb"] = round(torch.cuda.max_memory_reserved() / gb, 3)

@@ -21,6 +21,55 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 AUTO_GPU = ("auto", "gpu", "cuda")
+# Set by the entry point in a sweep: the job's index (Hydra's hydra.job.num), which picks its GPU.
+JOB_ENV = "FER_LOTTERY_JOB_NUM"
+
+
+def gpu_for_job(job_num: int | None, visible: int) -> int:
+    """The GPU a sweep job trains on: its index modulo the visible GPUs (0 outside a sweep, or
+    with one GPU visible, as under submitit, which gives each job its own CUDA_VISIBLE_DEVICES)."""
+    if job_num is None or visible <= 1:
+        return 0
+    return int(job_num) % visible
+
+
+def assigned_gpu() -> int:
+    """This job's GPU index among the visible ones (asks the driver only: no CUDA context)."""
+    num = os.environ.get(JOB_ENV)
+    return gpu_for_job(int(num) if num not in (None, "") else None, torch.cuda.device_count())
+
+
+class _Job:
+    """Whether this job has touched its GPU yet (a joblib worker runs several jobs)."""
+
+    started = False
+
+
+def new_job() -> None:
+    """At a job's start: it has not used the GPU yet (no CUDA context is made here)."""
+    _Job.started = False
+
+
+def cuda_device() -> torch.device:
+    """This job's GPU, when the job first needs it: made current, and its peak-memory counters
+    reset, so that ``gpu/max_memory_*`` are this job's own. Nothing touches CUDA before: a job
+    waiting on the dense-cache lock holds no context."""
+    device = torch.device("cuda", assigned_gpu())
+    if not _Job.started:
+        torch.cuda.set_device(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _Job.started = True
+    return device
+
+
+def used_gpu() -> bool:
+    """Whether this job has used its GPU (``cuda_device`` was called)."""
+    return _Job.started
+
+
+def compute_device(cfg: DictConfig) -> torch.device:
+    """Where this job computes now: its GPU (made current), or the CPU."""
+    return cuda_device() if resolved_device(cfg) == "cuda" else torch.device("cpu")
 
 
 @functools.cache

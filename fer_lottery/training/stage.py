@@ -22,7 +22,12 @@ from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
 from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import lightning_accelerator, resolved_device
+from fer_lottery.training.device import (
+    assigned_gpu,
+    compute_device,
+    lightning_accelerator,
+    resolved_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
     if "precision" not in kwargs:
         kwargs["precision"] = "bf16-mixed" if resolved_device(cfg) == "cuda" else "32-true"
     kwargs["accelerator"] = lightning_accelerator(cfg)
+    if resolved_device(cfg) == "cuda":
+        kwargs["devices"] = [assigned_gpu()]  # one GPU per sweep job, spread by job index
     if max_epochs is not None:
         kwargs["max_epochs"] = max_epochs
     kwargs.update(extra)
@@ -84,7 +91,7 @@ def evaluate(
     not comparable). The model is put back where it was. Correct counts stay on the device
     until the end: one host sync per evaluation, not one per batch.
     """
-    device = torch.device(resolved_device(cfg))
+    device = compute_device(cfg)
     home = next(model.parameters()).device
     was_training = model.training
     model.to(device).eval()
@@ -181,6 +188,7 @@ def train_stage(
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
     resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every)
     datamodule.seed_epochs(cfg.seed, stage)
+    compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
         logger=[tb, csv],
         callbacks=[best, resumable, FaultPoint(stage), *(callbacks or [])],
@@ -259,6 +267,7 @@ def test_stage(
     Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy.
     """
     _, tb, csv = stage_logs.prepare(out_dir, stage)  # a rerun replaces an earlier attempt's logs
+    compute_device(cfg)
     trainer = pl.Trainer(logger=[tb, csv], default_root_dir=out_dir, **trainer_kwargs(cfg, 0))
     module = prepare_model(cfg, module)
     start = time.perf_counter()
