@@ -118,6 +118,26 @@ def test_a_sparser_checkpoint_interval_reruns_the_lost_epochs_to_the_same_number
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("every_s", "resumes"), [(0.001, True), (300, False)])
+def test_a_time_based_checkpoint_interval_resumes_exactly(tmp_path, reference, every_s, resumes):
+    """``trainer.checkpoint_every_s`` alone (the default kind): with a tiny interval a kill in
+    epoch 2 resumes after epoch 1; with the default 300 s these short epochs wrote none, so the
+    rerun starts the stage over. Both end with the numbers, CSV rows and events of the run that
+    saved every epoch."""
+    run_dir = tmp_path / "run"
+    job = [o for o in JOB if not o.startswith("trainer.checkpoint_every_n_epochs")]
+    args = (*job, "trainer.checkpoint_every_n_epochs=0", f"trainer.checkpoint_every_s={every_s}")
+    args = (*args, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
+    killed = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch2/batch1=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    ckpts = list((tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt"))
+    assert len(ckpts) == int(resumes)
+    again = run_cli(*args, cwd=tmp_path)
+    assert ("dense: resuming after epoch 1" in again.stdout + again.stderr) == resumes
+    same_run(run_dir, reference)
+
+
+@pytest.mark.slow
 def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_path, reference):
     """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success."""
     sweep = tmp_path / "sweep"

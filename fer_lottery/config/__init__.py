@@ -73,6 +73,7 @@ NO_EFFECT = (
     "trainer.log_every_n_steps",
     "trainer.num_sanity_val_steps",
     "trainer.checkpoint_every_n_epochs",
+    "trainer.checkpoint_every_s",
     "trainer.devices",  # always one device (config.checks): which one changes no number
     "data.num_workers",
     "data.detect_batch_size",

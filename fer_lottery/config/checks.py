@@ -133,6 +133,11 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.checkpoint_every_n_epochs={trainer.checkpoint_every_n_epochs} must be >= 0 "
             "(0: no resumable checkpoints)"
         )
+    if not trainer.get("checkpoint_every_s", 0) >= 0:
+        raise ConfigError(
+            f"trainer.checkpoint_every_s={trainer.checkpoint_every_s} must be >= 0 "
+            "(0: no time-based checkpoints)"
+        )
     if cfg.get("threads") is not None and cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be at least 1, or null for every CPU")
     if cfg.get("cache_lock_timeout_s", 1) <= 0:

@@ -168,8 +168,12 @@ class TrainerConfig:
     limit_val_batches: Any = None
     num_sanity_val_steps: int = 0  # no validation pass before training (it changes no number)
     # fer_lottery's own keys (not Trainer arguments, see ``training.stage.OWN_KEYS``):
-    # a resumable checkpoint (model, optimizer, best weights) every N epochs; 0: none
-    checkpoint_every_n_epochs: int = 5
+    # A resumable checkpoint (model, optimizer, best weights) at the end of an epoch once this
+    # many seconds have passed since the stage started or last wrote one (0: never), and/or
+    # every N epochs (0: never). Time-based by default, so that a short stage (a GPU epoch
+    # takes a fraction of a second) pays nothing and a long one loses at most a few minutes.
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_n_epochs: int = 0
     compile: bool = False  # true: torch.compile the model (nn.Module.compile), per process
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -48,6 +48,8 @@ _IGNORED = {
         "log_every_n_steps",
         "num_sanity_val_steps",
         "checkpoint_every_n_epochs",
+        "checkpoint_every_s",
+        "devices",  # always one device (config.checks); which one changes no number
     ),
     "data": ("num_workers", "detect_batch_size"),
 }

@@ -7,6 +7,7 @@ They decide only *when* something happens, as the pruning callbacks do.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -63,23 +64,40 @@ class BestWeights(pl.Callback):
 
 
 class ResumeCheckpoint(Checkpoint):
-    """Write a full Lightning checkpoint to ``path`` after every ``every`` epochs (0: never).
+    """Write a full Lightning checkpoint to ``path`` at the end of an epoch when one is due:
+    ``every_s`` seconds after the stage started or last wrote one, or every ``every`` epochs
+    (either 0: not by that rule).
 
     Model, optimizer, loop state and every callback's state (the best weights, the mask), so a
     killed stage resumes from it. Only epoch boundaries resume exactly (each epoch reseeds), so
     it saves at an epoch's end, where ``ModelCheckpoint`` saved, but not after the stage's last
     epoch (nothing is left to resume), and it does no work in the epochs it skips. The file is
     written beside ``path`` and renamed: a kill while writing keeps the previous checkpoint.
+    A time-based interval bounds what a checkpoint costs: a stage of short epochs writes one
+    every few minutes at most, not one every few epochs.
     """
 
-    def __init__(self, path: str | Path, every: int):
+    def __init__(self, path: str | Path, every: int, every_s: float = 0.0):
         self.path = Path(path)
         self.every = int(every)
+        self.every_s = float(every_s)
+        self._since = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._since = time.monotonic()
+
+    def due(self, done: int, max_epochs: int) -> bool:
+        """Whether a checkpoint is due after ``done`` epochs of ``max_epochs``."""
+        if done >= max_epochs:
+            return False
+        by_epochs = self.every > 0 and done % self.every == 0
+        by_time = self.every_s > 0 and time.monotonic() - self._since >= self.every_s
+        return by_epochs or by_time
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        done = trainer.current_epoch + 1
-        if self.every and done % self.every == 0 and done < trainer.max_epochs:
+        if self.due(trainer.current_epoch + 1, trainer.max_epochs):
             write_atomic(self.path, trainer.save_checkpoint)
+            self._since = time.monotonic()
 
 
 class FaultPoint(pl.Callback):

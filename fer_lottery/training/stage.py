@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 HPARAMS_PREFIX = "hp/"
 
 # fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
-OWN_KEYS = ("checkpoint_every_n_epochs", "compile")
+OWN_KEYS = ("checkpoint_every_n_epochs", "checkpoint_every_s", "compile")
 
 
 def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
@@ -164,8 +164,9 @@ def train_stage(
     The best epoch's weights are kept in memory (``BestWeights``): no file is written when
     validation improves. A resumable checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``:
     model, optimizer, epoch, the best weights and score, callback state such as the mask) is
-    written every ``trainer.checkpoint_every_n_epochs`` epochs. A stage that was killed resumes
-    from it and ends with the same numbers as an uninterrupted one: every epoch reseeds the RNGs
+    written when one is due (``trainer.checkpoint_every_s``, ``checkpoint_every_n_epochs``). A
+    stage that was killed resumes from it and ends with the same numbers as an uninterrupted
+    one: every epoch reseeds the RNGs
     and reshuffles from (seed, stage, epoch), so the epochs after the checkpoint run again
     exactly. Its CSV and TensorBoard curves keep the epochs up to the checkpoint
     (``stage_logs``). A finished stage leaves its result in the same folder, so a job killed
@@ -185,8 +186,9 @@ def train_stage(
         return metrics
     resume, tb, csv = stage_logs.prepare(out_dir, stage)
     best = BestWeights("val/acc")
-    every = int(cfg.trainer.get("checkpoint_every_n_epochs", 1))
-    resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every)
+    every = int(cfg.trainer.get("checkpoint_every_n_epochs", 0))
+    every_s = float(cfg.trainer.get("checkpoint_every_s", 0))
+    resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every, every_s)
     datamodule.seed_epochs(cfg.seed, stage)
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
