@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="resnet18", choices=["resnet18", "alexnet"])
+    parser.add_argument("--throughput-only", action="store_true", help="no mask_overhead lines")
     args = parser.parse_args()
     quiet_lightning()
     cfg = compose(
@@ -102,7 +104,7 @@ def main() -> None:
 
     def resnet():
         torch.manual_seed(0)
-        return build_model("resnet18", None)
+        return build_model(args.model, None)
 
     dense, plain, masked, hooked = resnet(), resnet(), resnet(), resnet()
     mask = magnitude_mask(masked, prunable_weights(masked), 0.9, "global")
@@ -112,17 +114,17 @@ def main() -> None:
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=0.9)
     keep = KeepMasked(mask)
     e = args.epochs
-    s = alternate(
-        {
-            "lightning": lambda: lightning_fit(dense, datamodule, cfg, e),
-            "plain": lambda: plain_fit(plain, datamodule, cfg, e),
-            "keep_masked": lambda: lightning_fit(masked, datamodule, cfg, e, [keep]),
-            "torch_prune": lambda: lightning_fit(hooked, datamodule, cfg, e, []),
-        },
-        args.repeats,
-    )
+    fits = {
+        "lightning": lambda: lightning_fit(dense, datamodule, cfg, e),
+        "plain": lambda: plain_fit(plain, datamodule, cfg, e),
+    }
+    if not args.throughput_only:
+        fits["keep_masked"] = lambda: lightning_fit(masked, datamodule, cfg, e, [keep])
+        fits["torch_prune"] = lambda: lightning_fit(hooked, datamodule, cfg, e, [])
+    s = alternate(fits, args.repeats)
     common = {
-        "model": "resnet18",
+        "model": args.model,
+        "precision": bench_precision(),
         "image_size": args.image_size,
         "train_images": n_train,
         "epochs_per_fit": e,
@@ -138,6 +140,8 @@ def main() -> None:
         baseline_is="plain PyTorch loop",
         **common,
     )
+    if args.throughput_only:
+        return
     emit(
         "mask_overhead",
         s["keep_masked"],
