@@ -113,11 +113,15 @@ def plain_stage(model, datamodule, cfg, epochs: int, out_dir: Path) -> dict[str,
     return {"train_s": train_s, "test_s": time.perf_counter() - start, "test/acc": test_acc}
 
 
-def epoch_overhead(repeats: int, short: int, long: int) -> None:
+def stage_slopes(
+    size: tuple[str, ...], make_model, repeats: int, short: int, long: int
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """ms per epoch of ours (``train_stage``) and of ``plain_stage``: the slope between a
+    ``short`` and a ``long`` stage, so that per-stage costs cancel; also the medians and the
+    training images. ``size``: the Hydra overrides of the data."""
     cfg = compose(
         "data=synthetic",
-        "data.synthetic.per_class=4",
-        "data.image_size=8",
+        *size,
         "trainer.enable_progress_bar=false",
         "+trainer.extra.enable_model_summary=false",
     )
@@ -126,12 +130,12 @@ def epoch_overhead(repeats: int, short: int, long: int) -> None:
 
     def run_ours(epochs: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            module = FERClassifier(tiny_model(), cfg.optim, datamodule.class_names)
+            module = FERClassifier(make_model(), cfg.optim, datamodule.class_names)
             train_stage(cfg, datamodule, module, Path(tmp), "dense", max_epochs=epochs)
 
     def run_plain(epochs: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            plain_stage(tiny_model(), datamodule, cfg, epochs, Path(tmp))
+            plain_stage(make_model(), datamodule, cfg, epochs, Path(tmp))
 
     s = alternate(
         {
@@ -145,6 +149,12 @@ def epoch_overhead(repeats: int, short: int, long: int) -> None:
     per_epoch = {
         k: (s[f"{k}_long"] - s[f"{k}_short"]) / (long - short) * 1000 for k in ("ours", "plain")
     }
+    return per_epoch, s, len(datamodule.labels["train"])
+
+
+def epoch_overhead(repeats: int, short: int, long: int) -> None:
+    size = ("data.synthetic.per_class=4", "data.image_size=8")
+    per_epoch, s, n_train = stage_slopes(size, tiny_model, repeats, short, long)
     emit(
         "epoch_overhead",
         per_epoch["ours"],
@@ -157,7 +167,7 @@ def epoch_overhead(repeats: int, short: int, long: int) -> None:
         baseline_is="plain loop: best weights in memory, a CSV row per epoch, test",
         method=f"slope between {short} and {long} epochs",
         model="Linear(192, 7) on 8 px",
-        train_images=len(datamodule.labels["train"]),
+        train_images=n_train,
         repeats=repeats,
     )
 
@@ -165,44 +175,15 @@ def epoch_overhead(repeats: int, short: int, long: int) -> None:
 def epoch_overhead_resnet18(repeats: int, short: int = 1, long: int = 11) -> None:
     """What an epoch of a real stage costs beyond a plain loop, with the default settings: a
     ResNet-18 stage at 32 px (checkpoints, CSV, TensorBoard, the best weights) against a plain
-    loop that keeps its best weights in memory; the slope between ``short`` and ``long`` epochs,
-    so that the fixed costs of a stage (Trainer, test, figures) cancel out."""
-    cfg = compose(
-        "data=synthetic",
-        "data.synthetic.per_class=4",
-        "data.image_size=32",
-        "model.weights=null",
-        "trainer.enable_progress_bar=false",
-        "+trainer.extra.enable_model_summary=false",
-    )
-    datamodule = SFEWDataModule(cfg.data, None, seed=0)
-    datamodule.setup()
+    loop that keeps its best weights in memory."""
 
     def resnet() -> nn.Module:
         torch.manual_seed(0)
         return build_model("resnet18", None)
 
-    def run_ours(epochs: int) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            module = FERClassifier(resnet(), cfg.optim, datamodule.class_names)
-            train_stage(cfg, datamodule, module, Path(tmp), "dense", max_epochs=epochs)
-
-    def run_plain(epochs: int) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            plain_stage(resnet(), datamodule, cfg, epochs, Path(tmp))
-
-    s = alternate(
-        {
-            "ours_short": lambda: run_ours(short),
-            "ours_long": lambda: run_ours(long),
-            "plain_short": lambda: run_plain(short),
-            "plain_long": lambda: run_plain(long),
-        },
-        repeats,
-    )
-    per_epoch = {
-        k: (s[f"{k}_long"] - s[f"{k}_short"]) / (long - short) * 1000 for k in ("ours", "plain")
-    }
+    size = ("data.synthetic.per_class=4", "data.image_size=32", "model.weights=null")
+    per_epoch, _, n_train = stage_slopes(size, resnet, repeats, short, long)
+    defaults = compose().trainer
     emit(
         "epoch_overhead_resnet18",
         per_epoch["ours"],
@@ -213,10 +194,10 @@ def epoch_overhead_resnet18(repeats: int, short: int = 1, long: int = 11) -> Non
         target_overhead_ms=20,
         baseline_is="plain loop: best weights in memory, a CSV row per epoch, test",
         method=f"slope between {short} and {long} epochs, default settings",
-        checkpoint_every_s=cfg.trainer.checkpoint_every_s,
-        checkpoint_every_n_epochs=cfg.trainer.checkpoint_every_n_epochs,
+        checkpoint_every_s=defaults.checkpoint_every_s,
+        checkpoint_every_n_epochs=defaults.checkpoint_every_n_epochs,
         model="resnet18 on 32 px",
-        train_images=len(datamodule.labels["train"]),
+        train_images=n_train,
         repeats=repeats,
     )
 
