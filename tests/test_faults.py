@@ -137,6 +137,41 @@ def test_a_time_based_checkpoint_interval_resumes_exactly(tmp_path, reference, e
     same_run(run_dir, reference)
 
 
+def _tag_as_cuda(ckpt: Path) -> None:
+    """Rewrite a checkpoint as a GPU job would have saved it: every storage tagged ``cuda:0``
+    (the location string in torch's pickle), the bytes unchanged."""
+    import zipfile
+
+    with zipfile.ZipFile(ckpt) as z:
+        entries = [(info, z.read(info)) for info in z.infolist()]
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"
+    tmp = ckpt.with_suffix(".cuda")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
+        for info, data in entries:
+            out.writestr(
+                info, data.replace(cpu, cuda) if info.filename.endswith("data.pkl") else data
+            )
+    tmp.replace(ckpt)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only machine")
+def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_only_machine(tmp_path, reference):
+    """A job pre-empted on a GPU node and requeued on a CPU-only one: its last.ckpt holds
+    CUDA-tagged tensors, which a plain torch.load refuses here; the stage resumes from it."""
+    run_dir = tmp_path / "run"
+    args = (*JOB, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
+    killed = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch2/batch1=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    (ckpt,) = (tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt")
+    _tag_as_cuda(ckpt)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(ckpt, weights_only=False)
+    again = run_cli(*args, cwd=tmp_path)
+    assert "dense: resuming after epoch 1" in again.stdout + again.stderr
+    same_run(run_dir, reference)
+
+
 @pytest.mark.slow
 def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_path, reference):
     """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success."""
