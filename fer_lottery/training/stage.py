@@ -28,6 +28,7 @@ from fer_lottery.training.device import (
     lightning_accelerator,
     resolved_device,
 )
+from fer_lottery.training.host_heap import keep_freed_memory, setup_heap_frozen
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ def train_stage(
         module.model.load_state_dict(weights)
         log.info("%s: finished in an earlier attempt of this job; loaded its result", stage)
         return metrics
+    keep_freed_memory()
     resume, tb, csv = stage_logs.prepare(out_dir, stage)
     best = BestWeights("val/acc")
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 0))
@@ -204,7 +206,8 @@ def train_stage(
     # Seeded right before fit, by the stage's name alone: what the stage draws does not depend
     # on whether the dense stage ran in this process or came from the cache.
     seed_all(cfg.seed, stage)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
+    with setup_heap_frozen():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
     train_s = time.perf_counter() - start
     if best.weights is None:
         log.warning("%s: no validation ran; testing the last weights", stage)
