@@ -172,24 +172,52 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_only_machine(tmp_path, r
     same_run(run_dir, reference)
 
 
+# JOB with the default, time-based checkpoint interval (300 s): these short epochs write none
+# unless a signal asks for one.
+JOB_DEFAULT_INTERVAL = [o for o in JOB if not o.startswith("trainer.checkpoint_every_n_epochs")]
+
+
 @pytest.mark.slow
-def test_sigterm_exits_non_zero_records_preemption_and_the_rerun_resumes(tmp_path, reference):
-    """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success."""
+def test_sigterm_finishes_the_epoch_writes_a_checkpoint_exits_143_and_the_rerun_resumes(
+    tmp_path, reference
+):
+    """What SLURM sends on pre-emption or timeout, in a sweep job: never a silent success.
+    In the middle of epoch 1 of short epochs, under the default interval (no checkpoint yet),
+    the job finishes the epoch, writes a checkpoint after it, and stops; the rerun resumes
+    after epoch 1 to the uninterrupted numbers, curves and events."""
     sweep = tmp_path / "sweep"
-    args = ("-m", *JOB, "prune.ratio=0.5", f"hydra.sweep.dir={sweep}")
+    args = ("-m", *JOB_DEFAULT_INTERVAL, "prune.ratio=0.5", f"hydra.sweep.dir={sweep}")
     terminated = run_cli(*args, cwd=tmp_path, check=False, fault="dense/epoch1/batch1=TERM")
     assert terminated.returncode == 143, terminated.stderr[-2000:]
+    output = terminated.stdout + terminated.stderr
+    assert "received SIGTERM: stopping at the end of this epoch" in output
+    assert "wrote a checkpoint after epoch 1" in output
     (job,) = [p.parent for p in sweep.glob("*/failed.json")]  # one job: its folder is "job"
     failed = json.loads((job / "failed.json").read_text())
     assert failed["reason"] == "terminated (pre-empted)"
-    assert "terminated (pre-empted)" in terminated.stdout + terminated.stderr
+    assert "terminated (pre-empted)" in output
     assert not (job / "results.json").exists()
     assert list((tmp_path / "cache" / "dense").glob("*.partial/checkpoints/dense/last.ckpt"))
 
     again = run_cli(*args, cwd=tmp_path)
-    assert "dense: resuming after epoch 0" in again.stdout + again.stderr
+    assert "dense: resuming after epoch 1" in again.stdout + again.stderr
     assert not (job / "failed.json").exists()
     same_run(job, reference)
+
+
+@pytest.mark.slow
+def test_sigusr2_writes_a_checkpoint_and_training_goes_on(tmp_path, reference):
+    """``sbatch --signal=USR2@120``: a checkpoint at the end of the epoch, and the job trains
+    on. A kill two epochs later then resumes from that checkpoint, to the same numbers."""
+    run_dir = tmp_path / "run"
+    args = (*JOB_DEFAULT_INTERVAL, "prune.ratio=0.5", f"hydra.run.dir={run_dir}")
+    faults = "dense/epoch0/batch1=USR2,dense/epoch2/batch0=KILL"
+    killed = run_cli(*args, cwd=tmp_path, check=False, fault=faults)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "wrote a checkpoint after epoch 0" in killed.stdout + killed.stderr
+    again = run_cli(*args, cwd=tmp_path)
+    assert "dense: resuming after epoch 0" in again.stdout + again.stderr
+    same_run(run_dir, reference)
 
 
 @pytest.mark.slow
@@ -257,13 +285,14 @@ def test_a_joblib_sweep_survives_the_dense_lock_holder_being_killed(tmp_path, re
 
 @pytest.mark.slow
 def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
-    """Pre-emption under submitit: its signal (USR2) makes submitit call the launcher's
-    ``checkpoint`` and requeue the job, as on SLURM; the requeued job resumes the dense stage
-    from its last epoch and ends with the uninterrupted numbers."""
+    """Pre-emption under submitit: its signal (USR2), in the middle of epoch 1 under the
+    default interval, waits for the epoch's end and its checkpoint; then submitit calls the
+    launcher's ``checkpoint`` and requeues the job, as on SLURM. The requeued job resumes the
+    dense stage after epoch 1 and ends with the uninterrupted numbers."""
     sweep = tmp_path / "sweep"
     args = (
         "-m",
-        *JOB,
+        *JOB_DEFAULT_INTERVAL,
         "prune.ratio=0.5",
         "hydra/launcher=submitit_local",
         # submitit counts a signal within 10 min of the time limit as a time-out, earlier as a
@@ -276,7 +305,8 @@ def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path, reference):
     assert once.exists()
     log = "\n".join(p.read_text() for p in sweep.glob(".submitit/*/*_0_log.*"))
     assert "this job is preempted" in log and "Requeued job" in log
-    assert "dense: resuming after epoch 0" in log
+    assert "wrote a checkpoint after epoch 1" in log
+    assert "dense: resuming after epoch 1" in log
     (job,) = [p.parent for p in sweep.glob("*/results.json")]
     same_run(job, reference)
 

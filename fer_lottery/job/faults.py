@@ -1,7 +1,7 @@
 """Fault injection for the reliability tests: stop this process at a named point.
 
 ``FER_LOTTERY_FAULT="<point>=<signal>"`` sends ``<signal>`` (KILL, TERM, ...; default KILL) to
-the running process when it reaches ``<point>``, just as a crash, an out-of-memory killer or a
+the running process when it reaches ``<point>`` (several, comma-separated, each at its point), just as a crash, an out-of-memory killer or a
 scheduler's pre-emption would. The tests use it to kill real jobs at exact places and check that
 the rerun resumes to the same numbers. Points:
 
@@ -32,9 +32,13 @@ def at(point: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    where, _, name = spec.partition("=")
-    if where != point:
-        return
+    for fault in spec.split(","):
+        where, _, name = fault.partition("=")
+        if where == point:
+            _fire(name)
+
+
+def _fire(name: str) -> None:
     once = os.environ.get(ONCE)
     if once:
         try:

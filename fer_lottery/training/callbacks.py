@@ -6,6 +6,7 @@ They decide only *when* something happens, as the pruning callbacks do.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from fer_lottery.job import faults
+from fer_lottery.job import faults, termination
 from fer_lottery.store.atomic import write_atomic
+
+log = logging.getLogger(__name__)
 
 
 class BestWeights(pl.Callback):
@@ -75,16 +78,31 @@ class ResumeCheckpoint(Checkpoint):
     written beside ``path`` and renamed: a kill while writing keeps the previous checkpoint.
     A time-based interval bounds what a checkpoint costs: a stage of short epochs writes one
     every few minutes at most, not one every few epochs.
+
+    It also carries out what a signal asked of the epoch (``termination.EpochBoundary``): a
+    checkpoint now (SIGUSR2), or a checkpoint and a stop (SIGTERM, a launcher's pre-emption
+    signal), which ends the fit after this epoch's logs are written; the stage then acts on the
+    signal. A signal in the last epoch writes nothing: the stage finishes and keeps its result
+    first. It records each epoch's duration, which decides whether a signal may wait.
     """
 
-    def __init__(self, path: str | Path, every: int, every_s: float = 0.0):
+    def __init__(
+        self,
+        path: str | Path,
+        every: int,
+        every_s: float = 0.0,
+        boundary: termination.EpochBoundary | None = None,
+    ):
         self.path = Path(path)
         self.every = int(every)
         self.every_s = float(every_s)
+        self.boundary = boundary or termination.EpochBoundary()
         self._since = time.monotonic()
+        self._epoch_began = self._since
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._since = time.monotonic()
+        self._since = self._epoch_began = time.monotonic()
+        termination.own_sigterm_during_fit()
 
     def due(self, done: int, max_epochs: int) -> bool:
         """Whether a checkpoint is due after ``done`` epochs of ``max_epochs``."""
@@ -95,9 +113,21 @@ class ResumeCheckpoint(Checkpoint):
         return by_epochs or by_time
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.due(trainer.current_epoch + 1, trainer.max_epochs):
+        now = time.monotonic()
+        b = self.boundary
+        b.epoch_s, self._epoch_began = now - self._epoch_began, now
+        done = trainer.current_epoch + 1
+        asked = b.stop is not None or b.checkpoint_requested
+        b.checkpoint_requested = False
+        if self.due(done, trainer.max_epochs) or (asked and done < trainer.max_epochs):
             write_atomic(self.path, trainer.save_checkpoint)
             self._since = time.monotonic()
+            if asked:
+                log.warning(
+                    "wrote a checkpoint after epoch %d: %s", trainer.current_epoch, self.path
+                )
+        if b.stop is not None and done < trainer.max_epochs:
+            trainer.should_stop = True  # the stage acts on the signal once the fit has ended
 
 
 class FaultPoint(pl.Callback):

@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.job import termination
 from fer_lottery.seeding import seed_all
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_json_atomic
@@ -190,7 +191,8 @@ def train_stage(
     best = BestWeights("val/acc")
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 0))
     every_s = float(cfg.trainer.get("checkpoint_every_s", 0))
-    resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every, every_s)
+    boundary = termination.EpochBoundary()  # what a signal asks of the running epoch
+    resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every, every_s, boundary)
     datamodule.seed_epochs(cfg.seed, stage)
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
@@ -206,8 +208,10 @@ def train_stage(
     # Seeded right before fit, by the stage's name alone: what the stage draws does not depend
     # on whether the dense stage ran in this process or came from the cache.
     seed_all(cfg.seed, stage)
-    with setup_heap_frozen():
+    with termination.epoch_boundary(boundary), setup_heap_frozen():
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
+    if boundary.stop is not None and trainer.should_stop:
+        boundary.act()  # a signal stopped the fit after an epoch and its checkpoint
     train_s = time.perf_counter() - start
     if best.weights is None:
         log.warning("%s: no validation ran; testing the last weights", stage)
@@ -225,6 +229,7 @@ def train_stage(
         cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
     )
     _keep_finished(ckpt_dir, module, metrics)
+    boundary.act()  # a signal in the last epoch waited for the stage's result to be kept
     return metrics
 
 
