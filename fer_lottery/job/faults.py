@@ -1,9 +1,10 @@
 """Fault injection for the reliability tests: stop this process at a named point.
 
 ``FER_LOTTERY_FAULT="<point>=<signal>"`` sends ``<signal>`` (KILL, TERM, ...; default KILL) to
-the running process when it reaches ``<point>`` (several, comma-separated, each at its point), just as a crash, an out-of-memory killer or a
-scheduler's pre-emption would. The tests use it to kill real jobs at exact places and check that
-the rerun resumes to the same numbers. Points:
+the running process when it reaches ``<point>``, just as a crash, an out-of-memory killer or a
+scheduler's pre-emption would; several faults are comma-separated, each fires at its point.
+The tests use it to kill real jobs at exact places and check that the rerun resumes to the
+same numbers. Points:
 
 - ``crops/<n>``: after the n-th face crop was written to the cache;
 - ``<stage>/epoch<e>/batch<b>``: after batch b of epoch e of a training stage (``dense``,
