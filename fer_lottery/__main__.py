@@ -120,7 +120,9 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
         from fer_lottery.experiment.folds import run_folds  # heavy imports after validation
-        from fer_lottery.training.device import JOB_ENV
+        from fer_lottery.training.device import JOB_ENV, check_accelerator
+
+        check_accelerator(cfg)  # a GPU job with no usable GPU: one line, before any work
 
         # A sweep job's index picks its GPU among the visible ones (device.gpu_for_job).
         num = hydra_cfg.job.get("num") if hydra_cfg.mode == RunMode.MULTIRUN else None

@@ -176,3 +176,66 @@ def test_a_sweep_job_gets_its_own_gpu_and_touches_no_gpu_before_it_computes(
     assert device.assigned_gpu() == 0
     device.new_job()
     device.cuda_problem.cache_clear()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine with no GPU")
+def test_a_gpu_job_with_no_usable_gpu_fails_in_one_line_before_any_work(tmp_path):
+    """What the SLURM preset exports (FER_LOTTERY_ACCELERATOR=gpu), on a node without a GPU."""
+    proc = run_cli(
+        *TINY_SYNTHETIC,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"FER_LOTTERY_ACCELERATOR": "gpu"},
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "trainer.accelerator=gpu" in lines[0] and "torch sees no CUDA device" in lines[0]
+    assert not (tmp_path / "run" / "split.json").exists()
+
+
+def _hydra_with_launcher(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from fer_lottery.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("launcher", "packed"),
+    [
+        (("hydra/launcher=joblib", "hydra.launcher.n_jobs=4"), 4),
+        (("hydra/launcher=joblib", "hydra.launcher.n_jobs=1"), 1),
+        (("hydra/launcher=joblib_gpu",), 4),  # the preset for one GPU
+        (("hydra/launcher=submitit_local",), 1),
+        ((), 1),
+    ],
+)
+def test_packed_gpu_jobs_share_the_cpus_and_cpu_jobs_keep_every_cpu(
+    compose_cfg, monkeypatch, launcher, packed
+):
+    """threads=null: a GPU job packed K at once by joblib takes CPUs // K threads; a CPU job,
+    whose numbers depend on the thread count, takes every CPU under every launcher."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from fer_lottery.seeding import available_cpus
+
+    device = _fake_gpu(monkeypatch, (9, 0), ["sm_90"])
+    _hydra_with_launcher(*launcher)
+    try:
+        assert device.packed_jobs() == packed
+        gpu_job = compose_cfg(*TINY_SYNTHETIC)
+        expected = max(available_cpus() // packed, 1) if packed > 1 else None
+        assert device.job_threads(gpu_job) == expected
+        assert device.job_threads(compose_cfg(*TINY_SYNTHETIC, "trainer.accelerator=cpu")) is None
+        assert device.job_threads(compose_cfg(*TINY_SYNTHETIC, "threads=3")) == 3
+    finally:
+        HydraConfig.instance().cfg = None
+        device.cuda_problem.cache_clear()

@@ -130,7 +130,7 @@ def test_slurm_preset_composes_to_submitit_slurm_launcher(monkeypatch, tmp_path)
         "mem_gb": 32,
         "timeout_min": 240,
         "array_parallelism": 16,
-        "setup": None,
+        "setup": ["export FER_LOTTERY_ACCELERATOR=gpu"],
         "additional_parameters": {},
         "name": "fer_lottery",
         "submitit_folder": f"{tmp_path}/.submitit/%j",
@@ -192,6 +192,8 @@ def test_slurm_preset_renders_sbatch_lines(monkeypatch, tmp_path):
     ):
         assert line in lines, f"{line} not in\n{sbatch}"
     assert f"{tmp_path / 'sweep'}/.submitit/%A_%a/%A_%a_0_log.out" in sbatch
+    # Before srun: the jobs ask for a GPU, so one that finds none fails instead of crawling.
+    assert sbatch.index("export FER_LOTTERY_ACCELERATOR=gpu") < sbatch.index("srun")
 
 
 @pytest.mark.slow

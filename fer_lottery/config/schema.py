@@ -156,7 +156,9 @@ class TrainerConfig:
     (``+trainer.extra.NAME=VALUE``)."""
 
     max_epochs: int = 50
-    accelerator: str = "auto"
+    # auto: a usable GPU, else the CPU. FER_LOTTERY_ACCELERATOR sets it for a whole launch (the
+    # SLURM preset exports gpu, so that a GPU job that finds no GPU fails instead of crawling).
+    accelerator: str = "${oc.env:FER_LOTTERY_ACCELERATOR,auto}"
     # One device per job (config.checks refuses more): a multi-GPU machine is used by packing
     # jobs, one GPU each (README, Packing).
     devices: Any = 1
@@ -258,8 +260,10 @@ class Config:
     cache_dense: bool = True
     # How long a job waits for another job that is training the same dense model (seconds).
     cache_lock_timeout_s: float = 14400.0
-    # torch CPU threads for the job; null: every CPU the process may use. CPU float results
-    # depend on it, so it is a setting (the same under every launcher) and is recorded.
+    # torch CPU threads for the job; null: every CPU the process may use, except for a GPU job
+    # packed by joblib with n_jobs=K > 1, which takes CPUs // K (its numbers do not depend on
+    # it). CPU float results depend on it, so for a CPU job it is the same under every launcher;
+    # it is recorded.
     threads: int | None = None
     # A preset's published numbers (paper, table, rows); read by the report, never by training.
     published: Any = None

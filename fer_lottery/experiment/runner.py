@@ -30,7 +30,7 @@ from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import device_facts, new_job, used_gpu
+from fer_lottery.training.device import device_facts, job_threads, new_job, used_gpu
 from fer_lottery.training.stage import trainer_kwargs
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _start_job(cfg: DictConfig, run_dir: Path) -> int:
     for leftover in temp_files(run_dir / paths.RESULTS):  # from a job killed while writing
         leftover.unlink()
     _checkpoints_of_this_config(cfg, run_dir)
-    threads = set_threads(cfg.get("threads"))
+    threads = set_threads(job_threads(cfg))
     log.info("torch threads: %d (set threads=N to change; CPU results depend on it)", threads)
     new_job()  # no CUDA context yet: the job's GPU is taken when it first computes there
     return threads
