@@ -293,21 +293,24 @@ def sweep_cost(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, help=f"default: 3, and {RESNET_REPEATS} for epoch_overhead_resnet18"
+    )
     parser.add_argument(
         "--only",
         choices=["epoch_overhead", "epoch_overhead_resnet18", "job_overhead", "sweep_cost"],
     )
     args = parser.parse_args()
     quiet_lightning()
+    repeats = args.repeats or 3
     if args.only in (None, "epoch_overhead"):
-        epoch_overhead(args.repeats, short=2, long=12)
+        epoch_overhead(repeats, short=2, long=12)
     if args.only in (None, "epoch_overhead_resnet18"):
-        epoch_overhead_resnet18(max(args.repeats, RESNET_REPEATS))
+        epoch_overhead_resnet18(args.repeats or RESNET_REPEATS)
     if args.only in (None, "job_overhead"):
-        job_overhead(args.repeats)
+        job_overhead(repeats)
     if args.only in (None, "sweep_cost"):
-        sweep_cost(max(1, args.repeats - 2))
+        sweep_cost(max(1, repeats - 2))
 
 
 if __name__ == "__main__":

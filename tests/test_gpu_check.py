@@ -43,6 +43,8 @@ def test_the_gpu_check_dry_run_writes_every_step(tmp_path):
     assert not errors, errors
     names = {(line["step"], line.get("name"), line.get("model")) for line in lines}
     assert ("environment", None, None) in names
+    (probe,) = [line for line in lines if line["step"] == "no_context_before_use"]
+    assert probe["cuda_initialized"] is False and probe["device"] == "cpu"
     assert ("bench", "train_throughput", "resnet18") in names
     assert ("bench", "mask_overhead", "resnet18") in names
     assert ("bench", "epoch_overhead_resnet18", "resnet18 on 32 px") in names

@@ -12,6 +12,7 @@ tree, for this process and every job it starts. Each measurement is a JSON line 
 in ``--out``); progress goes to stderr. The steps:
 
 1. ``environment``: torch, CUDA, the device, its capability, whether this torch supports it;
+   ``no_context_before_use``: a job resolves its device without making a CUDA context;
 2. ``make bench``'s lines on this device: training throughput and mask overhead at 32 px,
    ``epoch_overhead_resnet18`` (target <= 20 ms);
 3. dense ResNet-18 and AlexNet training at 224 px on SFEW-sized synthetic faces (96 per class)
@@ -42,7 +43,7 @@ PAPER_A_DENSE, PAPER_A_RETRAININGS = 5, 135
 
 FULL = {
     "bench_32px": ["--image-size", "32", "--per-class", "20", "--repeats", "3"],
-    "epoch_overhead_repeats": "3",
+    "epoch_overhead_repeats": "7",
     "throughput": ["--image-size", "224", "--per-class", "96", "--epochs", "2", "--repeats", "3"],
     "models": ("resnet18", "alexnet"),
     "packing": ["--jobs", "1,2,4,8", "--overrides", "trainer.max_epochs=2"],
@@ -149,6 +150,37 @@ def environment(check: Check) -> None:
     check.emit(line)
 
 
+# What a sweep job does before it takes the dense-cache lock: resolve its device and Trainer
+# arguments. It must not make a CUDA context (a waiting job would hold GPU memory for nothing).
+CONTEXT_PROBE = """
+import json, os, shutil, subprocess, torch
+from benchmarks.common import compose
+from fer_lottery.training.device import resolved_device
+from fer_lottery.training.stage import trainer_kwargs
+cfg = compose("debug=tiny")
+device, kwargs = resolved_device(cfg), trainer_kwargs(cfg)
+listed = None
+if shutil.which("nvidia-smi"):
+    apps = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+                          capture_output=True, text=True).stdout.split()
+    listed = str(os.getpid()) in apps
+print(json.dumps({"device": device, "accelerator": kwargs["accelerator"],
+                  "cuda_initialized": torch.cuda.is_initialized(), "context_listed": listed}))
+"""
+
+
+def no_context_before_use(check: Check, cwd: Path, timeout: float) -> None:
+    """Step: the device and Trainer arguments are resolved without a CUDA context."""
+    check.progress("no_context_before_use: resolve the device as a waiting job does")
+    proc = check.python(["-c", CONTEXT_PROBE], cwd, timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-1500:]
+        check.emit({"step": "no_context_before_use", "error": f"exit {proc.returncode}: {tail}"})
+        return
+    check.emit({"step": "no_context_before_use", **json.loads(lines[-1])})
+
+
 def table2(check: Check, overrides: list[str], tmp: Path, timeout: float) -> None:
     """Paper A's Table 2 with one seed; its costs apart; paper A extrapolated from it."""
     sweep = tmp / "table2"
@@ -222,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = sizes["timeout_s"]
         work = tmp / "work"
         work.mkdir()
+        no_context_before_use(check, work, timeout)
         check.bench("bench", "benchmarks.bench_training", sizes["bench_32px"], work, timeout)
         overhead = [
             "--only",
