@@ -34,12 +34,23 @@ def derived_seed(seed: int, what: str) -> int:
 def seed_all(seed: int, what: str) -> int:
     """Seed python, numpy and torch (CPU and CUDA) for ``what``; returns the seed used.
 
-    Lightning's ``seed_everything`` is used so that DataLoader workers are seeded from it too.
+    What Lightning's ``seed_everything(value, workers=True)`` does, with its environment
+    variables, so that DataLoader workers are seeded from it too; but where no GPU is visible
+    (or CUDA already runs) without ``torch.manual_seed``'s lazy seeding of CUDA, XPU and MTIA,
+    which records a stack trace for each of them on every call: about 1.5 ms of a CPU epoch,
+    since every epoch reseeds. The generators get the same seeds either way.
     """
-    import pytorch_lightning as pl
-
     value = derived_seed(seed, what)
-    pl.seed_everything(value, workers=True, verbose=False)
+    os.environ["PL_GLOBAL_SEED"] = str(value)
+    os.environ["PL_SEED_WORKERS"] = "1"
+    random.seed(value)
+    np.random.seed(value)
+    if torch.cuda.is_available() and not torch.cuda.is_initialized():
+        torch.manual_seed(value)  # CUDA is seeded when it starts
+    else:
+        torch.default_generator.manual_seed(value)
+        if torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(value)
     return value
 
 
