@@ -119,8 +119,9 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
+        from fer_lottery.config.checks import check_accelerator
         from fer_lottery.experiment.folds import run_folds  # heavy imports after validation
-        from fer_lottery.training.device import JOB_ENV, check_accelerator
+        from fer_lottery.training.device import JOB_ENV
 
         check_accelerator(cfg)  # a GPU job with no usable GPU: one line, before any work
 

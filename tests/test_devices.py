@@ -226,16 +226,18 @@ def test_packed_gpu_jobs_share_the_cpus_and_cpu_jobs_keep_every_cpu(
     from hydra.core.hydra_config import HydraConfig
 
     from fer_lottery.seeding import available_cpus
+    from fer_lottery.training import packing
 
     device = _fake_gpu(monkeypatch, (9, 0), ["sm_90"])
     _hydra_with_launcher(*launcher)
     try:
-        assert device.packed_jobs() == packed
+        assert packing.packed_jobs() == packed
         gpu_job = compose_cfg(*TINY_SYNTHETIC)
         expected = max(available_cpus() // packed, 1) if packed > 1 else None
-        assert device.job_threads(gpu_job) == expected
-        assert device.job_threads(compose_cfg(*TINY_SYNTHETIC, "trainer.accelerator=cpu")) is None
-        assert device.job_threads(compose_cfg(*TINY_SYNTHETIC, "threads=3")) == 3
+        assert packing.job_threads(gpu_job) == expected
+        cpu_job = compose_cfg(*TINY_SYNTHETIC, "trainer.accelerator=cpu")
+        assert packing.job_threads(cpu_job) is None
+        assert packing.job_threads(compose_cfg(*TINY_SYNTHETIC, "threads=3")) == 3
     finally:
         HydraConfig.instance().cfg = None
         device.cuda_problem.cache_clear()

@@ -239,3 +239,22 @@ def check_norm_std(norm_std: float | None) -> None:
     """paper B's norm filter: null, or k >= 0 standard deviations."""
     if norm_std is not None and not (math.isfinite(norm_std) and norm_std >= 0):
         raise ConfigError(f"prune.norm_std={norm_std}: expected null or a number >= 0")
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A job that asks for a GPU (``trainer.accelerator=gpu`` or ``cuda``) and finds none usable
+    fails here, before any work, in one line, instead of in Lightning after the data is loaded.
+    Not part of ``validate``: it imports torch, which ``--cfg job`` and config errors never do."""
+    from fer_lottery.training.device import AUTO_GPU, cuda_problem, cuda_usable
+
+    accelerator = str(cfg.trainer.accelerator).lower()
+    if accelerator not in AUTO_GPU or accelerator == "auto" or cuda_usable():
+        return
+    problem = (
+        cuda_problem() or "torch sees no CUDA device here (torch.cuda.is_available() is False)"
+    )
+    raise ConfigError(
+        f"trainer.accelerator={cfg.trainer.accelerator}: {problem}, so this job cannot train on a "
+        "GPU: run it where one is usable (a GPU node: check CUDA_VISIBLE_DEVICES and the driver), "
+        "or set trainer.accelerator=auto (the CPU when no GPU is usable) or cpu"
+    )

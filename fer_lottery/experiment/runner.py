@@ -30,7 +30,8 @@ from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import device_facts, job_threads, new_job, used_gpu
+from fer_lottery.training.device import device_facts, new_job, used_gpu
+from fer_lottery.training.packing import job_threads
 from fer_lottery.training.stage import trainer_kwargs
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,6 @@ import platform
 import torch
 from omegaconf import DictConfig
 
-from fer_lottery.errors import ConfigError
-from fer_lottery.seeding import available_cpus
-
 log = logging.getLogger(__name__)
 
 AUTO_GPU = ("auto", "gpu", "cuda")
@@ -118,48 +115,6 @@ def resolved_device(cfg: DictConfig) -> str:
         _warn_fallback(problem)
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_accelerator(cfg: DictConfig) -> None:
-    """A job that asks for a GPU (``trainer.accelerator=gpu`` or ``cuda``) and finds none usable
-    fails here, before any work, in one line, instead of in Lightning after the data is loaded."""
-    accelerator = str(cfg.trainer.accelerator).lower()
-    if accelerator not in AUTO_GPU or accelerator == "auto" or cuda_usable():
-        return
-    problem = (
-        cuda_problem() or "torch sees no CUDA device here (torch.cuda.is_available() is False)"
-    )
-    raise ConfigError(
-        f"trainer.accelerator={cfg.trainer.accelerator}: {problem}, so this job cannot train on a "
-        "GPU: run it where one is usable (a GPU node: check CUDA_VISIBLE_DEVICES and the driver), "
-        "or set trainer.accelerator=auto (the CPU when no GPU is usable) or cpu"
-    )
-
-
-def packed_jobs() -> int:
-    """How many jobs of this sweep run at once in this machine's launcher: joblib's ``n_jobs``
-    (-1: one per CPU), else 1. Read from the job's Hydra config; 1 outside Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        launcher = HydraConfig.get().launcher
-    except (ImportError, ValueError):
-        return 1
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return 1
-    n_jobs = int(launcher.get("n_jobs") or 1)
-    return available_cpus() if n_jobs < 0 else max(n_jobs, 1)
-
-
-def job_threads(cfg: DictConfig) -> int | None:
-    """``threads``, or for a GPU job packed K at once its share of the CPUs (CPUs // K, at least
-    1), or None (every CPU). A CPU job's default never depends on the launcher: its numbers do."""
-    if cfg.get("threads") is not None:
-        return int(cfg.threads)
-    k = packed_jobs()
-    if k > 1 and resolved_device(cfg) == "cuda":
-        return max(available_cpus() // k, 1)
-    return None
 
 
 def lightning_accelerator(cfg: DictConfig) -> str:
