@@ -7,7 +7,7 @@ DIR ?= outputs
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train sweep reproduce report bench bench-packing test test-fast lint format tensorboard clean clean-checkpoints
+.PHONY: help install demo train sweep reproduce report bench bench-packing test test-fast lint format tensorboard clean clean-checkpoints slurm-up slurm-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -55,6 +55,12 @@ bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchm
 	$(PY) -m benchmarks.bench_angles
 	$(PY) -m benchmarks.bench_export
 	$(PY) -m benchmarks.profile_epoch
+
+slurm-up: ## A one-node SLURM cluster on this machine (root; installs slurm-wlm and munge if missing)
+	tools/slurm_local.sh up
+
+slurm-down: ## Stop the daemons that slurm-up started
+	tools/slurm_local.sh down
 
 bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2,4): images/s, GPU memory per job
 	$(PY) -m benchmarks.bench_packing $(ARGS)
