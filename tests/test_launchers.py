@@ -119,9 +119,8 @@ def test_slurm_preset_composes_to_submitit_slurm_launcher(monkeypatch, tmp_path)
     monkeypatch.delenv("SLURM_PARTITION", raising=False)
     cfg = compose_slurm(f"hydra.sweep.dir={tmp_path}")
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"] == (
-        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    )
+    # submitit's SlurmLauncher, after a check that the partition fits the request (sinfo).
+    assert launcher["_target_"] == "hydra_plugins.fer_lottery_slurm.FittedSlurmLauncher"
     expected = {
         "partition": "gpu",
         "gpus_per_node": 1,
@@ -164,7 +163,7 @@ def test_slurm_preset_renders_sbatch_lines(monkeypatch, tmp_path):
 
     cfg = compose_slurm(f"hydra.sweep.dir={tmp_path / 'sweep'}")
     launcher = instantiate(cfg.hydra.launcher)
-    assert type(launcher).__name__ == "SlurmLauncher"
+    assert type(launcher).__name__ == "FittedSlurmLauncher"
     params = dict(launcher.params)
 
     # As SlurmLauncher.launch builds its executor.
