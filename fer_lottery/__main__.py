@@ -39,6 +39,9 @@ def _quiet_warnings() -> None:
     # Lightning's own use of a deprecated torch API; nothing a user can act on. Set inside main()
     # so that launcher worker processes (joblib, submitit) get it too.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # On a SLURM login node (srun on PATH) every Trainer suggests `srun python ...` for
+    # multi-node DDP; a fer_lottery job uses one device, and the slurm launcher submits it.
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system")
 
 
 _quiet_warnings()
