@@ -33,6 +33,22 @@ TINY_SFEW_UNCROPPED = (
 )
 
 
+def cli_env(
+    cwd: Path, env: dict | None = None, fault: str | None = None, once: Path | None = None
+) -> dict:
+    """The environment of a ``python -m fer_lottery`` that a test starts (see ``run_cli``);
+    creates ``cwd``."""
+    full_env = {k: v for k, v in os.environ.items() if k != "FER_LOTTERY_FAULT"}
+    full_env.update({"PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")})
+    full_env.update(env or {})
+    if fault:
+        full_env["FER_LOTTERY_FAULT"] = fault
+    if once:
+        full_env["FER_LOTTERY_FAULT_ONCE"] = str(once)
+    cwd.mkdir(parents=True, exist_ok=True)
+    return full_env
+
+
 def run_cli(
     *args: str,
     cwd: Path,
@@ -50,18 +66,10 @@ def run_cli(
     sets FER_LOTTERY_FAULT_ONCE, the file that makes the fault fire in one job only.
     ``check``: a non-zero exit raises AssertionError with the tail of both outputs.
     """
-    full_env = {k: v for k, v in os.environ.items() if k != "FER_LOTTERY_FAULT"}
-    full_env.update({"PYTHONUNBUFFERED": "1", "FER_LOTTERY_CACHE": str(cwd / "cache")})
-    full_env.update(env or {})
-    if fault:
-        full_env["FER_LOTTERY_FAULT"] = fault
-    if once:
-        full_env["FER_LOTTERY_FAULT_ONCE"] = str(once)
-    cwd.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "fer_lottery", *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(cwd, env, fault, once),
         capture_output=True,
         text=True,
         timeout=timeout,

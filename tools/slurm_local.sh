@@ -70,6 +70,10 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 KillWait=30
 MinJobAge=300
+# A test cluster: a requeued job may start again 10 s after its requeue (the default is 120 s,
+# the credential lifetime), and the scheduler looks at pending jobs every 5 s (default 60 s).
+AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=5,bf_interval=5
 NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF

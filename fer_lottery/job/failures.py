@@ -48,14 +48,17 @@ def record_failure(
     overrides: list[str],
     reason: str = "error",
     launch: str | None = None,
+    error: str | None = None,
 ) -> None:
     """Write ``run_dir/failed.json``: why (``reason``: "error", or "terminated (pre-empted)"),
-    the error's type and message, traceback, overrides and launch. On a full disk nothing is
-    written: the job's own error already says so."""
-    error = f"{type(exc).__name__}: {exc}"
+    the error's type and message (or ``error``, as it is), traceback, overrides and launch. On a
+    full disk nothing is written: the job's own error already says so."""
+    if error is None:
+        error = f"{type(exc).__name__}: {exc}"
+        error = error if reason == "error" else f"{reason}: {error}"
     record = {
         "reason": reason,
-        "error": error if reason == "error" else f"{reason}: {error}",
+        "error": error,
         "traceback": "".join(traceback.format_exception(exc)),
         "overrides": overrides,
         "launch": launch,

@@ -4,7 +4,9 @@ A finished job is a folder with a ``results.json`` that the report can use (it p
 ``fer_lottery.store.results``). A job without usable results failed (its ``failed.json`` or its
 log says why), was killed, never started (a job its sweep's ``multirun.yaml`` asked for that has
 no folder), or has a ``results.json`` that does not parse or breaks the schema. The report lists
-those with the reason, never drops them.
+those with the reason, never drops them. For a job that ran as a SLURM task, the reason is the
+scheduler's where it has one (cancelled, time limit, pre-empted, node failure, requeued n times),
+read from what submitit and SLURM left in the sweep's ``.submitit/`` (``job.slurm_logs``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from fer_lottery.config import flatten
 from fer_lottery.config.sweeps import swept_keys
+from fer_lottery.job.slurm_logs import FOLDER as SUBMITIT
+from fer_lottery.job.slurm_logs import TaskLog, task_logs
 from fer_lottery.store import paths
 from fer_lottery.store.results import ResultsError, read_results
 
@@ -113,11 +117,39 @@ def _sweep_keys(job: Path, top: Path, known: dict[Path, frozenset[str]]) -> froz
     return frozenset()
 
 
+def _scheduler_log(job: Path, top: Path, known: dict[Path, dict[str, TaskLog]]) -> TaskLog | None:
+    """What SLURM and submitit said of ``job``'s last task, when its sweep ran on SLURM."""
+    for folder in [job.parent, *job.parent.parents]:
+        if folder not in known and (folder / SUBMITIT).is_dir():
+            known[folder] = task_logs(folder)
+        if folder in known:
+            return known[folder].get(job.relative_to(folder).as_posix())
+        if folder == top:
+            break
+    return None
+
+
+def _reason(job: Path, scheduler: TaskLog | None) -> str:
+    """Why a job has no results: the scheduler's word first, then failed.json, then its log."""
+    if scheduler is not None and scheduler.ended is not None:
+        return scheduler.reason() or scheduler.ended
+    if (job / paths.FAILED).is_file():
+        reason = "failed: " + _failure(job)
+    else:
+        error = _log_error(job)
+        reason = f"failed: {error}" if error else "no results.json (killed or unfinished)"
+    reason = reason.splitlines()[0] if reason else reason
+    if scheduler is not None and scheduler.requeues:
+        reason += f" ({scheduler.reason()})"
+    return reason
+
+
 def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
     """Every finished job under ``dirs``, and every job of their sweeps without usable results."""
     jobs: list[Job] = []
     problems: list[Problem] = []
     swept_by_sweep: dict[Path, frozenset[str]] = {}
+    logs_by_sweep: dict[Path, dict[str, TaskLog]] = {}
     for d in map(Path, dirs):
         for path in sorted(d.rglob(paths.RESULTS)):
             try:
@@ -129,19 +161,21 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
             swept = _sweep_keys(path.parent, d, swept_by_sweep)
             jobs.append(Job(path.parent, results, _job_config(results), swept=swept))
         seen: set[str] = set()
-        for hydra_dir in sorted(d.rglob(".hydra")):
-            job = hydra_dir.parent
+        # Job folders: Hydra's .hydra, or a failed.json alone (a SLURM task that never started,
+        # recorded by the launcher).
+        candidates = {p.parent for p in d.rglob(".hydra")} | {
+            p.parent
+            for p in d.rglob(paths.FAILED)
+            if not p.parent.match(paths.FOLD_GLOB) and SUBMITIT not in p.parts
+        }
+        for job in sorted(candidates):
             seen.add(job.name)
             if (job / paths.RESULTS).is_file() or (job / paths.FOLDS).is_file():
                 continue  # listed above, as a finished job or as one without usable results
             if list(job.glob(f"{paths.FOLD_GLOB}/{paths.RESULTS}")):
                 continue  # a k-fold job still running: its finished folds are counted
-            if (job / paths.FAILED).is_file():
-                reason = "failed: " + _failure(job)
-            else:
-                error = _log_error(job)
-                reason = f"failed: {error}" if error else "no results.json (killed or unfinished)"
-            problems.append(Problem(str(job), reason.splitlines()[0]))
+            reason = _reason(job, _scheduler_log(job, d, logs_by_sweep))
+            problems.append(Problem(str(job), reason))
         for sweep in sorted(p.parent for p in d.rglob(paths.MULTIRUN)):
             for name in _expected_jobs(sweep):
                 if name not in seen and not (sweep / name).exists():

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
@@ -55,6 +56,11 @@ def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
         kwargs["devices"] = [assigned_gpu()]  # one GPU per sweep job, spread by job index
     if max_epochs is not None:
         kwargs["max_epochs"] = max_epochs
+    if SLURMEnvironment.detect():
+        # In a SLURM job, requeueing belongs to the launcher (submitit, on USR2, after the
+        # stage's own checkpoint); Lightning's auto-requeue (on USR1, with checkpoints of its
+        # own that the stage would not resume from) stays off.
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     kwargs.update(extra)
     return kwargs
 
