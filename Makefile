@@ -65,8 +65,13 @@ slurm-down: ## Stop the daemons that slurm-up started
 bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2,4): images/s, GPU memory per job
 	$(PY) -m benchmarks.bench_packing $(ARGS)
 
+# Two pytest workers (pytest-xdist; each test file on one worker): most slow tests spend much
+# of their time starting Python processes, which two cores overlap. The SLURM tests run after
+# them, alone: they time signals against the scheduler's clock. Exit status 5 is pytest's "no
+# tests selected" (ARGS naming tests of one kind only).
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slurm" $(ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slurm $(ARGS) || [ $$? -eq 5 ]
 
 test-fast: $(STAMP) ## Run the tests without the slow end-to-end subprocess runs
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
