@@ -71,7 +71,7 @@ bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2
 # tests selected" (ARGS naming tests of one kind only).
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slurm" $(ARGS) || [ $$? -eq 5 ]
-	$(PY) -m pytest -q -m slurm $(ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slurm --durations=10 $(ARGS) || [ $$? -eq 5 ]
 
 test-fast: $(STAMP) ## Run the tests without the slow end-to-end subprocess runs
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
