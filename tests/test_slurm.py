@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -50,11 +51,15 @@ pytestmark = [
 ]
 
 
+# The tests' jobs have a name of their own, so that cleaning up cancels nothing else.
+NAME = f"fer_lottery_test_{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(autouse=True)
 def _no_task_left_behind():
     """A test that fails half-way leaves no task of its sweep running on the cluster."""
     yield
-    subprocess.run(["scancel", "--name=fer_lottery"], check=False, timeout=60)
+    subprocess.run(["scancel", f"--name={NAME}"], check=False, timeout=60)
 
 
 # A job the one-node cluster can run: 1 CPU, 2 GB, no GPU, 10 minutes.
@@ -66,6 +71,7 @@ FITS = (
     "hydra.launcher.gpus_per_node=0",
     "hydra.launcher.setup=[]",
     "hydra.launcher.timeout_min=10",
+    f"hydra.launcher.name={NAME}",
 )
 
 
@@ -242,7 +248,7 @@ def test_a_cancelled_task_and_a_failing_task_end_the_sweep_non_zero_and_are_repo
     subprocess.run(["scancel", task], check=True)
     status, output = _finish(sweep)
     assert status == 1, output[-3000:]
-    jobs = json.loads(next(sweep_dir.glob(".submitit/*/jobs.json")).read_text())
+    jobs = json.loads(next(sweep_dir.glob(".submitit/*/jobs.json")).read_text())["tasks"]
     cancelled = jobs[task]
     (finished,) = {"prune.ratio=0.5", "prune.ratio=0.9"} - {cancelled}
     assert "2 job(s) of the sweep" in output and "1 of the sweep's 3 jobs finished" in output

@@ -86,7 +86,8 @@ def test_the_report_gives_the_schedulers_reason_beside_the_job(tmp_path):
     (never / "failed.json").write_text(json.dumps({"reason": "cancelled", "error": "x"}))
     task(sweep, "40_0", out=START + REQUEUED + START, err=stepd("NODE FAILURE"))
     write_outcome(sweep / ".submitit" / "40_1", "CANCELLED")
-    write_job_map(sweep / ".submitit", "40", {"40_0": started.name, "40_1": never.name})
+    tasks = {"40_0": started.name, "40_1": never.name}
+    write_job_map(sweep / ".submitit", "40", tasks, launch=None)
     assert set(task_logs(sweep)) == {started.name, never.name}
     _, problems = collect([sweep])
     reasons = {p.name: p.reason for p in problems}
@@ -94,3 +95,13 @@ def test_the_report_gives_the_schedulers_reason_beside_the_job(tmp_path):
         str(started): "node failure on SLURM (task 40_0, requeued 1 time)",
         str(never): "cancelled on SLURM (task 40_1)",
     }
+
+
+def test_an_earlier_attempts_end_does_not_decide_how_the_task_ended(tmp_path):
+    """Pre-empted and requeued (PreemptMode=REQUEUE) at 18:09:02, started again at 18:09:30,
+    then failed with its own error: the scheduler has no word on that last attempt."""
+    again = START.replace("18:07:10", "18:09:30")
+    log = read_task(task(tmp_path, out=START + again, err=stepd("PREEMPTION")))
+    assert log.ended is None and log.reason() is None
+    later = stepd("TIME LIMIT").replace("18:09:02", "18:11:00")
+    assert read_task(task(tmp_path, "28_2", out=START + again, err=later)).ended == "time limit"

@@ -49,22 +49,32 @@ def record_failure(
     reason: str = "error",
     launch: str | None = None,
     error: str | None = None,
+    traceback_text: str | None = None,
 ) -> None:
     """Write ``run_dir/failed.json``: why (``reason``: "error", or "terminated (pre-empted)"),
-    the error's type and message (or ``error``, as it is), traceback, overrides and launch. On a
-    full disk nothing is written: the job's own error already says so."""
+    the error's type and message (or ``error``, as it is), its traceback (or
+    ``traceback_text``), overrides and launch. On a full disk nothing is written: the job's own
+    error already says so."""
     if error is None:
         error = f"{type(exc).__name__}: {exc}"
         error = error if reason == "error" else f"{reason}: {error}"
     record = {
         "reason": reason,
         "error": error,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": traceback_text or "".join(traceback.format_exception(exc)),
         "overrides": overrides,
         "launch": launch,
     }
     with contextlib.suppress(DiskFullError):
         write_json_atomic(Path(run_dir) / paths.FAILED, record)
+
+
+def recorded_traceback(job: Path) -> str | None:
+    """The traceback a job's ``failed.json`` holds already, or None."""
+    try:
+        return str(json.loads((job / paths.FAILED).read_text())["traceback"]) or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _read_error(job: Path) -> tuple[str, str | None]:

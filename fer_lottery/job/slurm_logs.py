@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from fer_lottery.store.atomic import write_json_atomic
 
 FOLDER = ".submitit"
-JOBS = "jobs.json"  # in .submitit/<array id>/: {"<array id>_<task>": "<job folder>", ...}
+# in .submitit/<array id>/: {"launch": <the sweep's launch stamp>, "tasks": {"<array id>_<task>":
+# "<job folder>", ...}}
+JOBS = "jobs.json"
 OUTCOME = "outcome.json"  # in .submitit/<array id>_<task>/: the state the launcher saw
 
 _STEPD = re.compile(
     r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT (?P<at>\S+)(?: DUE TO (?P<why>[A-Z ]+?))?"
     r"(?:,[^*]*)? \*\*\*"
 )
+_START = "Starting with JobEnvironment("  # submitit, at the start of each attempt
 _WHY = {None: "cancelled", "TIME LIMIT": "time limit", "PREEMPTION": "pre-empted",
         "NODE FAILURE": "node failure"}  # fmt: skip
 # SLURM job states that end a task, in words (squeue %T, sacct State).
@@ -57,6 +61,7 @@ class TaskLog:
     ended: str | None  # "cancelled", "time limit", "pre-empted", "node failure", ... or None
     requeues: int
     state: str | None  # the queue's last state, as the launcher saw it (outcome.json)
+    launch: str | None = None  # the launch that submitted it (failures.launch_id)
 
     def reason(self) -> str | None:
         """One line for the report: "cancelled on SLURM (task 17_1, requeued 1 time)", or None
@@ -76,6 +81,20 @@ def _text(folder: Path, pattern: str) -> str:
     )
 
 
+def _time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _last_start(out: str) -> datetime | None:
+    """When submitit started the task's last attempt (its own log line), to the second."""
+    starts = re.findall(r"^submitit INFO \((\S+ \d\d:\d\d:\d\d)[^)]*\) - " + re.escape(_START),
+                        out, re.MULTILINE)  # fmt: skip
+    return _time(starts[-1]) if starts else None
+
+
 def read_task(folder: Path) -> TaskLog:
     """Read ``.submitit/<array id>_<task>/``: its logs and the launcher's ``outcome.json``."""
     folder = Path(folder)
@@ -83,11 +102,17 @@ def read_task(folder: Path) -> TaskLog:
     # submitit's own handler prints each line once in this form (Hydra's may print it again)
     requeues = len(re.findall(r"^submitit INFO \([^)]*\) - Requeued job ", out, re.MULTILINE))
     ended = None
+    # SLURM appends across requeues: how the task ended is told after its last attempt started.
+    last_out = out.rsplit(_START, 1)[-1]
+    started = _last_start(out)
     for match in _STEPD.finditer(err + "\n" + out):
+        at = _time(match["at"])
+        if started is not None and at is not None and at < started:
+            continue  # an earlier attempt's end (a pre-emption that requeued it)
         if match["why"] != "JOB REQUEUE":
             why = match["why"]
             ended = _WHY[why] if why in _WHY else why.lower()
-    if "timed-out too many times" in out + err:
+    if "timed-out too many times" in last_out:
         ended = "time limit, requeued until hydra.launcher.max_num_timeout ran out"
     state = None
     try:
@@ -105,11 +130,14 @@ def write_outcome(folder: Path, state: str | None, detail: str = "") -> None:
     write_json_atomic(folder / OUTCOME, {"state": state, "detail": detail})
 
 
-def write_job_map(submitit_dir: Path, array_id: str, job_dirs: dict[str, str]) -> None:
-    """``.submitit/<array id>/jobs.json``: task id -> job folder (relative to the sweep)."""
+def write_job_map(
+    submitit_dir: Path, array_id: str, job_dirs: dict[str, str], launch: str | None
+) -> None:
+    """``.submitit/<array id>/jobs.json``: task id -> job folder (relative to the sweep), and
+    the launch that submitted them."""
     folder = submitit_dir / array_id
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / JOBS, job_dirs)
+    write_json_atomic(folder / JOBS, {"launch": launch, "tasks": job_dirs})
 
 
 def task_logs(sweep_dir: Path) -> dict[str, TaskLog]:
@@ -120,11 +148,12 @@ def task_logs(sweep_dir: Path) -> dict[str, TaskLog]:
     maps = sorted(root.glob(f"*/{JOBS}"), key=lambda p: _array_number(p.parent.name))
     for path in maps:
         try:
-            jobs = json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = json.loads(path.read_text())
+            launch, tasks = record.get("launch"), dict(record["tasks"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        for task, job_dir in jobs.items():
-            found[str(job_dir)] = read_task(root / task)
+        for task, job_dir in tasks.items():
+            found[str(job_dir)] = replace(read_task(root / task), launch=launch)
     return found
 
 

@@ -129,8 +129,18 @@ def _scheduler_log(job: Path, top: Path, known: dict[Path, dict[str, TaskLog]]) 
     return None
 
 
+def _recorded_launch(job: Path) -> str | None:
+    try:
+        return json.loads((job / paths.FAILED).read_text()).get("launch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _reason(job: Path, scheduler: TaskLog | None) -> str:
-    """Why a job has no results: the scheduler's word first, then failed.json, then its log."""
+    """Why a job has no results: the scheduler's word first (unless a later launch, on another
+    launcher, recorded the job since), then failed.json, then its log."""
+    if scheduler is not None and _recorded_launch(job) not in (None, scheduler.launch):
+        scheduler = None
     if scheduler is not None and scheduler.ended is not None:
         return scheduler.reason() or scheduler.ended
     if (job / paths.FAILED).is_file():

@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -64,10 +67,15 @@ class FittedSlurmLauncher(SlurmLauncher):
             HydraConfig.instance().cfg = previous
 
     def launch(self, job_overrides, initial_job_idx):
+        assert len(job_overrides) > 0
         check_fit(self.params)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
+        # Named before anything is submitted, so that a naming error submits nothing.
+        names = [self._job_dir(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         params = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
@@ -75,26 +83,28 @@ class FittedSlurmLauncher(SlurmLauncher):
             state = Singleton.get_state()
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
         jobs = self._executor().map_array(self, *zip(*params, strict=True))
-        names = [self._job_dir(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        launch = failures.launch_id(sweep_dir)
         slurm_logs.write_job_map(
             Path(self.params["submitit_folder"]).parent,  # <sweep>/.submitit
             jobs[0].job_id.split("_")[0],
             {job.job_id: name for job, name in zip(jobs, names, strict=True)},
+            launch,
         )
         states = slurm_queue.wait_for_tasks({j.job_id: j.paths.result_pickle for j in jobs})
         returns = []
         for job, overrides, name in zip(jobs, job_overrides, names, strict=True):
-            outcome, value = _outcome(job)
+            state = slurm_queue.final_state(job.job_id, states)
+            outcome, value = _outcome(job, state)
             if outcome == "success":
                 returns.append(value)
             else:
-                job_dir = sweep_dir / name
-                returns.append(self._unfinished(job, list(overrides), job_dir, states, value))
+                record = (job, list(overrides), sweep_dir / name, state, value, launch)
+                returns.append(self._unfinished(*record))
         return returns
 
-    def _unfinished(self, job, overrides, job_dir: Path, states, detail: str) -> JobReturn:
-        """Record a task that ended without a result; its return value is NaN, as a failed job's."""
-        state = slurm_queue.final_state(job.job_id, states)
+    def _unfinished(self, job, overrides, job_dir: Path, state, detail: str, launch) -> JobReturn:
+        """Record a task that ended without a result; its return value is NaN, as a failed job's.
+        The job's own traceback (it may have recorded SIGTERM itself) is kept."""
         slurm_logs.write_outcome(job.paths.folder, state, detail)
         task = slurm_logs.read_task(job.paths.folder)
         error = task.reason() or f"ended without a result on SLURM (task {job.job_id})"
@@ -107,8 +117,9 @@ class FittedSlurmLauncher(SlurmLauncher):
             RuntimeError(error),
             overrides,
             reason=task.ended or f"ended without a result (state {state or 'unknown'})",
-            launch=failures.launch_id(Path(str(self.config.hydra.sweep.dir))),
+            launch=launch,
             error=error,
+            traceback_text=failures.recorded_traceback(job_dir) or detail or None,
         )
         log.error("%s: %s", job_dir.name, error)
         ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
@@ -116,12 +127,20 @@ class FittedSlurmLauncher(SlurmLauncher):
         return ret
 
 
-def _outcome(job) -> tuple[str, object]:
+def _outcome(job, state: str | None) -> tuple[str, object]:
     """A task's outcome: ("success", its JobReturn), ("error", submitit's traceback text), or
-    ("ended", "") when it left no result."""
+    ("ended", "") when it left no result. A task the queue calls COMPLETED (or that it no longer
+    shows) gets submitit's grace for a shared file system to show the result file."""
     from submitit.core import utils
 
-    if not job.paths.result_pickle.exists():
+    result = job.paths.result_pickle
+    if state in (None, "COMPLETED"):
+        deadline = time.monotonic() + job._results_timeout_s
+        while not result.exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # refreshes an NFS client's view of the folder
+                job.paths.folder.chmod(job.paths.folder.stat().st_mode)
+            time.sleep(1)
+    if not result.exists():
         return "ended", ""
-    outcome, value = utils.pickle_load(job.paths.result_pickle)
+    outcome, value = utils.pickle_load(result)
     return outcome, value if outcome == "success" else str(value)
