@@ -53,9 +53,13 @@ def prune_round(
 ) -> Pruned:
     """Round r's mask from the criterion, seeded by the round's name (not yet applied)."""
 
+    def examples(device: torch.device):
+        for x, y in datamodule.eval_loader("train"):
+            yield datamodule.transform(x.to(device), train=False), y.to(device)
+
     def batches(device: torch.device):
-        for x, _ in datamodule.eval_loader("train"):
-            yield datamodule.transform(x.to(device), train=False)
+        for x, _ in examples(device):
+            yield x
 
     request = Request(
         model=model,
@@ -66,6 +70,7 @@ def prune_round(
         arch=enum_value(cfg.model.name),
         seed=prune_seed(cfg),
         batches=batches,
+        examples=examples,
         device=compute_device(cfg),
     )
     with seeded(cfg.seed, f"prune{r}"):

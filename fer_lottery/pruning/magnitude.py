@@ -27,16 +27,10 @@ def _prune_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def _scores(model: nn.Module, names: list[str], previous: Mask | None) -> dict[str, torch.Tensor]:
-    """|w| per named weight; entries that ``previous`` pruned score -1 so they stay pruned."""
+def _scores(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """|w| per named weight."""
     state = model.state_dict()
-    scores = {}
-    for n in names:
-        s = state[n].detach().abs().float().cpu().flatten()
-        if previous is not None and n in previous:
-            s[~previous.tensors[n].cpu().flatten()] = -1.0
-        scores[n] = s
-    return scores
+    return {n: state[n].detach().abs().float().cpu() for n in names}
 
 
 def pruned_counts(
@@ -47,6 +41,45 @@ def pruned_counts(
     return {n: int((~t).sum()) for n, t in mask.tensors.items()}
 
 
+def mask_from_scores(
+    scores: dict[str, torch.Tensor],
+    ratio: float,
+    scope: str = "global",
+    previous: Mask | None = None,
+) -> Mask:
+    """Mask pruning the fraction ``ratio`` of the scored entries with the smallest scores.
+
+    ``scores``: per weight name, a score tensor of the weight's shape (>= 0). ``scope="global"``
+    ranks all of them together; ``"layer"`` prunes ``ratio`` of each. ``ratio`` is the overall
+    target: entries already pruned by ``previous`` score -1, so they count towards it and stay
+    pruned, and iterative rounds with a growing ratio only ever shrink the mask. The count is
+    exact: ``round(ratio * n)`` entries of the ``n`` ranked together.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
+    names = list(scores)
+    flat_scores = {}
+    for n in names:
+        s = scores[n].detach().float().cpu().flatten().clone()
+        if previous is not None and n in previous:
+            s[~previous.tensors[n].cpu().flatten()] = -1.0
+        flat_scores[n] = s
+    if scope == "global":
+        flat = torch.cat([flat_scores[n] for n in names])
+        keep_flat = _prune_smallest(flat, round(ratio * flat.numel()))
+        pieces = torch.split(keep_flat, [flat_scores[n].numel() for n in names])
+        keep = dict(zip(names, pieces, strict=True))
+    elif scope == "layer":
+        keep = {
+            n: _prune_smallest(flat_scores[n], round(ratio * flat_scores[n].numel()))
+            for n in names
+        }
+    else:
+        allowed = " or ".join(repr(s) for s in choices(PruneScope))
+        raise ValueError(f"prune scope must be {allowed}, got {scope!r}")
+    return Mask({n: keep[n].view_as(scores[n]) for n in names})
+
+
 def magnitude_mask(
     model: nn.Module,
     names: list[str],
@@ -54,27 +87,9 @@ def magnitude_mask(
     scope: str = "global",
     previous: Mask | None = None,
 ) -> Mask:
-    """Mask pruning the fraction ``ratio`` of the named weights with the smallest magnitude.
-
-    ``scope="global"`` ranks all named weights together; ``"layer"`` prunes ``ratio`` of each.
-    ``ratio`` is the overall target: entries already pruned by ``previous`` count towards it and
-    stay pruned, so iterative rounds with a growing ratio only ever shrink the mask.
-    """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
-    scores = _scores(model, names, previous)
-    state = model.state_dict()
-    if scope == "global":
-        flat = torch.cat([scores[n] for n in names])
-        keep_flat = _prune_smallest(flat, round(ratio * flat.numel()))
-        pieces = torch.split(keep_flat, [scores[n].numel() for n in names])
-        keep = dict(zip(names, pieces, strict=True))
-    elif scope == "layer":
-        keep = {n: _prune_smallest(scores[n], round(ratio * scores[n].numel())) for n in names}
-    else:
-        allowed = " or ".join(repr(s) for s in choices(PruneScope))
-        raise ValueError(f"prune scope must be {allowed}, got {scope!r}")
-    return Mask({n: keep[n].view_as(state[n]) for n in names})
+    """Mask pruning the fraction ``ratio`` of the named weights with the smallest magnitude
+    (``mask_from_scores`` of |w|)."""
+    return mask_from_scores(_scores(model, names), ratio, scope, previous)
 
 
 def _prune(request: Request) -> Pruned:

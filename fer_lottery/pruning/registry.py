@@ -24,6 +24,7 @@ class Entry:
 
 STRATEGIES: dict[str, Entry] = {
     "magnitude": Entry("fer_lottery.pruning.magnitude", options=("ratio", "scope", "include")),
+    "gradient": Entry("fer_lottery.pruning.gradient", options=("ratio", "scope", "include")),
     "random": Entry("fer_lottery.pruning.random", options=("ratio", "scope", "include")),
     "distinctiveness": Entry(
         "fer_lottery.pruning.distinctiveness",

@@ -32,6 +32,8 @@ class Request:
     seed: int  # the seed of anything the criterion draws (``config.prune_seed``)
     # The training split without augmentation, normalised, as input batches on ``device``.
     batches: Callable[[torch.device], Iterable[torch.Tensor]]
+    # The same, with their labels: (inputs, labels) batches on ``device``.
+    examples: Callable[[torch.device], Iterable[tuple[torch.Tensor, torch.Tensor]]]
     device: torch.device  # where a criterion that runs the model should run it
 
 
