@@ -71,8 +71,7 @@ def mask_from_scores(
         keep = dict(zip(names, pieces, strict=True))
     elif scope == "layer":
         keep = {
-            n: _prune_smallest(flat_scores[n], round(ratio * flat_scores[n].numel()))
-            for n in names
+            n: _prune_smallest(flat_scores[n], round(ratio * flat_scores[n].numel())) for n in names
         }
     else:
         allowed = " or ".join(repr(s) for s in choices(PruneScope))
