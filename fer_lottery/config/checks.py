@@ -225,8 +225,42 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
             f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
             f"({max_epochs}) for prune.rewind=epoch"
         )
+    if not 0 <= prune.min_layer_density <= 1:
+        raise ConfigError(
+            f"prune.min_layer_density={prune.min_layer_density} must be a fraction in [0, 1] "
+            "(default 0.01: warn about a layer left with less than 1% of its weights)"
+        )
+    _validate_score_at(prune)
     check_angle(prune.angle)
     check_norm_std(prune.norm_std)
+
+
+# The criteria that can score theta0: a mask of weights from the weights (or at random).
+SCORE_AT_PRETRAINED = ("magnitude", "gradient", "random")
+
+
+def _validate_score_at(prune: DictConfig) -> None:
+    """``prune.score_at=pretrained`` prunes before fine-tuning: the masked theta0 trains."""
+    if enum_value(prune.score_at) != "pretrained":
+        return
+    method, rewind = enum_value(prune.method), enum_value(prune.rewind)
+    if method not in (*SCORE_AT_PRETRAINED, "none"):
+        raise ConfigError(
+            f"prune.score_at=pretrained with prune.method={method}: only "
+            f"{', '.join(SCORE_AT_PRETRAINED)} can score the pretrained weights; use one of "
+            "them, or prune.score_at=finetuned"
+        )
+    if rewind not in ("pretrained", "random"):
+        raise ConfigError(
+            f"prune.score_at=pretrained prunes before fine-tuning, so the masked theta0 is what "
+            f"trains, and prune.rewind={rewind} would start from other weights: use "
+            "prune.rewind=pretrained (or random, the re-initialised control)"
+        )
+    if prune.iterations != 1:
+        raise ConfigError(
+            f"prune.score_at=pretrained with prune.iterations={prune.iterations}: pruning before "
+            "fine-tuning is one shot; use prune.iterations=1 (or prune.score_at=finetuned for IMP)"
+        )
 
 
 def check_angle(angle: float) -> None:

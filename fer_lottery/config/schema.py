@@ -196,6 +196,11 @@ class RewindMode(str, Enum):
     random = "random"  # the control: a fresh random initialisation
 
 
+class ScoreAt(str, Enum):
+    finetuned = "finetuned"  # score the fine-tuned weights (prune after fine-tuning)
+    pretrained = "pretrained"  # score theta0 (prune before fine-tuning; SNIP with gradient)
+
+
 class Variant(str, Enum):
     honest = "honest"  # the corrected rule (docs/design.md "Distinctiveness, precisely")
     paper_a = "paper_a"  # what paper A's published code does
@@ -244,6 +249,12 @@ class PruneConfig:
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
     seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+    # Which weights are scored: the fine-tuned ones, or theta0 (prune before fine-tuning: the
+    # masked theta0 is trained for retrain_epochs; needs rewind=pretrained or random).
+    score_at: ScoreAt = ScoreAt.finetuned
+    # A layer left with less than this fraction of its weights is warned about and counted
+    # (prune/layers_near_collapse): layer collapse, a known failure of global criteria.
+    min_layer_density: float = 0.01
 
 
 @dataclass

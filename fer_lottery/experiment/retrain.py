@@ -23,7 +23,7 @@ from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.job import faults
 from fer_lottery.models import prunable_weights
 from fer_lottery.pruning import registry
-from fer_lottery.pruning.callbacks import KeepMasked
+from fer_lottery.pruning.callbacks import FreshOptimizer, KeepMasked
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
@@ -103,7 +103,7 @@ def retrain(
         module,
         run_dir,
         stage,
-        callbacks=[KeepMasked(mask)],
+        callbacks=[KeepMasked(mask), FreshOptimizer()],
         max_epochs=cfg.prune.retrain_epochs,
         hparams=hparams,
         extra_metrics=extra,
@@ -120,6 +120,9 @@ def prune_and_retrain(
 ) -> tuple[dict, dict]:
     """Prune the dense model (``prune.iterations`` rounds), rewind or continue, retrain each round.
 
+    With ``prune.score_at=pretrained`` the criterion scores theta0 instead (one round), and the
+    masked theta0 retrains (``prune.rewind=pretrained``): pruning before fine-tuning.
+
     Returns the final stage's metrics and the pruning keys for results.json.
     """
     n = cfg.prune.iterations
@@ -131,6 +134,8 @@ def prune_and_retrain(
     info: dict[str, object] = {}
     seconds = {"prune": 0.0, "retrain": 0.0, "test": 0.0}
     final: dict = {}
+    if enum_value(cfg.prune.score_at) == "pretrained":  # prune before fine-tuning: score theta0
+        model.load_state_dict(states["theta0"])
     for r in range(1, n + 1):
         start = time.perf_counter()
         pruned = prune_round(cfg, strategy, model, names, r, mask, datamodule)
@@ -139,7 +144,7 @@ def prune_and_retrain(
         seconds["prune"] += time.perf_counter() - start
         faults.at("prune")
         before = accuracy_before_retrain(cfg, model, datamodule, names, r, n)
-        set_start_weights(cfg, model, states, mask, frozen_names)
+        info["prune/rewind_check"] = set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
         seconds["retrain"] += final["time/train_s"]
@@ -155,7 +160,7 @@ def prune_and_retrain(
             info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
     assert mask is not None
     mask.save(run_dir / paths.MASK)
-    info.update(_sparsity_keys(model, names, mask))
+    info.update(_sparsity_keys(model, names, mask, cfg.prune.min_layer_density))
     info["time/prune_s"] = round(seconds["prune"], 3)
     info["time/retrain_s"] = round(seconds["retrain"], 3)
     info["time/test_s"] = round(seconds["test"], 3)
@@ -179,17 +184,38 @@ def accuracy_before_retrain(
     return {"prune/acc_before_retrain": test, "prune/val_acc_before_retrain": val}
 
 
-def _sparsity_keys(model: nn.Module, names: list[str], mask: Mask) -> dict[str, object]:
-    """What the final mask left: sparsity, compression, prunable and fully pruned layers."""
+def layer_name(weight: str) -> str:
+    """A prunable weight's layer, as results.json keys name it (``layer1.0.conv1``)."""
+    return weight.removesuffix(".weight")
+
+
+def _sparsity_keys(
+    model: nn.Module, names: list[str], mask: Mask, min_density: float
+) -> dict[str, object]:
+    """What the final mask left: sparsity, compression, prunable and fully pruned layers, and
+    per layer the fraction pruned (``prune/sparsity/<layer>``); a layer left with less than
+    ``min_density`` of its weights is named in a warning and counted (layer collapse)."""
     state = model.state_dict()
     sparsity = zero_fraction(model, names)
     dead = [name for name in names if not bool(state[name].any())]
     if dead:
         log.warning("pruning removed every weight of %d layer(s): %s", len(dead), ", ".join(dead))
+    per_layer = {layer_name(n): zero_fraction(model, [n]) for n in names}
+    near = [layer for layer, s in per_layer.items() if 1 - s < min_density]
+    if near:
+        log.warning(
+            "%d layer(s) keep less than prune.min_layer_density=%g of their weights (layer "
+            "collapse): %s",
+            len(near),
+            min_density,
+            ", ".join(f"{layer} ({1 - per_layer[layer]:.2%} left)" for layer in near),
+        )
     return {
         "prune/sparsity": sparsity,
         "prune/mask_sparsity": mask.sparsity(),
         "prune/compression": 1 / (1 - sparsity) if sparsity < 1 else float("inf"),
         "params/prunable": sum(state[name].numel() for name in names),
         "prune/layers_fully_pruned": len(dead),
+        "prune/layers_near_collapse": len(near),
+        **{f"prune/sparsity/{layer}": s for layer, s in per_layer.items()},
     }

@@ -71,6 +71,28 @@ class KeepMasked(pl.Callback):
         self._bound = []
 
 
+class FreshOptimizer(pl.Callback):
+    """Check, when a retraining starts, that its optimizer carries no state from before.
+
+    A retraining that does not resume a checkpoint of its own must start with empty optimizer
+    state (no momentum or Adam moments of the dense stage); else ``RewindError``.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.ckpt_path is not None:  # resumed: its own state, restored from its checkpoint
+            return
+        for optimizer in trainer.optimizers:
+            stale = [s for s in optimizer.state.values() if s]
+            if stale:
+                from fer_lottery.pruning.rewind import RewindError
+
+                raise RewindError(
+                    f"the retraining's optimizer starts with the state of {len(stale)} "
+                    "parameter(s) from an earlier stage: this is a bug in fer_lottery; the job "
+                    "stops here rather than retrain with a stale momentum"
+                )
+
+
 class SnapshotAtEpoch(pl.Callback):
     """Write the model's full state (parameters and buffers) after epoch ``k`` to ``path``.
 

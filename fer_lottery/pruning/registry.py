@@ -23,9 +23,15 @@ class Entry:
 
 
 STRATEGIES: dict[str, Entry] = {
-    "magnitude": Entry("fer_lottery.pruning.magnitude", options=("ratio", "scope", "include")),
-    "gradient": Entry("fer_lottery.pruning.gradient", options=("ratio", "scope", "include")),
-    "random": Entry("fer_lottery.pruning.random", options=("ratio", "scope", "include")),
+    "magnitude": Entry(
+        "fer_lottery.pruning.magnitude", options=("ratio", "scope", "include", "score_at")
+    ),
+    "gradient": Entry(
+        "fer_lottery.pruning.gradient", options=("ratio", "scope", "include", "score_at")
+    ),
+    "random": Entry(
+        "fer_lottery.pruning.random", options=("ratio", "scope", "include", "score_at")
+    ),
     "distinctiveness": Entry(
         "fer_lottery.pruning.distinctiveness",
         uses_ratio=False,

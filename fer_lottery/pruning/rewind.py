@@ -8,14 +8,22 @@
 
 The frozen layers (``model.frozen_layers``) keep their loaded weights under every mode, since
 nothing would ever train them. The mask is applied after the rewind, so pruned entries are 0.
+
+Then ``check_start_weights`` checks, bit for bit, that the model holds what the mode promises:
+every surviving entry equals its target, every pruned entry is 0. A rewind that silently did not
+rewind (a state loaded into a copy, a mask applied to the wrong tensors) stops the job there
+(``RewindError``). The optimizer side (a fresh state for the retraining) is checked by
+``pruning.callbacks.FreshOptimizer`` when the retraining starts.
 """
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.config import enum_value, prune_seed
+from fer_lottery.errors import FerLotteryError
 from fer_lottery.models import build_model
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.seeding import seeded
@@ -37,29 +45,79 @@ def frozen_state_names(model: nn.Module, frozen: list[nn.Module]) -> set[str]:
     return names
 
 
+class RewindError(FerLotteryError):
+    """The start weights of a retraining are not what ``prune.rewind`` asked for."""
+
+
+def start_state(
+    cfg: DictConfig, model: nn.Module, states: dict, frozen_names: set[str] = frozenset()
+) -> dict[str, torch.Tensor]:
+    """The full state (parameters and buffers) that ``prune.rewind`` retrains from, unmasked."""
+    rewind = enum_value(cfg.prune.rewind)
+    if rewind == "none":
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if rewind == "pretrained":
+        return dict(states["theta0"])
+    if rewind == "epoch":
+        return dict(states["theta_k"])
+    with seeded(prune_seed(cfg), "rewind-random"):
+        fresh = build_model(enum_value(cfg.model.name), None, cfg.model.num_classes)
+    state = fresh.state_dict()
+    if frozen_names:
+        kept = states["theta0"]
+        state.update({n: kept[n] for n in frozen_names})
+    return state
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state)
+
+
 def set_start_weights(
     cfg: DictConfig,
     model: nn.Module,
     states: dict,
     mask: Mask,
     frozen_names: set[str] = frozenset(),
-) -> None:
-    """Rewind (or not) the surviving weights as ``prune.rewind`` says, then apply the mask.
+) -> str:
+    """Rewind (or not) the surviving weights as ``prune.rewind`` says, apply the mask, and check
+    the result (``check_start_weights``); returns ``"ok"``.
 
     ``states`` holds ``theta0`` and, for ``rewind=epoch``, ``theta_k``; ``frozen_names`` are the
     frozen layers' state names (``frozen_state_names``).
     """
-    rewind = enum_value(cfg.prune.rewind)
-    if rewind == "pretrained":
-        model.load_state_dict(states["theta0"])
-    elif rewind == "epoch":
-        model.load_state_dict(states["theta_k"])
-    elif rewind == "random":
-        with seeded(prune_seed(cfg), "rewind-random"):
-            fresh = build_model(enum_value(cfg.model.name), None, cfg.model.num_classes)
-        state = fresh.state_dict()
-        if frozen_names:
-            kept = states["theta0"]
-            state.update({n: kept[n] for n in frozen_names})
-        model.load_state_dict(state)
+    target = start_state(cfg, model, states, frozen_names)
+    _load(model, target)
     mask.apply(model)
+    return check_start_weights(model, target, mask, enum_value(cfg.prune.rewind))
+
+
+@torch.no_grad()
+def check_start_weights(
+    model: nn.Module, target: dict[str, torch.Tensor], mask: Mask, rewind: str = "?"
+) -> str:
+    """``"ok"`` when every entry of the model's state equals ``target`` where ``mask`` keeps it
+    and is 0 where it prunes, bit for bit; else ``RewindError`` naming the first tensors off."""
+    wrong = []
+    for name, value in model.state_dict().items():
+        expected = target.get(name)
+        if expected is None:
+            wrong.append(f"{name} (no target)")
+            continue
+        expected = expected.to(device=value.device, dtype=value.dtype)
+        keep = mask.tensors.get(name)
+        if keep is None:
+            ok = torch.equal(value, expected)
+        else:
+            keep = keep.to(value.device)
+            ok = torch.equal(value[keep], expected[keep]) and not bool(value[~keep].any())
+        if not ok:
+            wrong.append(name)
+    if wrong:
+        shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        raise RewindError(
+            f"prune.rewind={rewind}: the start weights of the retraining are not the ones asked "
+            f"for ({shown} differ from the target or keep pruned entries): this is a bug in "
+            "fer_lottery; the job stops here rather than retrain from the wrong weights"
+        )
+    return "ok"

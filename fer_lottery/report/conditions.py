@@ -29,6 +29,7 @@ IGNORE_PREFIXES = (
     "trainer.log_every_n_steps",
     "cache_",
     "data.num_workers",
+    "prune.min_layer_density",  # a warning threshold: it changes no number
 )
 # What names the rows of a report over one condition, where no key varies: without them a
 # reader could tell the dense row from the pruned one by its sparsity alone.

@@ -197,6 +197,8 @@ TYPES: dict[str, Check] = {
     "prune/acc_before_retrain": fraction,
     "prune/val_acc_before_retrain": fraction,
     "prune/layers_fully_pruned": count,
+    "prune/rewind_check": text,  # "ok": the start weights were checked bit for bit
+    "prune/layers_near_collapse": count,  # layers left below prune.min_layer_density
     "prune/units_removed_frac": fraction,
     "prune/units_removed": count,
     "prune/units_total": count,
@@ -220,6 +222,7 @@ TYPES: dict[str, Check] = {
 PATTERNS: list[tuple[re.Pattern, Check]] = [
     (re.compile(rf"(dense/)?test/({'|'.join(PER_CLASS)})/[^/]+"), fraction),
     (re.compile(r"prune/units_(removed|revived)/.+"), count),
+    (re.compile(r"prune/sparsity/.+"), fraction),  # per prunable layer
 ]
 # ``round<r>/<key>`` (IMP, per round) has the type of ``<key>``.
 ROUND_PREFIX = re.compile(r"round([1-9][0-9]*)/(.+)")
@@ -270,6 +273,8 @@ PRUNED = (
     "prune/acc_before_retrain",
     "prune/val_acc_before_retrain",
     "prune/layers_fully_pruned",
+    "prune/rewind_check",
+    "prune/layers_near_collapse",
     "params/prunable",
     "time/prune_s",
     "time/retrain_s",
