@@ -217,7 +217,7 @@ def test_final_weights_are_weights_pt_or_a_dense_only_jobs_cache_entry(tmp_path)
 
 def test_export_refuses_runs_it_cannot_slim(tmp_path, capsys):
     assert export_main([str(fake_run(tmp_path / "magnitude", "magnitude", 0.5))]) == 2
-    assert "only distinctiveness" in capsys.readouterr().err
+    assert "only distinctiveness pruning and prune.granularity=unit" in capsys.readouterr().err
     # A dense-only run never pruned: said so, not refused as if magnitude pruning had run.
     assert export_main([str(fake_run(tmp_path / "dense", "magnitude", 0.0))]) == 2
     err = capsys.readouterr().err
@@ -241,15 +241,24 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
 
 
-def test_cli_exports_a_real_run_that_loads_with_torch_and_torchvision_alone(run_job, tmp_path):
-    results, run_dir = run_job(
-        "run",
-        "prune.method=distinctiveness",
-        "prune.angle=45",
-        "prune.iterations=2",
-        "prune.retrain_epochs=1",
-        "trainer.max_epochs=1",
-    )
+RUNS = {
+    "distinctiveness_imp": ("prune.method=distinctiveness", "prune.angle=45", "prune.iterations=2"),
+    "unit_magnitude_rewind": (
+        "prune.granularity=unit",
+        "prune.ratio=0.5",
+        "prune.rewind=pretrained",
+        "model=alexnet",
+        "data.image_size=64",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(RUNS))
+def test_cli_exports_a_real_run_that_loads_with_torch_and_torchvision_alone(
+    run_job, tmp_path, kind
+):
+    results, run_dir = run_job("run", *RUNS[kind], "prune.retrain_epochs=1", "trainer.max_epochs=1")
+    size = 64 if "model=alexnet" in RUNS[kind] else 32
     assert run_weights_path(run_dir).name == "weights.pt"  # the last round's best, sparse
     out = tmp_path / "slim.pt"
     assert export_main([str(run_dir), "--out", str(out)]) == 0
@@ -261,7 +270,7 @@ def test_cli_exports_a_real_run_that_loads_with_torch_and_torchvision_alone(run_
     assert saved["summary"]["units_sliced"] == results["prune/units_removed"] > 0
     assert saved["summary"]["params_export"] < results["params/total"]
 
-    x = torch.randn(8, 3, 32, 32, generator=gen(3))
+    x = torch.randn(8, 3, size, size, generator=gen(3))
     torch.save(x, tmp_path / "x.pt")
     proc = subprocess.run(
         [

@@ -31,6 +31,11 @@ KINDS: dict[str, tuple[str, ...]] = {
         "cache_dense=false",
     ),
     "distinctiveness_paper_b": ("prune.method=distinctiveness", "prune.variant=paper_b"),
+    "unit_magnitude_rewind": (
+        "prune.granularity=unit",
+        "prune.ratio=0.5",
+        "prune.rewind=pretrained",
+    ),
     "gradient_before_finetune": (
         "prune.method=gradient",
         "prune.ratio=0.8",

@@ -196,6 +196,11 @@ class RewindMode(str, Enum):
     random = "random"  # the control: a fresh random initialisation
 
 
+class Granularity(str, Enum):
+    weight = "weight"  # single weights
+    unit = "unit"  # whole neurons / channels (the layers distinctiveness prunes)
+
+
 class ScoreAt(str, Enum):
     finetuned = "finetuned"  # score the fine-tuned weights (prune after fine-tuning)
     pretrained = "pretrained"  # score theta0 (prune before fine-tuning; SNIP with gradient)
@@ -249,6 +254,9 @@ class PruneConfig:
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
     seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+    # weight: single weights; unit: whole neurons and channels (magnitude: L1 of the incoming
+    # filter; gradient: its summed score; random), ratio = the fraction of units removed.
+    granularity: Granularity = Granularity.weight
     # Which weights are scored: the fine-tuned ones, or theta0 (prune before fine-tuning: the
     # masked theta0 is trained for retrain_epochs; needs rewind=pretrained or random).
     score_at: ScoreAt = ScoreAt.finetuned

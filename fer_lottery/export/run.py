@@ -41,10 +41,12 @@ def run_config(run_dir: Path) -> dict:
             f"{cfg['prune'].get('ratio')}), never pruned: there are no removed units to slice "
             "out; export a distinctiveness-pruned run"
         )
-    if cfg["prune"]["method"] != "distinctiveness":
+    units = cfg["prune"]["method"] == "distinctiveness" or cfg["prune"].get("granularity") == "unit"
+    if not units:
         raise ExportError(
-            f"{run_dir}: prune.method={cfg['prune']['method']}; export removes whole units, which "
-            "only distinctiveness pruning removes"
+            f"{run_dir}: prune.method={cfg['prune']['method']} with prune.granularity="
+            f"{cfg['prune'].get('granularity', 'weight')}; export removes whole units, which only "
+            "distinctiveness pruning and prune.granularity=unit remove"
         )
     return cfg
 

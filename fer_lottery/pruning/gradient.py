@@ -62,7 +62,18 @@ def gradient_scores(
         model.to(home).train(was_training)
 
 
+def _unit_scores(request: Request, layers) -> dict[str, torch.Tensor]:
+    """Per unit, the summed score of its incoming filter."""
+    names = [f"{u.name}.weight" for u in layers]
+    scores = gradient_scores(request.model, names, request.examples, request.device)
+    return {u.name: scores[n].reshape(len(scores[n]), -1).sum(1) for u, n in zip(layers, names)}
+
+
 def _prune(request: Request) -> Pruned:
+    from fer_lottery.pruning import units
+
+    if units.granularity(request) == "unit":
+        return units.prune_units(request, _unit_scores)
     scope = enum_value(request.options.scope)
     scores = gradient_scores(request.model, request.names, request.examples, request.device)
     return Pruned(mask_from_scores(scores, request.ratio, scope, request.previous))

@@ -92,6 +92,10 @@ def magnitude_mask(
 
 
 def _prune(request: Request) -> Pruned:
+    from fer_lottery.pruning import units
+
+    if units.granularity(request) == "unit":
+        return units.prune_units(request, units.l1_scores)
     scope = enum_value(request.options.scope)
     return Pruned(
         magnitude_mask(request.model, request.names, request.ratio, scope, request.previous)

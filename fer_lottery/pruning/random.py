@@ -42,6 +42,10 @@ def random_mask(
 
 
 def _prune(request: Request) -> Pruned:
+    from fer_lottery.pruning import units
+
+    if units.granularity(request) == "unit":
+        return units.prune_units(request, None)
     scope = enum_value(request.options.scope)
     mask = random_mask(
         request.model, request.names, request.ratio, scope, request.previous, seed=request.seed

@@ -22,16 +22,13 @@ class Entry:
     # them in other criteria's rows)
 
 
+# The options of the criteria that score weights (or units) and prune prune.ratio of them.
+WEIGHT_OPTIONS = ("ratio", "scope", "include", "score_at", "granularity")
+
 STRATEGIES: dict[str, Entry] = {
-    "magnitude": Entry(
-        "fer_lottery.pruning.magnitude", options=("ratio", "scope", "include", "score_at")
-    ),
-    "gradient": Entry(
-        "fer_lottery.pruning.gradient", options=("ratio", "scope", "include", "score_at")
-    ),
-    "random": Entry(
-        "fer_lottery.pruning.random", options=("ratio", "scope", "include", "score_at")
-    ),
+    "magnitude": Entry("fer_lottery.pruning.magnitude", options=WEIGHT_OPTIONS),
+    "gradient": Entry("fer_lottery.pruning.gradient", options=WEIGHT_OPTIONS),
+    "random": Entry("fer_lottery.pruning.random", options=WEIGHT_OPTIONS),
     "distinctiveness": Entry(
         "fer_lottery.pruning.distinctiveness",
         uses_ratio=False,

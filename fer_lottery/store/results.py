@@ -287,6 +287,8 @@ DISTINCTIVENESS = (
     "prune/complementary_pairs",
     "time/angles_s",
 )
+# And a job that removes whole units by magnitude, gradient or at random (prune.granularity).
+UNITS = ("prune/units_removed_frac", "prune/units_removed", "prune/units_total")
 # And, per criterion, the keys every job of it writes.
 BY_METHOD: dict[str, tuple[str, ...]] = {"distinctiveness": DISTINCTIVENESS}
 # And, with prune.iterations = n > 1, for r = 1..n: round<r>/<key>.
@@ -319,6 +321,11 @@ def _prune_settings(config: object) -> tuple[str | None, int]:
     return (method if active else None), (rounds if _is_int(rounds) and rounds > 1 else 1)
 
 
+def _prune_option(config: object, key: str) -> object:
+    prune = config.get("prune") if isinstance(config, dict) else None
+    return prune.get(key) if isinstance(prune, dict) else None
+
+
 def required(results: dict, complete: bool = True) -> list[str]:
     """The keys ``results`` must hold, given its config: all of them, or what the report needs."""
     method, rounds = _prune_settings(results.get("config"))
@@ -329,6 +336,8 @@ def required(results: dict, complete: bool = True) -> list[str]:
         keys += PRUNED
     if method:
         keys += BY_METHOD.get(method, ())
+    if method and _prune_option(results.get("config"), "granularity") == "unit":
+        keys += [k for k in UNITS if k not in keys]
     if method and rounds > 1:
         keys += [f"round{r}/{k}" for r in range(1, rounds + 1) for k in ROUND]
     return keys
