@@ -66,7 +66,10 @@ def _unit_scores(request: Request, layers) -> dict[str, torch.Tensor]:
     """Per unit, the summed score of its incoming filter."""
     names = [f"{u.name}.weight" for u in layers]
     scores = gradient_scores(request.model, names, request.examples, request.device)
-    return {u.name: scores[n].reshape(len(scores[n]), -1).sum(1) for u, n in zip(layers, names)}
+    return {
+        u.name: scores[n].reshape(len(scores[n]), -1).sum(1)
+        for u, n in zip(layers, names, strict=True)
+    }
 
 
 def _prune(request: Request) -> Pruned:

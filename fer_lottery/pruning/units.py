@@ -35,11 +35,12 @@ UnitScores = Callable[[Request, list[PrunableUnit]], dict[str, torch.Tensor]]
 def unit_layers(request: Request) -> list[PrunableUnit]:
     """The unit layers of the model that match ``prune.include``; at least one, or ValueError."""
     include = list(request.options.include)
-    layers = [u for u in prunable_units(request.model, request.arch) if _matches(u.name, include)]
+    every = prunable_units(request.model, request.arch)
+    layers = [u for u in every if _matches(u.name, include)]
     if not layers:
         raise ValueError(
             f"prune.granularity=unit: prune.include={include} matches none of the unit layers "
-            f"of {request.arch} ({', '.join(u.name for u in prunable_units(request.model, request.arch))})"
+            f"of {request.arch} ({', '.join(u.name for u in every)})"
         )
     return layers
 
