@@ -125,6 +125,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.lr={optim.lr} must be > 0")
     if optim.weight_decay < 0 or optim.momentum < 0:
         raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
+    if optim.step_size < 1 or not 0 < optim.step_gamma <= 1:
+        raise ConfigError(
+            f"optim.step_size={optim.step_size} and optim.step_gamma={optim.step_gamma}: "
+            "need step_size >= 1 epoch and 0 < step_gamma <= 1"
+        )
     _validate_devices(trainer)
     if trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")

@@ -76,6 +76,21 @@ class OptimName(str, Enum):
     adam = "adam"
 
 
+class Scheduler(str, Enum):
+    """The learning rate over a stage's epochs (stepped once per epoch)."""
+
+    none = "none"  # constant, as both papers trained
+    cosine = "cosine"  # cosine annealing from lr to 0 over the stage's epochs
+    step = "step"  # times step_gamma every step_size epochs
+
+
+class RetrainLR(str, Enum):
+    """The learning rate a retraining uses (Renda et al. 2020)."""
+
+    restart = "restart"  # replay the schedule from its start (with rewind=none: LR rewinding)
+    final = "final"  # constant, the dense stage's last learning rate (Han et al. fine-tuning)
+
+
 @dataclass
 class AugmentConfig:
     """Training-time augmentation (paper A: hflip 0.5, +-15 deg, square crop of 90-100% area)."""
@@ -148,6 +163,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: Scheduler = Scheduler.none
+    step_size: int = 10  # scheduler=step: epochs between decays
+    step_gamma: float = 0.1  # scheduler=step: the factor of each decay
 
 
 @dataclass
@@ -254,6 +272,9 @@ class PruneConfig:
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
     seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+    # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
+    # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
+    retrain_lr: RetrainLR = RetrainLR.restart
     # weight: single weights; unit: whole neurons and channels (magnitude: L1 of the incoming
     # filter; gradient: its summed score; random), ratio = the fraction of units removed.
     granularity: Granularity = Granularity.weight

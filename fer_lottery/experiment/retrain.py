@@ -31,6 +31,7 @@ from fer_lottery.seeding import seeded
 from fer_lottery.store import paths
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.device import compute_device
+from fer_lottery.training.schedule import retrain_optim
 from fer_lottery.training.stage import evaluate, test_stage, train_stage
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def retrain(
     names: list[str],
 ) -> dict:
     """Retrain the masked model for ``prune.retrain_epochs`` (0: test it as it is)."""
-    module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
+    module = FERClassifier(model, retrain_optim(cfg), datamodule.class_names, frozen)
     extra = {"prune/sparsity": zero_fraction(model, names)}
     hparams = swept_params(cfg)
     if cfg.prune.retrain_epochs == 0:  # paper B: the pruned model is tested as it is

@@ -52,12 +52,16 @@ def applicable(config: dict) -> dict:
     dense_only = method is not None and not prunes(method, out.get("prune.ratio"))
     # Another criterion's options, when the method is one the registry knows.
     foreign = CRITERION_KEYS - set(STRATEGIES[method].options) if method in STRATEGIES else set()
+    if out.get("optim.scheduler", "none") != "step":
+        out.update({k: None for k in ("optim.step_size", "optim.step_gamma") if k in out})
     for key in [k for k in out if k.startswith("prune.")]:
         name = key.split(".", 1)[1].split(".")[0]
         if dense_only or name in foreign:
             out[key] = None
         elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
             out[key] = None
+        elif name == "retrain_lr" and out.get("optim.scheduler", "none") == "none":
+            out[key] = None  # a constant learning rate: restart and final are the same run
     for name in IGNORED_BY_VARIANT.get(out.get("prune.variant"), ()):  # the paper rules' gaps
         out[f"prune.{name}"] = None
     return out

@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 )
 
 from fer_lottery.config import enum_value
+from fer_lottery.training.schedule import make_scheduler
 
 
 class FERClassifier(pl.LightningModule):
@@ -128,13 +129,21 @@ class FERClassifier(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         cfg = self.optim_cfg
         if enum_value(cfg.name) == "adam":
-            return torch.optim.Adam(
+            optimizer = torch.optim.Adam(
                 params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
             )
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-        )
+        else:
+            optimizer = torch.optim.SGD(
+                params,
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                nesterov=cfg.nesterov,
+            )
+        scheduler = make_scheduler(optimizer, cfg, self.trainer.max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

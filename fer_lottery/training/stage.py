@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
@@ -203,7 +204,13 @@ def train_stage(
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
         logger=[tb, csv],
-        callbacks=[best, resumable, FaultPoint(stage), *(callbacks or [])],
+        callbacks=[
+            best,
+            resumable,
+            FaultPoint(stage),
+            LearningRateMonitor(logging_interval="epoch"),
+            *(callbacks or []),
+        ],
         default_root_dir=out_dir,
         **trainer_kwargs(cfg, max_epochs),
     )
