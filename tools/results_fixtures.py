@@ -36,6 +36,12 @@ KINDS: dict[str, tuple[str, ...]] = {
         "prune.ratio=0.5",
         "prune.rewind=pretrained",
     ),
+    "gradual_magnitude": (
+        "prune.schedule=gradual",
+        "prune.ratio=0.8",
+        "prune.retrain_epochs=2",
+        "prune.gradual_end=1",
+    ),
     "gradient_before_finetune": (
         "prune.method=gradient",
         "prune.ratio=0.8",

@@ -236,8 +236,37 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
             "(default 0.01: warn about a layer left with less than 1% of its weights)"
         )
     _validate_score_at(prune)
+    _validate_gradual(prune, max_epochs)
     check_angle(prune.angle)
     check_norm_std(prune.norm_std)
+
+
+def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
+    """``prune.schedule=gradual`` is magnitude pruning of weights while theta0 fine-tunes."""
+    if enum_value(prune.schedule) != "gradual" or enum_value(prune.method) == "none":
+        return
+    odd = {
+        "prune.method": (enum_value(prune.method), "magnitude"),
+        "prune.granularity": (enum_value(prune.granularity), "weight"),
+        "prune.score_at": (enum_value(prune.score_at), "finetuned"),
+        "prune.rewind": (enum_value(prune.rewind), "none"),
+        "prune.iterations": (prune.iterations, 1),
+    }
+    for key, (value, wanted) in odd.items():
+        if value != wanted:
+            raise ConfigError(
+                f"prune.schedule=gradual with {key}={value}: gradual pruning is magnitude pruning "
+                f"of weights during one fine-tune from theta0; use {key}={wanted}, or "
+                "prune.schedule=oneshot"
+            )
+    epochs = prune.retrain_epochs if prune.retrain_epochs is not None else max_epochs
+    end = prune.gradual_end if prune.gradual_end is not None else epochs // 2
+    if epochs < 1 or not 0 <= prune.gradual_start <= end < epochs:
+        raise ConfigError(
+            f"prune.gradual_start={prune.gradual_start}, prune.gradual_end={end} in a gradual "
+            f"stage of {epochs} epoch(s) (prune.retrain_epochs, null: trainer.max_epochs): "
+            f"need 0 <= gradual_start <= gradual_end < {max(epochs, 1)}"
+        )
 
 
 # The criteria that can score theta0: a mask of weights from the weights (or at random).

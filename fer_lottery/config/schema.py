@@ -214,6 +214,11 @@ class RewindMode(str, Enum):
     random = "random"  # the control: a fresh random initialisation
 
 
+class PruneSchedule(str, Enum):
+    oneshot = "oneshot"  # prune the fine-tuned model, then retrain (IMP: several rounds)
+    gradual = "gradual"  # prune while fine-tuning theta0, on a cubic schedule (Zhu & Gupta)
+
+
 class Granularity(str, Enum):
     weight = "weight"  # single weights
     unit = "unit"  # whole neurons / channels (the layers distinctiveness prunes)
@@ -272,6 +277,12 @@ class PruneConfig:
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
     seed: int | None = None  # random pruning / re-init seed; null: the run's seed
+    # oneshot: prune after the dense fine-tune; gradual: one fine-tune of theta0 for
+    # retrain_epochs, pruned at each epoch start from gradual_start to gradual_end (null: half
+    # the stage) to s = ratio * (1 - (1 - (e - start) / (end - start))^3), then at ratio.
+    schedule: PruneSchedule = PruneSchedule.oneshot
+    gradual_start: int = 0
+    gradual_end: int | None = None
     # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
     # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
     retrain_lr: RetrainLR = RetrainLR.restart

@@ -161,7 +161,7 @@ def prune_and_retrain(
             info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
     assert mask is not None
     mask.save(run_dir / paths.MASK)
-    info.update(_sparsity_keys(model, names, mask, cfg.prune.min_layer_density))
+    info.update(sparsity_keys(model, names, mask, cfg.prune.min_layer_density))
     info["time/prune_s"] = round(seconds["prune"], 3)
     info["time/retrain_s"] = round(seconds["retrain"], 3)
     info["time/test_s"] = round(seconds["test"], 3)
@@ -190,7 +190,7 @@ def layer_name(weight: str) -> str:
     return weight.removesuffix(".weight")
 
 
-def _sparsity_keys(
+def sparsity_keys(
     model: nn.Module, names: list[str], mask: Mask, min_density: float
 ) -> dict[str, object]:
     """What the final mask left: sparsity, compression, prunable and fully pruned layers, and

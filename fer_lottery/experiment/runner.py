@@ -21,6 +21,7 @@ from fer_lottery.config import config_changes, enum_value, resolved, run_prunes
 from fer_lottery.config.schema import batchnorm_trains
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.dense import dense_stage
+from fer_lottery.experiment.gradual import gradual_prune
 from fer_lottery.experiment.retrain import prune_and_retrain
 from fer_lottery.job import faults
 from fer_lottery.models import build_model, count_macs, freeze_layers
@@ -50,7 +51,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
     dense, start_weights = dense_stage(cfg, datamodule, module, run_dir)
     final, pruning = dense, {}
-    if run_prunes(cfg):
+    if run_prunes(cfg) and enum_value(cfg.prune.schedule) == "gradual":
+        final, pruning = gradual_prune(cfg, datamodule, model, frozen, start_weights, run_dir)
+    elif run_prunes(cfg):
         final, pruning = prune_and_retrain(cfg, datamodule, model, frozen, start_weights, run_dir)
     results = _results(cfg, model, datamodule, dense, final, pruning, threads, data_s, start)
     _write(cfg, run_dir, model, results)

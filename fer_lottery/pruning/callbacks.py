@@ -5,6 +5,7 @@ They decide only *when* something happens; what happens lives in plain functions
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -69,6 +70,52 @@ class KeepMasked(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.mask = Mask(state_dict["mask"])
         self._bound = []
+
+
+class GradualPruning(KeepMasked):
+    """Gradual magnitude pruning (Zhu & Gupta 2017) during one training stage.
+
+    At the start of each epoch e, the mask is recomputed by ``magnitude_mask`` at the sparsity
+    ``cubic_sparsity(e)`` (0 at ``start``, ``ratio`` from ``end`` on), keeping what earlier
+    steps pruned; between steps it is kept applied as ``KeepMasked`` does (optimizer state of
+    pruned entries zeroed). Each epoch's sparsity is logged as ``prune/sparsity``. The mask is
+    in the checkpoint, so a resumed stage recomputes the same masks.
+    """
+
+    def __init__(self, names: list[str], ratio: float, scope: str, start: int, end: int):
+        super().__init__(Mask({}))
+        self.names, self.ratio, self.scope = names, ratio, scope
+        self.start, self.end = start, end
+        self.seconds = 0.0  # spent computing masks
+
+    @property
+    def state_key(self) -> str:
+        return "GradualPruning"
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        from fer_lottery.pruning.magnitude import magnitude_mask
+
+        began = time.perf_counter()
+        target = cubic_sparsity(trainer.current_epoch, self.ratio, self.start, self.end)
+        previous = self.mask if self.mask.tensors else None
+        self.mask = magnitude_mask(pl_module.model, self.names, target, self.scope, previous)
+        self._bound = []
+        self._apply(pl_module)
+        self._zero_state(trainer)
+        self.seconds += time.perf_counter() - began
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("prune/sparsity", self.mask.sparsity() if self.mask.tensors else 0.0)
+
+
+def cubic_sparsity(epoch: int, ratio: float, start: int, end: int) -> float:
+    """Zhu & Gupta's schedule: s = ratio * (1 - (1 - (epoch - start) / (end - start))^3) between
+    ``start`` and ``end``, 0 before, exactly ``ratio`` from ``end`` on."""
+    if epoch >= end:
+        return ratio
+    if epoch <= start:
+        return 0.0
+    return ratio * (1 - (1 - (epoch - start) / (end - start)) ** 3)
 
 
 class FreshOptimizer(pl.Callback):

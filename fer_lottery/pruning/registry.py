@@ -26,7 +26,10 @@ class Entry:
 WEIGHT_OPTIONS = ("ratio", "scope", "include", "score_at", "granularity")
 
 STRATEGIES: dict[str, Entry] = {
-    "magnitude": Entry("fer_lottery.pruning.magnitude", options=WEIGHT_OPTIONS),
+    "magnitude": Entry(
+        "fer_lottery.pruning.magnitude",
+        options=(*WEIGHT_OPTIONS, "schedule", "gradual_start", "gradual_end"),
+    ),
     "gradient": Entry("fer_lottery.pruning.gradient", options=WEIGHT_OPTIONS),
     "random": Entry("fer_lottery.pruning.random", options=WEIGHT_OPTIONS),
     "distinctiveness": Entry(

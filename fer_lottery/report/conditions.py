@@ -60,6 +60,8 @@ def applicable(config: dict) -> dict:
             out[key] = None
         elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
             out[key] = None
+        elif name.startswith("gradual_") and out.get("prune.schedule", "oneshot") != "gradual":
+            out[key] = None
         elif name == "retrain_lr" and out.get("optim.scheduler", "none") == "none":
             out[key] = None  # a constant learning rate: restart and final are the same run
     for name in IGNORED_BY_VARIANT.get(out.get("prune.variant"), ()):  # the paper rules' gaps

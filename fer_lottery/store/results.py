@@ -287,6 +287,9 @@ DISTINCTIVENESS = (
     "prune/complementary_pairs",
     "time/angles_s",
 )
+# What a gradual job (prune.schedule=gradual) does not write: it never holds a pruned model
+# that has not trained.
+NOT_GRADUAL = ("prune/acc_before_retrain", "prune/val_acc_before_retrain")
 # And a job that removes whole units by magnitude, gradient or at random (prune.granularity).
 UNITS = ("prune/units_removed_frac", "prune/units_removed", "prune/units_total")
 # And, per criterion, the keys every job of it writes.
@@ -336,6 +339,8 @@ def required(results: dict, complete: bool = True) -> list[str]:
         keys += PRUNED
     if method:
         keys += BY_METHOD.get(method, ())
+    if method and _prune_option(results.get("config"), "schedule") == "gradual":
+        keys = [k for k in keys if k not in NOT_GRADUAL]  # no moment between pruning and training
     if method and _prune_option(results.get("config"), "granularity") == "unit":
         keys += [k for k in UNITS if k not in keys]
     if method and rounds > 1:

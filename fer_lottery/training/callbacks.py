@@ -31,8 +31,9 @@ class BestWeights(pl.Callback):
     the same best epoch as an uninterrupted one.
     """
 
-    def __init__(self, monitor: str = "val/acc"):
+    def __init__(self, monitor: str = "val/acc", from_epoch: int = 0):
         self.monitor = monitor
+        self.from_epoch = from_epoch  # epochs before it never count (gradual pruning's ramp)
         self.score: float | None = None
         self.epoch = -1
         self.weights: dict[str, torch.Tensor] | None = None
@@ -43,7 +44,7 @@ class BestWeights(pl.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None:
+        if trainer.sanity_checking or value is None or trainer.current_epoch < self.from_epoch:
             return
         score = float(value)
         if math.isnan(score):

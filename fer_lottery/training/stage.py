@@ -167,8 +167,12 @@ def train_stage(
     max_epochs: int | None = None,
     hparams: dict[str, object] | None = None,
     extra_metrics: dict[str, float] | None = None,
+    best_from_epoch: int = 0,
 ) -> dict[str, object]:
     """Train ``module`` for one stage, then test its best-validation weights on the held-out split.
+
+    Only epochs from ``best_from_epoch`` on may be the best (gradual pruning: those at the final
+    sparsity).
 
     The best epoch's weights are kept in memory (``BestWeights``): no file is written when
     validation improves. A resumable checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``:
@@ -195,7 +199,7 @@ def train_stage(
         return metrics
     keep_freed_memory()
     resume, tb, csv = stage_logs.prepare(out_dir, stage)
-    best = BestWeights("val/acc")
+    best = BestWeights("val/acc", from_epoch=best_from_epoch)
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 0))
     every_s = float(cfg.trainer.get("checkpoint_every_s", 0))
     boundary = termination.EpochBoundary()  # what a signal asks of the running epoch
