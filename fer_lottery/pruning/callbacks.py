@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.store.atomic import save_torch
 
@@ -93,8 +94,6 @@ class GradualPruning(KeepMasked):
         return "GradualPruning"
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        from fer_lottery.pruning.magnitude import magnitude_mask
-
         began = time.perf_counter()
         target = cubic_sparsity(trainer.current_epoch, self.ratio, self.start, self.end)
         previous = self.mask if self.mask.tensors else None

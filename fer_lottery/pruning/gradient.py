@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_lottery.config.schema import enum_value
-from fer_lottery.pruning.magnitude import mask_from_scores
+from fer_lottery.pruning import units
+from fer_lottery.pruning.selection import mask_from_scores
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 
 Examples = Callable[[torch.device], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -73,8 +74,6 @@ def _unit_scores(request: Request, layers) -> dict[str, torch.Tensor]:
 
 
 def _prune(request: Request) -> Pruned:
-    from fer_lottery.pruning import units
-
     if units.granularity(request) == "unit":
         return units.prune_units(request, _unit_scores)
     scope = enum_value(request.options.scope)

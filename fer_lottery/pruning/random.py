@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fer_lottery.config.schema import enum_value
+from fer_lottery.pruning import units
 from fer_lottery.pruning.magnitude import pruned_counts
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
@@ -42,8 +43,6 @@ def random_mask(
 
 
 def _prune(request: Request) -> Pruned:
-    from fer_lottery.pruning import units
-
     if units.granularity(request) == "unit":
         return units.prune_units(request, None)
     scope = enum_value(request.options.scope)

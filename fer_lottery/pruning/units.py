@@ -22,8 +22,8 @@ from torch import nn
 
 from fer_lottery.config.schema import enum_value
 from fer_lottery.pruning.distinctiveness.angles import PrunableUnit, prunable_units
-from fer_lottery.pruning.magnitude import _prune_smallest
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.selection import prune_smallest
 from fer_lottery.pruning.strategy import Pruned, Request
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def select_units(
         ranked[layer] = s
     if scope == "layer":
         return {
-            layer: ~_prune_smallest(s, min(round(ratio * len(s)), len(s) - 1))
+            layer: ~prune_smallest(s, min(round(ratio * len(s)), len(s) - 1))
             for layer, s in ranked.items()
         }
     flat = torch.cat(list(ranked.values()))
@@ -96,7 +96,7 @@ def select_units(
             most,
         )
         k = most
-    removed = ~_prune_smallest(flat, k)
+    removed = ~prune_smallest(flat, k)
     return dict(zip(ranked, torch.split(removed, [len(s) for s in ranked.values()]), strict=True))
 
 
