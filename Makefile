@@ -54,6 +54,7 @@ bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchm
 	$(PY) -m benchmarks.bench_data
 	$(PY) -m benchmarks.bench_angles
 	$(PY) -m benchmarks.bench_export
+	$(PY) -m benchmarks.bench_pruning
 	$(PY) -m benchmarks.profile_epoch
 
 slurm-up: ## A one-node SLURM cluster on this machine (root; installs slurm-wlm and munge if missing)

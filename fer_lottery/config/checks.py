@@ -24,7 +24,7 @@ from fer_lottery.config.schema import (
 from fer_lottery.errors import ConfigError
 
 # Keys open on purpose: any Lightning Trainer argument, and a preset's published numbers.
-OPEN_KEYS = ("trainer.extra", "published")
+OPEN_KEYS = ("trainer.extra", "published", "study")
 
 
 def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:

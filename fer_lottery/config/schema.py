@@ -318,6 +318,9 @@ class Config:
     threads: int | None = None
     # A preset's published numbers (paper, table, rows); read by the report, never by training.
     published: Any = None
+    # A "beyond the papers" preset's study: title, question, and the keys its table rows are
+    # grouped by (match); read by the report, never by training.
+    study: Any = None
 
 
 def enum_value(value: Any) -> str:

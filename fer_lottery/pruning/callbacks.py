@@ -87,6 +87,7 @@ class GradualPruning(KeepMasked):
         super().__init__(Mask({}))
         self.names, self.ratio, self.scope = names, ratio, scope
         self.start, self.end = start, end
+        self.target = 0.0  # the sparsity of the current mask's step
         self.seconds = 0.0  # spent computing masks
 
     @property
@@ -94,14 +95,23 @@ class GradualPruning(KeepMasked):
         return "GradualPruning"
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        began = time.perf_counter()
         target = cubic_sparsity(trainer.current_epoch, self.ratio, self.start, self.end)
+        if target == 0.0 or (self.mask.tensors and target == self.target):
+            return  # not a pruning step: the mask stays as it is (KeepMasked keeps it applied)
+        began = time.perf_counter()
+        self.target = target
         previous = self.mask if self.mask.tensors else None
         self.mask = magnitude_mask(pl_module.model, self.names, target, self.scope, previous)
         self._bound = []
         self._apply(pl_module)
         self._zero_state(trainer)
         self.seconds += time.perf_counter() - began
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        # A restored mask of the final step is recomputed once, to itself (what it pruned
+        # scores lowest and is exactly the target count), so a resume keeps the same masks.
+        self.target = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("prune/sparsity", self.mask.sparsity() if self.mask.tensors else 0.0)

@@ -14,7 +14,12 @@ from fer_lottery.report.conditions import (
     repeat_note,
     rows_of,
 )
-from fer_lottery.report.figures import plot_convergence, plot_remaining, plot_setting
+from fer_lottery.report.figures import (
+    plot_convergence,
+    plot_layer_sparsity,
+    plot_remaining,
+    plot_setting,
+)
 from fer_lottery.report.papers import (
     comparison_keys,
     comparison_rows,
@@ -22,6 +27,7 @@ from fer_lottery.report.papers import (
     published_blocks,
 )
 from fer_lottery.report.per_class import per_class_section
+from fer_lottery.report.studies import study_sections
 from fer_lottery.report.tables import comparison_table, main_table, write_csv
 
 
@@ -95,6 +101,7 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     )
     figures: list[tuple[str, str]] = []
     md += _paper_sections(blocks, jobs, out, figures)
+    md += study_sections(jobs)
     md += ["## All conditions\n", main_table(dense + rows, keys), ""]
     md += [repeat_note(jobs, []), ""]
     paper_dense = next(
@@ -107,6 +114,15 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     )
     if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
         figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
+        plots.plt.close("all")
+    drawn = plot_layer_sparsity(rows, keys, out / "layer_sparsity.png", limit) if pruned else 0
+    if drawn:
+        profiled = sum(
+            1 for r in rows if any(k.startswith("prune/sparsity/") for k in r.jobs[0].results)
+        )
+        if profiled > drawn:
+            md.append(f"Per-layer plot: the first {drawn} of {profiled} pruned conditions.\n")
+        figures.append(("Weights remaining per layer, per condition", "layer_sparsity.png"))
         plots.plt.close("all")
     chosen = _choose(rows, curves) if curves else rows
     if len(chosen) > limit:

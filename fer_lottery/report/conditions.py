@@ -25,6 +25,7 @@ from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
 # Config keys that never define an experimental condition.
 IGNORE_PREFIXES = (
     "published",
+    "study",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "cache_",

@@ -144,3 +144,39 @@ def _curve(label, epochs, mean, std, n) -> dict:
         "std": [s * 100 for s in std],
         "n": n,
     }
+
+
+LAYER_PREFIX = "prune/sparsity/"
+
+
+def layer_remaining(row: Row) -> dict[str, float]:
+    """Per layer, the mean over the row's jobs of the fraction of its weights remaining."""
+    per_layer: dict[str, list[float]] = {}
+    for job in row.jobs:
+        for key, value in job.results.items():
+            if key.startswith(LAYER_PREFIX):
+                per_layer.setdefault(key[len(LAYER_PREFIX) :], []).append(1 - value)
+    return {layer: sum(v) / len(v) for layer, v in per_layer.items()}
+
+
+def plot_layer_sparsity(rows: list[Row], keys: list[str], out: Path, limit: int = 8):
+    """``layer_sparsity.png``: weights remaining per layer, one line per pruned condition (the
+    first ``limit`` that have a per-layer profile). Returns how many conditions it drew."""
+    profiled = [(row, layer_remaining(row)) for row in rows]
+    profiled = [(row, p) for row, p in profiled if p][:limit]
+    if not profiled:
+        return 0
+    layers = list(profiled[0][1])
+    for _, p in profiled[1:]:
+        layers += [layer for layer in p if layer not in layers]
+    series = [
+        {
+            "label": row.label(keys),
+            "remaining": [p.get(layer, float("nan")) for layer in layers],
+        }
+        for row, p in profiled
+    ]
+    floors = {row.jobs[0].config.get("prune.min_layer_density") for row, _ in profiled}
+    floor = floors.pop() if len(floors) == 1 else None
+    plots.layer_profile(series, layers, out, floor=floor if isinstance(floor, float) else None)
+    return len(profiled)

@@ -440,3 +440,57 @@ def confusion(matrix, class_names, out_path, title: str = ""):
     fig = confusion_figure(matrix, list(class_names), title)
     save(fig, out_path)
     return fig
+
+
+def layer_profile(series: Sequence[Mapping], layers: Sequence[str], out_path, floor=None):
+    """The fraction of each layer's weights remaining (log y), one line per condition.
+
+    ``series`` items: ``{"label", "remaining": [fraction per layer, in (0, 1] or 0]}``, in the
+    order of ``layers`` (forward order). A layer pruned away entirely is drawn at the bottom
+    edge with an x marker. ``floor``: ``prune.min_layer_density``, drawn as a dashed line.
+    """
+    if not series or not layers:
+        raise ValueError("layer_profile: no series or no layers to draw")
+    for s in series:
+        if len(s["remaining"]) != len(layers):
+            raise ValueError(
+                f"layer_profile: series {s['label']!r} has {len(s['remaining'])} values for "
+                f"{len(layers)} layers"
+            )
+    positive = [v for s in series for v in s["remaining"] if _finite(v) and v > 0]
+    bottom = min(positive + [floor or 1.0]) / 2 if positive else 1e-4
+    fig, ax = plt.subplots(figsize=(max(9.5, 0.42 * len(layers) + 4), 5.2), dpi=DPI)
+    xs = list(range(len(layers)))
+    entries = []
+    for (s, color), marker in zip(
+        zip(series, _colors(len(series)), strict=True),
+        (MARKERS * (len(series) // len(MARKERS) + 1))[: len(series)],
+        strict=True,
+    ):
+        ys = [v if _finite(v) and v > 0 else bottom for v in s["remaining"]]
+        (line,) = ax.plot(xs, ys, marker=marker, color=color, linewidth=1.4, markersize=5)
+        dead = [(x, bottom) for x, v in zip(xs, s["remaining"], strict=True) if not v > 0]
+        if dead:
+            ax.scatter(*zip(*dead, strict=True), marker="x", color=color, s=60, zorder=3)
+        entries.append((line, textwrap_label(s["label"])))
+    if floor:
+        line = ax.axhline(floor, color="grey", linestyle="--", linewidth=1)
+        entries.append((line, f"min_layer_density ({_percent(floor)})"))
+    ax.set_yscale("log")
+    ax.set_ylim(bottom / 1.2, 1.5)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _percent(v)))
+    ax.set_xticks(xs)
+    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("fraction of the layer's weights remaining (log scale)")
+    ax.set_title("Where each condition's pruning went: weights remaining per layer")
+    ax.grid(True, which="major", alpha=0.3)
+    _legend_outside(ax, entries)
+    fig.tight_layout()
+    save(fig, out_path)
+    return fig
+
+
+def textwrap_label(label: str, width: int = 44) -> str:
+    import textwrap
+
+    return textwrap.fill(label, width=width)
