@@ -28,7 +28,7 @@ WEIGHT_OPTIONS = ("ratio", "scope", "include", "score_at", "granularity")
 STRATEGIES: dict[str, Entry] = {
     "magnitude": Entry(
         "fer_lottery.pruning.magnitude",
-        options=(*WEIGHT_OPTIONS, "schedule", "gradual_start", "gradual_end"),
+        options=(*WEIGHT_OPTIONS, "gradual_start", "gradual_end"),
     ),
     "gradient": Entry("fer_lottery.pruning.gradient", options=WEIGHT_OPTIONS),
     "random": Entry("fer_lottery.pruning.random", options=WEIGHT_OPTIONS),
