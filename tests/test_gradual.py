@@ -13,6 +13,7 @@ from fer_lottery.errors import ConfigError
 from fer_lottery.pruning.callbacks import cubic_sparsity
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.store.weights import load_weights
+from tests.helpers import TINY_SYNTHETIC
 
 
 def test_the_cubic_schedule():
@@ -78,3 +79,30 @@ def test_gradual_combinations_that_make_no_sense_are_refused(compose_cfg, overri
     )
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_a_gradual_stage_killed_after_its_last_pruning_step_resumes_to_the_same_run(tmp_path):
+    """The restored final mask is recomputed once, to itself: numbers, CSV and TensorBoard
+    curves equal those of an uninterrupted run."""
+    import signal
+
+    from tests.test_faults import run_cli, same_run
+
+    job = (
+        *TINY_SYNTHETIC,
+        "trainer.max_epochs=2",
+        "prune.schedule=gradual",
+        "prune.ratio=0.8",
+        "prune.retrain_epochs=3",
+        "prune.gradual_end=1",
+        "trainer.checkpoint_every_n_epochs=1",
+    )
+    reference = tmp_path / "reference"
+    run_cli(*job, f"hydra.run.dir={reference / 'run'}", cwd=reference)
+    cwd = tmp_path / "killed"
+    args = (*job, f"hydra.run.dir={cwd / 'run'}")
+    killed = run_cli(*args, cwd=cwd, check=False, fault="gradual/epoch2/batch1=KILL")
+    assert killed.returncode == -signal.SIGKILL
+    again = run_cli(*args, cwd=cwd)
+    assert "gradual: resuming after epoch 1" in again.stdout + again.stderr
+    same_run(cwd / "run", reference / "run", stages=("dense", "gradual"))

@@ -76,18 +76,28 @@ def _read_checkpoint(path: Path) -> Resume | None:
         return None
 
 
-def _keep_rows_through(csv_path: Path, epoch: int) -> None:
-    """Drop the rows logged after ``epoch`` (they belong to an epoch that runs again)."""
+def _keep_rows_through(csv_path: Path, epoch: int, global_step: int) -> None:
+    """Drop the rows logged after ``epoch`` (they belong to an epoch that runs again).
+
+    A row with no epoch (``LearningRateMonitor``'s ``lr-*``, logged as an epoch starts, at the
+    steps before it) is kept when it was logged before the checkpoint's ``global_step``.
+    """
     if not csv_path.is_file():
         return
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], list(reader)
-    kept = [r for r in rows if r.get("epoch") not in (None, "") and int(r["epoch"]) <= epoch]
+    kept = [r for r in rows if _before(r, epoch, global_step)]
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)
+
+
+def _before(row: dict, epoch: int, global_step: int) -> bool:
+    if row.get("epoch") not in (None, ""):
+        return int(row["epoch"]) <= epoch
+    return row.get("step") not in (None, "") and int(row["step"]) < global_step
 
 
 def prepare(out_dir: Path, stage: str) -> tuple[Resume, TensorBoardLogger, CSVLogger]:
@@ -102,8 +112,10 @@ def prepare(out_dir: Path, stage: str) -> tuple[Resume, TensorBoardLogger, CSVLo
             shutil.rmtree(folder, ignore_errors=True)
         purge = None
     else:
-        _keep_rows_through(csv_dir / paths.METRICS_CSV, resume.epoch)
-        purge = resume.global_step + 1
+        _keep_rows_through(csv_dir / paths.METRICS_CSV, resume.epoch, resume.global_step)
+        # An epoch's metrics are logged at its last step (global_step - 1); the next epoch's
+        # learning rate at global_step, and that epoch runs again.
+        purge = resume.global_step
     tb = TensorBoardLogger(
         save_dir=out_dir,
         name=paths.TENSORBOARD,
