@@ -140,9 +140,9 @@ class FERClassifier(pl.LightningModule):
                 weight_decay=cfg.weight_decay,
                 nesterov=cfg.nesterov,
             )
+        if enum_value(cfg.get("scheduler", "none")) == "none":
+            return optimizer  # a constant rate (both papers): no scheduler, no Trainer needed
         scheduler = make_scheduler(optimizer, cfg, self.trainer.max_epochs)
-        if scheduler is None:
-            return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
