@@ -23,7 +23,13 @@ LAYERS = [
     ("fer_lottery.pruning",),
     ("fer_lottery.training",),
     ("fer_lottery.experiment",),
-    ("fer_lottery.report", "fer_lottery.export", "fer_lottery.__main__", "fer_lottery"),
+    (
+        "fer_lottery.report",
+        "fer_lottery.export",
+        "fer_lottery.analysis",
+        "fer_lottery.__main__",
+        "fer_lottery",
+    ),
 ]
 
 

@@ -1,0 +1,73 @@
+"""Mask overlap against chance: a hand count on small masks, and random masks at the chance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fer_lottery.analysis.overlap import mask_overlap, overlap, unit_keep
+
+
+def test_overlap_equals_a_hand_count():
+    a = torch.tensor([1, 1, 1, 0, 0, 0, 1, 0], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    o = overlap(a, b)  # kept: A {0,1,2,6}, B {0,2,3}; both {0,2}; union {0,1,2,3,6}
+    assert (o.n, o.kept_a, o.kept_b, o.both, o.union) == (8, 4, 3, 2, 5)
+    assert o.jaccard == pytest.approx(2 / 5)
+    assert o.share_of_a == pytest.approx(2 / 4)
+    assert o.chance == pytest.approx(4 * 3 / 8)
+    assert o.chance_jaccard == pytest.approx(1.5 / (4 + 3 - 1.5))
+    assert o.x_chance == pytest.approx(2 / 1.5)
+
+
+def test_layers_sum_into_the_total_and_units_compare_unit_by_unit():
+    a = {"l1.weight": torch.tensor([[1, 0], [0, 0], [1, 1]], dtype=torch.bool)}
+    b = {"l1.weight": torch.tensor([[0, 1], [1, 0], [0, 0]], dtype=torch.bool)}
+    a["l2.weight"] = torch.ones(4, dtype=torch.bool)
+    b["l2.weight"] = torch.tensor([1, 1, 0, 0], dtype=torch.bool)
+    a["l2.bias"] = b["l2.bias"] = torch.ones(4, dtype=torch.bool)  # not a weight: left out
+    by = mask_overlap(a, b)
+    assert set(by) == {"l1", "l2", "total"}
+    assert (by["l1"].both, by["l2"].both, by["total"].both) == (0, 2, 2)
+    assert by["total"].n == 10 and by["total"].chance == pytest.approx(3 * 2 / 6 + 4 * 2 / 4)
+    units = mask_overlap(a, b, units=True)  # units kept: A {0, 2}, B {0, 1}
+    assert torch.equal(unit_keep(a["l1.weight"]), torch.tensor([True, False, True]))
+    assert (units["l1"].n, units["l1"].both, units["l1"].union) == (3, 1, 3)
+
+
+def test_random_masks_at_the_same_densities_overlap_at_chance():
+    """Over 200 draws, the mean Jaccard lies within 2% of the chance formula."""
+    g = torch.Generator().manual_seed(0)
+    n, ka, kb = 5000, 1500, 600
+    jaccards = []
+    for _ in range(200):
+        a = torch.zeros(n, dtype=torch.bool)
+        b = torch.zeros(n, dtype=torch.bool)
+        a[torch.randperm(n, generator=g)[:ka]] = True
+        b[torch.randperm(n, generator=g)[:kb]] = True
+        o = overlap(a, b)
+        jaccards.append(o.jaccard)
+    mean = sum(jaccards) / len(jaccards)
+    assert mean == pytest.approx(o.chance_jaccard, rel=0.02)
+    assert o.chance == ka * kb / n
+
+
+def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, tmp_path):
+    from fer_lottery.analysis.__main__ import main
+
+    for seed in (1, 2):
+        run_job(f"a/seed={seed}", "prune.ratio=0.8", "prune.retrain_epochs=0", f"seed={seed}")
+    run_job("b/seed=1", "prune.ratio=0.8", "prune.retrain_epochs=0", "prune.method=random")
+    out = tmp_path / "overlap"
+    assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    md = (out / "overlap.md").read_text()
+    assert "1 paired repeat(s), weights." in md and "Not paired" in md and "seed=2" in md
+    total = next(ln for ln in md.splitlines() if ln.startswith("| total |"))
+    x_chance = float(total.strip("|").split("|")[-1])
+    assert 0.8 < x_chance < 1.25  # magnitude against random: about chance
+    assert (out / "overlap.png").stat().st_size > 5_000 and (out / "overlap.csv").is_file()
+    # A sweep with two runs of one seed must be narrowed to one condition.
+    run_job("a/other", "prune.ratio=0.5", "prune.retrain_epochs=0")
+    assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    narrowed = f"{tmp_path / 'a'}::prune.ratio=0.8"
+    assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
