@@ -241,6 +241,15 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
     check_norm_std(prune.norm_std)
 
 
+def gradual_epochs(prune: DictConfig, max_epochs: int) -> tuple[int, int, int]:
+    """A gradual stage's (epochs, first pruning epoch, epoch that reaches ``prune.ratio``):
+    ``prune.retrain_epochs`` (null: ``trainer.max_epochs``), ``gradual_start``, ``gradual_end``
+    (null: half the stage). The one home of these defaults: the check and the stage read it."""
+    epochs = prune.retrain_epochs if prune.retrain_epochs is not None else max_epochs
+    end = prune.gradual_end if prune.gradual_end is not None else epochs // 2
+    return epochs, prune.gradual_start, end
+
+
 def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
     """``prune.schedule=gradual`` is magnitude pruning of weights while theta0 fine-tunes."""
     if enum_value(prune.schedule) != "gradual" or enum_value(prune.method) == "none":
@@ -259,8 +268,7 @@ def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
                 f"of weights during one fine-tune from theta0; use {key}={wanted}, or "
                 "prune.schedule=oneshot"
             )
-    epochs = prune.retrain_epochs if prune.retrain_epochs is not None else max_epochs
-    end = prune.gradual_end if prune.gradual_end is not None else epochs // 2
+    epochs, _, end = gradual_epochs(prune, max_epochs)
     if epochs < 1 or not 0 <= prune.gradual_start <= end < epochs:
         raise ConfigError(
             f"prune.gradual_start={prune.gradual_start}, prune.gradual_end={end} in a gradual "

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.config import enum_value
+from fer_lottery.config.checks import gradual_epochs
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.retrain import sparsity_keys
@@ -32,14 +33,6 @@ from fer_lottery.training.stage import train_stage
 STAGE = "gradual"
 
 
-def gradual_epochs(cfg: DictConfig) -> tuple[int, int, int]:
-    """(epochs of the stage, first pruning epoch, epoch that reaches ``prune.ratio``)."""
-    prune = cfg.prune
-    epochs = prune.retrain_epochs if prune.retrain_epochs is not None else cfg.trainer.max_epochs
-    end = prune.gradual_end if prune.gradual_end is not None else epochs // 2
-    return epochs, prune.gradual_start, end
-
-
 def gradual_prune(
     cfg: DictConfig,
     datamodule: SFEWDataModule,
@@ -52,7 +45,7 @@ def gradual_prune(
     names = prunable_weights(model, list(cfg.prune.include))
     model.load_state_dict(states["theta0"])
     check = check_start_weights(model, states["theta0"], Mask({}), "pretrained")
-    epochs, start, end = gradual_epochs(cfg)
+    epochs, start, end = gradual_epochs(cfg.prune, cfg.trainer.max_epochs)
     pruning = GradualPruning(names, cfg.prune.ratio, enum_value(cfg.prune.scope), start, end)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
     final = train_stage(
