@@ -56,6 +56,7 @@ class SFEWDataModule(pl.LightningDataModule):
         self.class_names = list(CLASSES)
         self.images: dict[str, torch.Tensor] = {}
         self.labels: dict[str, torch.Tensor] = {}
+        self.ids: dict[str, list[str]] = {}  # item ids per split, in order (as in split.json)
         self.stats: dict[str, object] = {}
         self.copies: list[list[int]] = []  # groups of byte-identical images: one split each
 
@@ -138,6 +139,7 @@ class SFEWDataModule(pl.LightningDataModule):
             index = torch.tensor(split[name], dtype=torch.long)
             self.images[name] = images[index].contiguous()
             self.labels[name] = labels[index]
+            self.ids[name] = [ids[i] for i in split[name]]
             self.stats[f"data/n_{name}"] = len(index)
         if self.run_dir is not None:
             write_split(

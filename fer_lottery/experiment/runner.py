@@ -147,6 +147,9 @@ def _results(
     results["dense/cache"] = dense.get("cache")
     results["dense/cache_key"] = dense.get("cache_key")  # where a dense-only job's weights are
     results.update(pruning)
+    stage = final.get("stage") or ("dense" if final is dense else None)
+    if stage:  # the stage whose predictions_<stage>.csv goes with test/*
+        results["predictions/stage"] = stage
     params = list(model.parameters())
     results["params/total"] = sum(p.numel() for p in params)
     results["params/nonzero"] = sum(int(torch.count_nonzero(p)) for p in params)

@@ -333,7 +333,8 @@ class DenseEntry:
         return metrics
 
     def copy_logs(self, run_dir: Path) -> None:
-        """Copy the dense curves and confusion matrix into a job's run dir (for TensorBoard)."""
+        """Copy the dense curves, confusion matrix and per-image predictions into a job's run dir
+        (an entry written by an older version may lack the predictions)."""
         for folder in (paths.stage_tensorboard, paths.stage_csv):
             source = folder(self.final, "dense")
             for file in sorted(source.rglob("*")) if source.is_dir() else ():
@@ -342,9 +343,9 @@ class DenseEntry:
                     dest = folder(run_dir, "dense") / file.relative_to(source)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(file, dest)
-        png = paths.confusion_png(self.final, "dense")
-        if png.is_file():
-            shutil.copy2(png, paths.confusion_png(run_dir, "dense"))
+        for name in (paths.confusion_png, paths.predictions_csv):
+            if name(self.final, "dense").is_file():
+                shutil.copy2(name(self.final, "dense"), name(run_dir, "dense"))
 
 
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:

@@ -11,6 +11,8 @@ A run folder (``outputs/<date>/<time>/``, or one job of a sweep)::
     tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned)
     csv/<stage>/          the same curves as CSV (metrics.csv)
     confusion_<stage>.png the stage's test confusion matrix
+    predictions_<stage>.csv
+                          the stage's per-image predictions on test and val (``store.predictions``)
     checkpoints/<stage>/  while the job runs: last.ckpt, then finished.pt + finished.json;
                           checkpoints/config.json says which config they belong to
 
@@ -82,6 +84,11 @@ def stage_csv(out_dir: Path, stage: str) -> Path:
 
 def confusion_png(out_dir: Path, stage: str) -> Path:
     return Path(out_dir) / f"confusion_{stage}.png"
+
+
+def predictions_csv(out_dir: Path, stage: str) -> Path:
+    """The per-image predictions of a stage's final model (``store.predictions``)."""
+    return Path(out_dir) / f"predictions_{stage}.csv"
 
 
 def dense_entry(cache_dir: str | Path, key: str, suffix: str = "") -> Path:

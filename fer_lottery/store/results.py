@@ -160,6 +160,8 @@ TYPES: dict[str, Check] = {
     "device/precision": text,
     "device/cuda_capability": optional(text),
     "model/init": text,
+    # The stage whose model the job's test/* keys describe: its predictions_<stage>.csv.
+    "predictions/stage": text,
     "data/source": text,
     "data/n_train": count,
     "data/n_val": count,

@@ -61,6 +61,8 @@ class FERClassifier(pl.LightningModule):
             }
         )
         self.test_results: dict[str, object] = {}
+        self.test_probs: torch.Tensor | None = None  # softmax of the last test, in split order
+        self._test_probs: list[torch.Tensor] = []
 
     def train(self, mode: bool = True):
         """Switch modes, but keep frozen layers (and their BatchNorm statistics) in eval mode."""
@@ -110,13 +112,21 @@ class FERClassifier(pl.LightningModule):
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
 
+    def on_test_epoch_start(self) -> None:
+        self._test_probs = []
+
     def test_step(self, batch, batch_idx):
         x, y = batch
-        self.test_metrics.update(self(x), y)
+        logits = self(x)
+        self.test_metrics.update(logits, y)
+        # Kept on the device until the epoch ends: one host copy per test, not one per batch.
+        self._test_probs.append(torch.softmax(logits.float(), dim=1))
 
     def on_test_epoch_end(self):
         values = self.test_metrics.compute()
         self.test_metrics.reset()
+        self.test_probs = torch.cat(self._test_probs).cpu() if self._test_probs else None
+        self._test_probs = []
         results: dict[str, object] = {"test/acc": float(values["acc"])}
         for kind in ("precision", "recall", "specificity"):
             for name, v in zip(self.class_names, values[kind].tolist(), strict=True):

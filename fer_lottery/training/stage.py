@@ -21,6 +21,7 @@ from fer_lottery.job import termination
 from fer_lottery.seeding import seed_all
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_json_atomic
+from fer_lottery.store.predictions import Predictions, write_predictions
 from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
 from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
@@ -90,40 +91,78 @@ def autocast_dtype(precision: object) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def evaluate(
+def split_logits(
     model: torch.nn.Module, datamodule: SFEWDataModule, split: str, cfg: DictConfig
-) -> float:
-    """Accuracy of ``model`` on a split, in eval mode, without augmentation (plain PyTorch).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of ``model`` on a split, in order, on the CPU, in float32: eval mode,
+    no augmentation, plain PyTorch.
 
     On the training device and in the precision the stage's own test uses (Lightning moves the
     module back to the CPU after fit and test; evaluating it there, in fp32, would be slow and
-    not comparable). The model is put back where it was. Correct counts stay on the device
-    until the end: one host sync per evaluation, not one per batch.
+    not comparable). The model is put back where it was. The outputs stay on the device until
+    the end: one host copy per split, not one per batch.
     """
     device = compute_device(cfg)
     home = next(model.parameters()).device
     was_training = model.training
     model.to(device).eval()
     dtype = autocast_dtype(trainer_kwargs(cfg)["precision"])
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total = 0
+    outputs, labels = [], []
     try:
-        for images, labels in datamodule.eval_loader(split):
+        for images, y in datamodule.eval_loader(split):
             x = datamodule.transform(images.to(device, non_blocking=True), train=False)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
-            correct += (logits.argmax(1) == labels.to(device, non_blocking=True)).sum()
-            total += len(labels)
+                outputs.append(model(x).float())
+            labels.append(y)
     finally:
         model.to(home).train(was_training)
-    return int(correct) / max(total, 1)
+    if not outputs:
+        return torch.zeros(0, len(datamodule.class_names)), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outputs).cpu(), torch.cat(labels)
+
+
+def evaluate(
+    model: torch.nn.Module, datamodule: SFEWDataModule, split: str, cfg: DictConfig
+) -> float:
+    """Accuracy of ``model`` on a split (``split_logits``)."""
+    logits, labels = split_logits(model, datamodule, split, cfg)
+    return float((logits.argmax(1) == labels).sum()) / max(len(labels), 1)
+
+
+def _write_predictions(
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    module: FERClassifier,
+    out_dir: Path,
+    stage: str,
+    test_probs: torch.Tensor | None,
+) -> None:
+    """``predictions_<stage>.csv``: the stage's final model on every test and validation image.
+
+    The test rows come from the stage's own test (so they agree with its ``test/acc``); the
+    validation rows from one more evaluation pass.
+    """
+    if test_probs is None:
+        test_probs = torch.softmax(split_logits(module.model, datamodule, "test", cfg)[0], 1)
+    val_probs = torch.softmax(split_logits(module.model, datamodule, "val", cfg)[0], 1)
+    splits = {}
+    for name, probs in (("test", test_probs), ("val", val_probs)):
+        probs = probs.numpy()
+        splits[name] = Predictions(
+            items=list(datamodule.ids[name]),
+            labels=datamodule.labels[name].numpy(),
+            preds=probs.argmax(1),
+            probs=probs,
+        )
+    write_predictions(out_dir, stage, datamodule.class_names, splits)
 
 
 def _report_stage(
     cfg: DictConfig,
     datamodule: SFEWDataModule,
+    module: FERClassifier,
     metrics: dict[str, object],
     tb: TensorBoardLogger,
     out_dir: Path,
@@ -132,7 +171,9 @@ def _report_stage(
     hparams: dict[str, object] | None,
     extra_metrics: dict[str, float] | None,
 ) -> None:
-    """Confusion image (TensorBoard and PNG), and the hparams tab: swept keys + final metrics."""
+    """Confusion image (TensorBoard and PNG), per-image predictions, and the hparams tab: swept
+    keys + final metrics."""
+    _write_predictions(cfg, datamodule, module, out_dir, stage, module.test_probs)
     if hparams is None:
         hparams = swept_params(cfg)
     # Imported here, after training: matplotlib is not needed before.
@@ -184,7 +225,8 @@ def train_stage(
     exactly. Its CSV and TensorBoard curves keep the epochs up to the checkpoint
     (``stage_logs``). A finished stage leaves its result in the same folder, so a job killed
     later reruns without training it again.
-    Returns ``test/*``, ``val/acc_best``, ``time/train_s`` and ``time/test_s``, and writes
+    Returns ``test/*``, ``val/acc_best``, ``time/train_s``, ``time/test_s`` and ``stage``, and
+    writes ``predictions_<stage>.csv`` (``store.predictions``),
     TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the job's swept keys,
     ``config.sweeps.swept_params``)
     with the stage's final metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
@@ -240,10 +282,20 @@ def train_stage(
     test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = float(best.score or 0.0)
+    metrics["stage"] = stage
     metrics["time/train_s"] = round(train_s, 3)
     metrics["time/test_s"] = round(test_s, 3)
     _report_stage(
-        cfg, datamodule, metrics, tb, out_dir, stage, trainer.global_step, hparams, extra_metrics
+        cfg,
+        datamodule,
+        module,
+        metrics,
+        tb,
+        out_dir,
+        stage,
+        trainer.global_step,
+        hparams,
+        extra_metrics,
     )
     _keep_finished(ckpt_dir, module, metrics)
     boundary.act()  # a signal in the last epoch waited for the stage's result to be kept
@@ -302,7 +354,8 @@ def test_stage(
     test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = evaluate(module.model, datamodule, "val", cfg)
+    metrics["stage"] = stage
     metrics["time/train_s"] = 0.0
     metrics["time/test_s"] = round(test_s, 3)
-    _report_stage(cfg, datamodule, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
+    _report_stage(cfg, datamodule, module, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
     return metrics
