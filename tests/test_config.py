@@ -116,3 +116,23 @@ def test_config_resolves_to_plain_yaml(compose_cfg, monkeypatch, tmp_path):
     assert loaded["trainer"]["max_epochs"] == cfg.trainer.max_epochs == 50
     assert loaded["seed"] == cfg.seed == 1
     assert loaded["cache_dir"] == cfg.cache_dir == str(tmp_path / "cache")  # from the env var
+
+
+def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
+    # A results.json written before prune.stability and data.official_val_fraction existed:
+    # relaunched at their defaults it is the same job; a new key set otherwise is a change.
+    from fer_lottery.config import config_changes, resolved
+
+    cfg = compose_cfg("debug=tiny")
+    recorded = resolved(cfg)
+    for section, key in (
+        ("prune", "stability"),
+        ("prune", "stability_points"),
+        ("data", "official_val_fraction"),
+    ):
+        del recorded[section][key]
+    assert config_changes(recorded, cfg) == []
+    changed = compose_cfg("debug=tiny", "prune.stability_points=5")
+    assert config_changes(recorded, changed) == ["prune.stability_points: None -> 5"]
+    recorded["seed"] = 7  # a key the record has still counts
+    assert config_changes(recorded, cfg) == ["seed: 7 -> 1"]

@@ -10,7 +10,9 @@ this run prune?" for every caller.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -85,12 +87,36 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
+def schema_defaults() -> dict[str, object]:
+    """Every key of the schema with its default, flattened as ``flatten`` does."""
+    hints = typing.get_type_hints(Config)
+    out: dict[str, object] = {}
+    for field in dataclasses.fields(Config):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            node = OmegaConf.to_container(OmegaConf.structured(kind), enum_to_str=True)
+            out.update(flatten(node, f"{field.name}."))
+        elif field.default is not dataclasses.MISSING:
+            out.update(flatten({field.name: getattr(field.default, "value", field.default)}))
+    return out
+
+
 def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
     """``key: recorded -> now`` for each setting that differs between a recorded config (from a
-    results.json or a checkpoint) and ``cfg``, except the ``NO_EFFECT`` ones."""
+    results.json or a checkpoint) and ``cfg``, except the ``NO_EFFECT`` ones.
+
+    A key the recorded config lacks, set now to its schema default, is no change: an older
+    version wrote that config before the key existed, and a new key's default always does what
+    the versions before it did (``prune.stability=false``, say)."""
     old, new = flatten(recorded), flatten(resolved(cfg))
+    defaults = schema_defaults()
     keys = [k for k in dict.fromkeys([*new, *old]) if not k.startswith(NO_EFFECT)]
-    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k)} -> {new.get(k)}"
+        for k in keys
+        if old.get(k) != new.get(k)
+        and not (k not in old and k in defaults and new[k] == defaults[k])
+    ]
 
 
 def run_prunes(cfg) -> bool:

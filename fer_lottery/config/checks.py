@@ -17,11 +17,13 @@ from fer_lottery.config.schema import (
     BATCHNORM_GROUPS,
     LAYER_COUNTS,
     MIN_IMAGE_SIZE,
+    OFFICIAL_SPLIT,
     Config,
     batchnorm_trains,
     enum_value,
 )
 from fer_lottery.errors import ConfigError
+from fer_lottery.pruning.registry import prunes
 
 # Keys open on purpose: any Lightning Trainer argument, and a preset's published numbers.
 OPEN_KEYS = ("trainer.extra", "published", "study")
@@ -70,17 +72,7 @@ def validate(cfg: DictConfig) -> None:
     """Fail before any work on values that are out of range, naming the key and the fix."""
     check_known_keys(cfg)
     data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
-    split = list(data.split)
-    if len(split) != 3 or any(f <= 0 or f >= 1 for f in split):
-        raise ConfigError(
-            f"data.split={split} must be three fractions in (0, 1) for train, val and test, "
-            "e.g. data.split=[0.7,0.15,0.15]"
-        )
-    if abs(sum(split) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"data.split={split} sums to {sum(split):.4g}, not 1; "
-            "e.g. data.split=[0.7,0.15,0.15] (paper A) or [0.6,0.2,0.2] (paper B)"
-        )
+    _validate_split(data)
     folds, fold = data.get("folds"), data.get("fold")
     if folds is not None and folds < 2:
         raise ConfigError(
@@ -148,6 +140,52 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("cache_lock_timeout_s", 1) <= 0:
         raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
     _validate_prune(cfg.prune, trainer.max_epochs)
+
+
+SPLIT_FIX = (
+    "use three fractions for train, val and test, e.g. data.split=[0.7,0.15,0.15] (paper A) or "
+    "[0.6,0.2,0.2] (paper B), or data.split=official (SFEW 2.0: train on Train, test on Val)"
+)
+
+
+def _validate_split(data: DictConfig) -> None:
+    """``data.split``: three fractions in (0, 1) that sum to 1, or ``official`` (SFEW 2.0's
+    Train/Val protocol, which needs SFEW and no k-fold)."""
+    split = data.split
+    fraction = data.get("official_val_fraction", 0.15)
+    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ConfigError(
+            f"data.official_val_fraction={fraction} must be a fraction in (0, 1): the share of "
+            "each class of SFEW 2.0's Train held out for validation, e.g. 0.15"
+        )
+    if isinstance(split, str):
+        if split != OFFICIAL_SPLIT:
+            raise ConfigError(f"data.split={split} is not a split: {SPLIT_FIX}")
+        if enum_value(data.name) == "synthetic":
+            raise ConfigError(
+                "data.split=official is SFEW 2.0's protocol (train on Train, test on Val), and "
+                "data=synthetic has no Train and Val folders: use data=sfew with data.root at a "
+                "copy of SFEW 2.0, or a fraction split such as data.split=[0.7,0.15,0.15]"
+            )
+        if data.get("folds") is not None:
+            raise ConfigError(
+                f"data.split=official with data.folds={data.folds}: the official protocol tests "
+                "on SFEW 2.0's Val, so there are no folds to test on: set data.folds=null, or a "
+                "fraction split (data.split=[0.7,0.15,0.15]) for k-fold cross-validation"
+            )
+        return
+    numbers = OmegaConf.is_list(split) or isinstance(split, (list, tuple))
+    values = list(split) if numbers else []
+    if not (numbers and len(values) == 3) or not all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in values
+    ):
+        shown = values if numbers else split
+        raise ConfigError(f"data.split={shown} must be three fractions in (0, 1): {SPLIT_FIX}")
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"data.split={values} sums to {sum(values):.4g}, not 1; "
+            "e.g. data.split=[0.7,0.15,0.15] (paper A) or [0.6,0.2,0.2] (paper B)"
+        )
 
 
 def device_count(devices: object) -> int | None:
@@ -237,6 +275,7 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
         )
     _validate_score_at(prune)
     _validate_gradual(prune, max_epochs)
+    _validate_stability(prune)
     check_angle(prune.angle)
     check_norm_std(prune.norm_std)
 
@@ -274,6 +313,33 @@ def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
             f"prune.gradual_start={prune.gradual_start}, prune.gradual_end={end} in a gradual "
             f"stage of {epochs} epoch(s) (prune.retrain_epochs, null: trainer.max_epochs): "
             f"need 0 <= gradual_start <= gradual_end < {max(epochs, 1)}"
+        )
+
+
+def _validate_stability(prune: DictConfig) -> None:
+    """``prune.stability=true`` retrains the pruned network twice and walks the line between."""
+    if not prune.stability:
+        return
+    if not prunes(prune.method, prune.ratio):
+        raise ConfigError(
+            "prune.stability=true compares two retrainings of a pruned network, and this run "
+            "does not prune: set prune.method and prune.ratio (e.g. prune.ratio=0.9), or "
+            "prune.stability=false"
+        )
+    if prune.retrain_epochs == 0:
+        raise ConfigError(
+            "prune.stability=true with prune.retrain_epochs=0: there is no retraining to repeat; "
+            "set prune.retrain_epochs to at least 1, or prune.stability=false"
+        )
+    if enum_value(prune.schedule) == "gradual":
+        raise ConfigError(
+            "prune.stability=true with prune.schedule=gradual: the stability analysis repeats a "
+            "retraining from fixed start weights and mask; use prune.schedule=oneshot"
+        )
+    if prune.stability_points < 3:
+        raise ConfigError(
+            f"prune.stability_points={prune.stability_points} must be at least 3 (the two ends "
+            "and one point between; Frankle et al. use 11, the default)"
         )
 
 

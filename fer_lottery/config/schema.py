@@ -109,6 +109,10 @@ class SyntheticConfig:
     seed: int = 0
 
 
+# data.split's one word: SFEW 2.0's official protocol (train on Train, test on Val).
+OFFICIAL_SPLIT = "official"
+
+
 @dataclass
 class DataConfig:
     """SFEW frames under ``root`` (``root/<Class>/*.png``, or ``root/{Train,Val}/<Class>/*``),
@@ -116,9 +120,15 @@ class DataConfig:
 
     name: DataName = DataName.sfew
     root: str = "${oc.env:SFEW_ROOT,data/SFEW}"
-    # train / val / test. Paper A says "75/15/15" (105%); 15% val + 15% test (101 images each)
-    # leaves 70% to train. Paper B: [0.6, 0.2, 0.2].
-    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    # train / val / test fractions of the pooled images. Paper A says "75/15/15" (105%); 15% val
+    # + 15% test (101 images each) leaves 70% to train. Paper B: [0.6, 0.2, 0.2].
+    # Or "official": SFEW 2.0's protocol (root/Train/<Class>/, root/Val/<Class>/), as the EmotiW
+    # literature reports it: test on every Val image, train on Train, validate on
+    # official_val_fraction of each Train class. A list of 3 fractions or "official"
+    # (config.checks), so the type is Any.
+    split: Any = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    # data.split=official: the share of each class of Train held out (stratified) for validation.
+    official_val_fraction: float = 0.15
     split_seed: int = 1
     # k-fold cross-validation: folds=k tests on each of k stratified folds in turn (val is
     # split[1]/(split[0]+split[1]) of the rest, and split[2] is ignored); fold=i runs only fold i
@@ -295,6 +305,14 @@ class PruneConfig:
     # A layer left with less than this fraction of its weights is warned about and counted
     # (prune/layers_near_collapse): layer collapse, a known failure of global criteria.
     min_layer_density: float = 0.01
+    # Linear mode connectivity (Frankle et al. 2020): retrain the pruned network a second time
+    # (stage ``stability``) from the same start weights and mask with other SGD noise (batch
+    # order, augmentation and dropout seeded by stability_seed; null: derived from seed), then
+    # evaluate the straight line between the two retrained models at stability_points values of
+    # alpha, BatchNorm statistics recomputed on the training split at each point.
+    stability: bool = False
+    stability_seed: int | None = None
+    stability_points: int = 11
 
 
 @dataclass

@@ -10,6 +10,11 @@ make honest. ``data.duplicates`` chooses what to do:
   dropped, every copy, as no label can be trusted;
 - ``error``: the data is refused, with every group named, for a curated dataset.
 
+With ``data.split=official`` (SFEW 2.0: test on Val) the test images are fixed, so a group of
+copies cannot be moved into one split: under every policy but ``error`` the Train copies of a Val
+image are dropped (the Val copy stays in test), warned, counted in
+``data/official_train_copies_dropped`` and named in ``data/official_train_copies_files``.
+
 Copies are found by the sha256 of the file's bytes (the crop cache's hash). A frame saved twice
 with different encodings is not found; that would need a perceptual hash.
 """
@@ -49,8 +54,18 @@ def _describe(group: list[int], ids: list[str], labels: list[int]) -> str:
     return " = ".join(f"{ids[i]} ({CLASSES[labels[i]]})" for i in group)
 
 
-def resolve(digests: list[str], ids: list[str], labels: list[int], policy: str) -> Duplicates:
-    """Apply ``policy`` to the copies among the images; warn, count and name what it did."""
+def resolve(
+    digests: list[str],
+    ids: list[str],
+    labels: list[int],
+    policy: str,
+    held_out: list[bool] | None = None,
+) -> Duplicates:
+    """Apply ``policy`` to the copies among the images; warn, count and name what it did.
+
+    ``held_out``: the images whose split is fixed (SFEW 2.0's Val, the official protocol's test);
+    every other copy of a held-out image is dropped, so no test image is trained or validated on.
+    """
     if policy not in POLICIES:
         raise DataError(f"data.duplicates must be one of {', '.join(POLICIES)}, got {policy!r}")
     groups = find_groups(digests)
@@ -66,15 +81,25 @@ def resolve(digests: list[str], ids: list[str], labels: list[int], policy: str) 
             "in one split) or data.duplicates=drop (one copy per class; copies across classes "
             "dropped)"
         )
-    dropped: set[int] = set()
+    # The training-side copies of a held-out image: dropped under every policy.
+    leaked = (
+        sorted(i for g in groups if any(held_out[j] for j in g) for i in g if not held_out[i])
+        if held_out is not None
+        else []
+    )
+    dropped: set[int] = set(leaked)
     if policy == "drop":
         for g in same:
-            dropped.update(g[1:])
+            dropped.update([i for i in g if i not in dropped][1:])
         for g in cross:
             dropped.update(g)
     kept = [i for i in range(len(digests)) if i not in dropped]
     position = {i: k for k, i in enumerate(kept)}
-    kept_groups = [[position[i] for i in g] for g in groups if not dropped.intersection(g)]
+    kept_groups = [
+        [position[i] for i in g if i not in dropped]
+        for g in groups
+        if len([i for i in g if i not in dropped]) > 1
+    ]
     stats = {
         "data/duplicate_groups": len(groups),
         "data/duplicates_same_class": sum(map(len, same)),
@@ -82,7 +107,12 @@ def resolve(digests: list[str], ids: list[str], labels: list[int], policy: str) 
         "data/duplicates_dropped": len(dropped),
         "data/duplicate_files": [[ids[i] for i in g] for g in groups],
     }
+    if held_out is not None:
+        stats["data/official_train_copies_dropped"] = len(leaked)
+        stats["data/official_train_copies_files"] = [ids[i] for i in leaked]
     _warn(same, cross, ids, labels, policy, len(dropped))
+    if leaked:
+        _warn_leaked(groups, leaked, ids, labels)
     return Duplicates(kept=kept, groups=kept_groups, stats=stats)
 
 
@@ -98,6 +128,10 @@ def _warn(
         "keep": "every copy is used, and all copies of an image go to one split",
         "drop": f"{dropped} copies dropped",
     }[policy]
+    if policy == "keep" and dropped:  # data.split=official: the Train copies of Val images
+        what = (
+            f"every copy but {dropped} Train copies of Val images (dropped) is used, in one split"
+        )
     if cross:
         shown = "; ".join(_describe(g, ids, labels) for g in cross[:NAMED_IN_WARNING])
         more = len(cross) - NAMED_IN_WARNING
@@ -122,3 +156,17 @@ def _warn(
             what,
             policy,
         )
+
+
+def _warn_leaked(groups: list[list[int]], leaked: list[int], ids: list[str], labels: list[int]):
+    """One warning naming the Train copies of Val images that the official protocol drops."""
+    shown = [g for g in groups if set(g) & set(leaked)]
+    more = len(shown) - NAMED_IN_WARNING
+    log.warning(
+        "data: %d Train image(s) are byte-identical copies of Val images, and data.split=official "
+        "tests on Val: the Train copies are dropped, so no test image is trained or validated on "
+        "(data/official_train_copies_dropped; named in data/official_train_copies_files): %s%s",
+        len(leaked),
+        "; ".join(_describe(g, ids, labels) for g in shown[:NAMED_IN_WARNING]),
+        f"; and {more} more groups" if more > 0 else "",
+    )

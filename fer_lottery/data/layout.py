@@ -4,8 +4,9 @@ wrong with the folder.
 Two layouts are accepted, class folder names matched case-insensitively:
 
 - the 675-image release used by both papers: ``root/<Class>/*.png``;
-- SFEW 2.0: ``root/Train/<Class>/*`` and ``root/Val/<Class>/*`` (both are pooled; we make our own
-  stratified split).
+- SFEW 2.0: ``root/Train/<Class>/*`` and ``root/Val/<Class>/*``: pooled for a fraction split, or
+  kept apart by ``data.split=official`` (train on Train, test on Val), so each item's split folder
+  is recorded in ``folders``.
 
 Every file under the root is either used or ignored with a reason:
 
@@ -49,6 +50,9 @@ class Inventory:
 
     # (image, class index): by split folder, then class, then path (the order splits are made in)
     items: list[tuple[Path, int]] = field(default_factory=list)
+    # the split folder of each item ("Train" or "Val" in SFEW 2.0; "" in the single-folder layout)
+    folders: list[str] = field(default_factory=list)
+    layout: str = "flat"  # "flat" (root/<Class>/) or "sfew2" (root/Train/<Class>/, root/Val/...)
     ignored: dict[str, str] = field(default_factory=dict)  # relative path -> why it is not used
     nested: int = 0  # images found in subfolders of a class folder (used under that class)
     pooled: list[list[str]] = field(default_factory=list)  # class folders differing in case only
@@ -141,8 +145,10 @@ def take_inventory(root: str | Path, used: tuple[Path, ...] = ()) -> Inventory:
     class_roots = [root]
     if not any(c in found for c in wanted) and any(s in found for s in SPLIT_FOLDERS):
         class_roots = [found[s][0] for s in SPLIT_FOLDERS if s in found]
+        inv.layout = "sfew2"
     taken: set[Path] = {p.resolve() for p in used}
     for folder in class_roots:
+        split_folder = "" if folder == root else folder.name.lower().capitalize()
         sub = _subdirs(folder)
         _check_classes(folder, sub)
         for idx, name in enumerate(CLASSES):
@@ -159,6 +165,7 @@ def take_inventory(root: str | Path, used: tuple[Path, ...] = ()) -> Inventory:
                         inv.ignored[path.relative_to(root).as_posix()] = _why_not_image(path)
                         continue
                     inv.items.append((path, idx))
+                    inv.folders.append(split_folder)
                     inv.nested += path.parent != class_folder
     every = _files(root)
     inv.digest = _digest(root, every)

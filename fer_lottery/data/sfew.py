@@ -1,5 +1,8 @@
 """SFEWDataModule: folder layout -> face crops -> stratified split -> uint8 tensors -> augmentation.
 
+The split is one of three protocols (``data.split.PROTOCOLS``): fractions of the pooled images,
+k-fold, or SFEW 2.0's official one (``data.split=official``: test on Val, train on Train).
+
 The whole dataset (675 crops at 224 px is about 100 MB) is held in memory as uint8 tensors. Batches
 are converted, augmented and normalised on the training device after transfer, so the hot loop
 does no per-sample PIL work.
@@ -16,12 +19,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from fer_lottery.config import enum_value
+from fer_lottery.config.schema import OFFICIAL_SPLIT
 from fer_lottery.data import CLASSES
 from fer_lottery.data.augment import normalize, random_affine_batch, to_float
 from fer_lottery.data.sampler import EpochShuffle
 from fer_lottery.data.split import (
     SPLIT_NAMES,
     kfold_split,
+    official_split,
     split_together,
     stratified_split,
     write_split,
@@ -59,6 +64,7 @@ class SFEWDataModule(pl.LightningDataModule):
         self.ids: dict[str, list[str]] = {}  # item ids per split, in order (as in split.json)
         self.stats: dict[str, object] = {}
         self.copies: list[list[int]] = []  # groups of byte-identical images: one split each
+        self.in_test: list[bool] | None = None  # data.split=official: which images are Val's
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -82,6 +88,8 @@ class SFEWDataModule(pl.LightningDataModule):
             raise DataError(f"data.crops_csv={csv} does not exist; fix the path or set it to null")
         inventory = take_inventory(root, used=(csv,) if csv.is_file() else ())
         items = inventory.items
+        if self.protocol == OFFICIAL_SPLIT:
+            _check_official_layout(root, inventory.layout, set(inventory.folders))
         manual = read_manual_crops(csv, root) if csv.is_file() else {}
         params = CropParams(
             method=enum_value(self.cfg.crop),
@@ -98,10 +106,17 @@ class SFEWDataModule(pl.LightningDataModule):
         )
         labels = [items[i][1] for i in kept]
         ids = [items[i][0].relative_to(root).as_posix() for i in kept]
+        in_val = [inventory.folders[i] == "Val" for i in kept]
         copies = resolve(
-            [report.digests[i] for i in kept], ids, labels, enum_value(self.cfg.duplicates)
+            [report.digests[i] for i in kept],
+            ids,
+            labels,
+            enum_value(self.cfg.duplicates),
+            held_out=in_val if self.protocol == OFFICIAL_SPLIT else None,
         )
         self.copies = copies.groups
+        if self.protocol == OFFICIAL_SPLIT:
+            self.in_test = [in_val[i] for i in copies.kept]
         self.stats.update(
             {
                 "data/source": str(root),
@@ -135,6 +150,7 @@ class SFEWDataModule(pl.LightningDataModule):
         else:
             images, labels, ids = self._load_sfew()
         split, fold_info = self._split(labels.tolist())
+        self.stats["data/protocol"] = self.protocol
         for name in SPLIT_NAMES:
             index = torch.tensor(split[name], dtype=torch.long)
             self.images[name] = images[index].contiguous()
@@ -146,7 +162,7 @@ class SFEWDataModule(pl.LightningDataModule):
                 self.run_dir / paths.SPLIT,
                 split,
                 ids,
-                fractions=list(self.cfg.split),
+                **self._protocol_info(),
                 split_seed=self.cfg.split_seed,
                 classes=self.class_names,
                 **fold_info,
@@ -159,12 +175,31 @@ class SFEWDataModule(pl.LightningDataModule):
             "" if fold_info["folds"] is None else f", fold {fold_info['fold']}/{fold_info['folds']}"
         )
         log.info(
-            "data: %s, split %s (seed %d%s)",
+            "data: %s, split %s (%s, seed %d%s)",
             self.stats["data/source"],
             counts,
+            self.protocol,
             self.cfg.split_seed,
             where,
         )
+
+    @property
+    def protocol(self) -> str:
+        """Which split ran (``data.split.PROTOCOLS``): official, kfold or fractions."""
+        if isinstance(self.cfg.split, str):
+            return self.cfg.split  # config.checks admits one word: official
+        return "kfold" if self.cfg.get("folds") is not None else "fractions"
+
+    def _protocol_info(self) -> dict[str, object]:
+        """What ``split.json`` says about how the split was made, besides the seed and folds."""
+        if self.protocol != OFFICIAL_SPLIT:
+            return {"protocol": self.protocol, "fractions": list(self.cfg.split)}
+        return {
+            "protocol": self.protocol,
+            "test_from": "Val",
+            "train_from": "Train",
+            "official_val_fraction": self.cfg.official_val_fraction,
+        }
 
     def _missing_classes(self) -> None:
         """Name, and record, the classes a split has no image of (a class with too few images).
@@ -209,6 +244,17 @@ class SFEWDataModule(pl.LightningDataModule):
         ``split[2]`` is ignored.
         """
         folds, fold = self.cfg.get("folds"), self.cfg.get("fold")
+        if self.protocol == OFFICIAL_SPLIT:
+            if self.in_test is None:  # config.checks refuses it first, with the fix
+                raise ConfigError("data.split=official needs data=sfew (SFEW 2.0's Train and Val)")
+            split = official_split(
+                labels,
+                self.in_test,
+                self.cfg.official_val_fraction,
+                self.cfg.split_seed,
+                self.copies,
+            )
+            return split, {"folds": None, "fold": None}
         if folds is None:
             split = split_together(
                 labels,
@@ -289,10 +335,11 @@ class SFEWDataModule(pl.LightningDataModule):
         """Reseed every RNG at the first training batch of each epoch of ``stage``.
 
         From (seed, stage, epoch) alone, so a stage resumed at epoch e augments, drops out and
-        (with ``EpochShuffle``) shuffles as an uninterrupted one did. It happens here, right
-        before the batch is augmented, because Lightning skips ``on_train_epoch_start`` for the
-        first epoch after a restore.
+        (with ``EpochShuffle``, from (seed, epoch)) shuffles as an uninterrupted one did. It
+        happens here, right before the batch is augmented, because Lightning skips
+        ``on_train_epoch_start`` for the first epoch after a restore.
         """
+        self.seed = seed  # the batch order's
         self._epoch_seed = (seed, stage)
         self._seeded_epoch = None
 
@@ -306,3 +353,23 @@ class SFEWDataModule(pl.LightningDataModule):
                 seed_all(seed, f"{stage}/epoch{epoch}")
                 self._seeded_epoch = epoch
         return self.transform(images, train=training), labels
+
+
+def _check_official_layout(root: Path, layout: str, folders: set[str]) -> None:
+    """``data.split=official`` needs SFEW 2.0's Train and Val folders: a DataError in one line
+    naming the root and the fix when they are not there."""
+    fix = (
+        f"use the SFEW 2.0 layout {root}/Train/<Class>/ and {root}/Val/<Class>/, or a fraction "
+        "split such as data.split=[0.7,0.15,0.15]"
+    )
+    if layout != "sfew2":
+        raise DataError(
+            f"data.split=official tests on SFEW 2.0's Val folder, but {root} holds the "
+            f"single-folder layout {root}/<Class>/ (no Train and Val folders): {fix}"
+        )
+    missing = [name for name in ("Train", "Val") if name not in folders]
+    if missing:
+        raise DataError(
+            f"data.split=official trains on SFEW 2.0's Train and tests on its Val, but {root} has "
+            f"no {missing[0]}/ folder: {fix}"
+        )

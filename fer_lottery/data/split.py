@@ -1,4 +1,11 @@
-"""Stratified train/val/test split, reproducible from a seed and written to ``split.json``."""
+"""Stratified train/val/test split, reproducible from a seed and written to ``split.json``.
+
+Three protocols (``split.json``'s ``protocol``, ``results.json``'s ``data/protocol``):
+``fractions`` (``data.split=[train, val, test]`` of the pooled images), ``kfold``
+(``data.folds``) and ``official`` (``data.split=official``: SFEW 2.0's own, as the EmotiW
+literature reports it: test on every Val image, train and validate on Train, validation carved
+from it by ``data.official_val_fraction``, stratified).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_lottery.config.schema import OFFICIAL_SPLIT
 from fer_lottery.store.atomic import write_json_atomic
 
 SPLIT_NAMES = ("train", "val", "test")
+# split.json's protocol and results.json's data/protocol, one per kind of split.
+PROTOCOLS = ("fractions", "kfold", OFFICIAL_SPLIT)
 
 
 def _counts(n: int, fractions: list[float]) -> list[int]:
@@ -93,6 +103,51 @@ def kfold_split(
         out["val"] += rest[:n_val].tolist()
         out["train"] += rest[n_val:].tolist()
     return {name: sorted(v) for name, v in out.items()}
+
+
+def official_split(
+    labels: list[int],
+    in_test: list[bool],
+    val_fraction: float,
+    seed: int,
+    groups: list[list[int]] = (),
+) -> dict[str, list[int]]:
+    """SFEW 2.0's official protocol: test is every item with ``in_test`` (the Val folder); the
+    others (Train) are split into train and val, ``val_fraction`` of each class to val (at least
+    one when a class has two or more), each class shuffled with its own generator derived from
+    (seed, class) as in ``stratified_split``.
+
+    ``groups``: copies that must share a split (``split_together``); a group of copies that
+    straddles Train and Val is a ValueError: the copies' Train side is dropped before
+    (``data.duplicates.resolve`` with ``held_out``).
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+    if len(in_test) != len(labels):
+        raise ValueError(f"{len(in_test)} test flags for {len(labels)} items")
+    rest = [i for i, t in enumerate(in_test) if not t]
+    position = {i: k for k, i in enumerate(rest)}
+    if any(len({i in position for i in g}) > 1 for g in groups):
+        raise ValueError("a group of copies straddles Train and Val")
+    rest_groups = [[position[i] for i in g] for g in groups if g[0] in position]
+
+    def train_val(y: list[int]) -> dict[str, list[int]]:
+        labels_arr = np.asarray(y, dtype=int)
+        out: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+        for cls in np.unique(labels_arr):
+            idx = np.flatnonzero(labels_arr == cls)
+            idx = idx[np.random.default_rng([seed, int(cls)]).permutation(len(idx))]
+            n_val = _counts(len(idx), [1 - val_fraction, val_fraction])[1]
+            out["val"] += idx[:n_val].tolist()
+            out["train"] += idx[n_val:].tolist()
+        return out
+
+    split = split_together([labels[i] for i in rest], rest_groups, train_val)
+    return {
+        "train": sorted(rest[k] for k in split["train"]),
+        "val": sorted(rest[k] for k in split["val"]),
+        "test": [i for i, t in enumerate(in_test) if t],
+    }
 
 
 def split_together(

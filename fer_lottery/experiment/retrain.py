@@ -20,6 +20,7 @@ from torch import nn
 from fer_lottery.config import enum_value, prune_seed
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.experiment.stability import clone_state, stability_analysis
 from fer_lottery.job import faults
 from fer_lottery.models import prunable_weights
 from fer_lottery.pruning import registry
@@ -89,8 +90,10 @@ def retrain(
     run_dir: Path,
     stage: str,
     names: list[str],
+    noise: tuple[int, str] | None = None,
 ) -> dict:
-    """Retrain the masked model for ``prune.retrain_epochs`` (0: test it as it is)."""
+    """Retrain the masked model for ``prune.retrain_epochs`` (0: test it as it is); ``noise``
+    seeds its SGD noise (``train_stage``)."""
     module = FERClassifier(model, retrain_optim(cfg), datamodule.class_names, frozen)
     extra = {"prune/sparsity": zero_fraction(model, names)}
     hparams = swept_params(cfg)
@@ -108,6 +111,7 @@ def retrain(
         max_epochs=cfg.prune.retrain_epochs,
         hparams=hparams,
         extra_metrics=extra,
+        noise=noise,
     )
 
 
@@ -147,6 +151,7 @@ def prune_and_retrain(
         before = accuracy_before_retrain(cfg, model, datamodule, names, r, n)
         info["prune/rewind_check"] = set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
+        start_state = clone_state(model) if cfg.prune.stability and r == n else None
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
         seconds["retrain"] += final["time/train_s"]
         seconds["test"] += final["time/test_s"]
@@ -160,6 +165,12 @@ def prune_and_retrain(
             info[f"round{r}/val/acc_best"] = final["val/acc_best"]
             info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
     assert mask is not None
+    if start_state is not None:  # prune.stability: the last round retrains once more
+        info.update(
+            stability_analysis(
+                cfg, datamodule, model, frozen, mask, start_state, stage, run_dir, names, retrain
+            )
+        )
     mask.save(run_dir / paths.MASK)
     info.update(sparsity_keys(model, names, mask, cfg.prune.min_layer_density))
     info["time/prune_s"] = round(seconds["prune"], 3)

@@ -8,6 +8,7 @@ Modules, in the order data flows through them:
 - ``papers``: the presets' published numbers, and ours grouped to match them;
 - ``curves``: per-epoch validation curves from the jobs' CSV logs;
 - ``tables``: the markdown tables and ``report.csv``;
+- ``contrasts`` (on ``paired``): conditions compared seed by seed, and ``paired.csv``;
 - ``figures`` and ``per_class``: which data each plot shows; ``plots`` draws it;
 - ``build``: report.md from all of these; ``cli``: the command line.
 """

@@ -14,6 +14,7 @@ from fer_lottery.report.conditions import (
     repeat_note,
     rows_of,
 )
+from fer_lottery.report.contrasts import paired_section
 from fer_lottery.report.figures import (
     plot_convergence,
     plot_layer_sparsity,
@@ -64,8 +65,38 @@ def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: lis
     return md
 
 
-def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: int = 8) -> str:
-    """Collect, aggregate, write report.md, report.csv and the PNGs into ``out``; return the md."""
+# data/protocol -> what the report says of it (data.split.PROTOCOLS).
+PROTOCOLS = {
+    "official": "official SFEW 2.0 (train on Train, test on Val)",
+    "fractions": "stratified fractions of the pooled images (data.split)",
+    "kfold": "k-fold cross-validation (data.folds)",
+}
+
+
+def protocol_line(jobs: list[Job]) -> str:
+    """Which split protocol the jobs ran, with counts when they differ. A job of an older
+    version, without ``data/protocol``, ran fractions (or k-fold when it has ``data/folds``)."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        fallback = "kfold" if job.results.get("data/folds") else "fractions"
+        name = str(job.results.get("data/protocol") or fallback)
+        counts[name] = counts.get(name, 0) + 1
+    named = [PROTOCOLS.get(name, name) for name in counts]
+    if len(counts) == 1:
+        return f"Protocol: {named[0]}.\n"
+    parts = [f"{text}: {n} job(s)" for text, n in zip(named, counts.values(), strict=True)]
+    return f"Protocol: {'; '.join(parts)}.\n"
+
+
+def build(
+    dirs: list[Path],
+    out: Path,
+    curves: list[str] | None = None,
+    limit: int = 8,
+    paired: list[str] | None = None,
+) -> str:
+    """Collect, aggregate, write report.md, report.csv (and paired.csv) and the PNGs into
+    ``out``; return the md. ``paired``: contrasts ``KEY=V1,V2`` besides the natural ones."""
     jobs, problems = collect(dirs)
     if not jobs:
         where = ", ".join(map(str, dirs))
@@ -82,6 +113,7 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
     pruned = [j for j in jobs if j.pruned]
     dense = dense_rows(pruned, keys) if pruned else []
     rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
+    paired_md = paired_section(rows, keys, paired, out)
     blocks = published_blocks(jobs)
     for block in blocks:
         match = block.get("match") or []
@@ -99,11 +131,13 @@ def build(dirs: list[Path], out: Path, curves: list[str] | None = None, limit: i
         "repeats that agree exactly) gets the binomial (Wilson) interval of the test images "
         "(seeds share one test split; folds add theirs).\n"
     )
+    md.append(protocol_line(jobs))
     figures: list[tuple[str, str]] = []
     md += _paper_sections(blocks, jobs, out, figures)
     md += study_sections(jobs)
     md += ["## All conditions\n", main_table(dense + rows, keys), ""]
     md += [repeat_note(jobs, []), ""]
+    md += paired_md
     paper_dense = next(
         (
             (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))

@@ -9,7 +9,11 @@ interval. Jobs that failed, were killed or never started, and jobs whose ``resul
 parse or breaks its schema (``fer_lottery.store.results``), are listed with the reason, never
 dropped; the exit status is still 0 when any job has usable results.
 
-Writes ``report.md``, ``report.csv`` and PNG plots into ``--out`` (default: the first folder).
+Conditions that differ in one key alone are compared seed by seed (``report.contrasts``):
+magnitude - random, rewind - continuation, and each ``--paired KEY=V1,V2``.
+
+Writes ``report.md``, ``report.csv`` (``paired.csv`` with paired comparisons) and PNG plots into
+``--out`` (default: the first folder).
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from pathlib import Path
 
 from fer_lottery.errors import DiskFullError, no_space
 from fer_lottery.report.build import build
+from fer_lottery.report.contrasts import ContrastError, parse_spec
+
+
+def _contrast(text: str) -> str:
+    try:
+        parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         help="conditions to draw in convergence.png, e.g. prune.ratio=0.5 prune.ratio=0.9",
     )
     parser.add_argument("--max-curves", type=int, default=8, help="at most this many curves")
+    parser.add_argument(
+        "--paired",
+        action="append",
+        type=_contrast,
+        metavar="KEY=V1,V2",
+        help="also give V1 - V2 seed by seed for conditions that differ in KEY alone, e.g. "
+        "prune.method=magnitude,random (repeatable)",
+    )
     args = parser.parse_args(argv)
     absent = [d for d in args.dirs if not d.is_dir()]
     if absent:
@@ -40,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.dirs[0]
     try:
-        text = build(args.dirs, out, args.curves, args.max_curves)
-    except FileNotFoundError as exc:
+        text = build(args.dirs, out, args.curves, args.max_curves, args.paired)
+    except (FileNotFoundError, ContrastError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

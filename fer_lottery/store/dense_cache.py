@@ -95,6 +95,8 @@ def dense_key(
     weights = parts["model"]["weights"]
     if weights and Path(str(weights)).expanduser().is_file():
         parts["model"]["weights"] = "sha256:" + file_sha256(Path(str(weights)).expanduser())
+    if parts["data"].get("split") != "official":  # read only by the official protocol
+        parts["data"].pop("official_val_fraction", None)
     if parts["data"]["name"] == "synthetic":  # generated, not read: where it would be is moot
         parts["data"].pop("root", None)
     else:

@@ -106,6 +106,24 @@ def reasons(v: object) -> str | None:
     return None if ok else "an object of strings (file: reason)"
 
 
+def fractions(v: object) -> str | None:
+    ok = isinstance(v, list) and len(v) > 0 and all(fraction(x) is None for x in v)
+    return None if ok else "a non-empty list of numbers in [0, 1]"
+
+
+def losses(v: object) -> str | None:
+    ok = isinstance(v, list) and len(v) > 0 and all(_is_number(x) and x >= 0 for x in v)
+    return None if ok else "a non-empty list of numbers >= 0"
+
+
+def boolean(v: object) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def integer(v: object) -> str | None:
+    return None if _is_int(v) else "an integer"
+
+
 def obj(v: object) -> str | None:
     return None if isinstance(v, dict) else "an object"
 
@@ -163,6 +181,8 @@ TYPES: dict[str, Check] = {
     # The stage whose model the job's test/* keys describe: its predictions_<stage>.csv.
     "predictions/stage": text,
     "data/source": text,
+    # How the split was made: fractions, kfold or official (SFEW 2.0: train on Train, test on Val)
+    "data/protocol": text,
     "data/n_train": count,
     "data/n_val": count,
     "data/n_test": count,
@@ -191,6 +211,9 @@ TYPES: dict[str, Check] = {
     "data/duplicates_cross_class": count,
     "data/duplicates_dropped": count,
     "data/duplicate_files": text_groups,
+    # data.split=official: Train copies of Val images, dropped so no test image is trained on
+    "data/official_train_copies_dropped": count,
+    "data/official_train_copies_files": texts,
     "data/train_dropped_per_epoch": count,  # a last training batch of 1 image, dropped (0 or 1)
     "data/classes_missing": obj,  # {split: [classes with no image in it]}
     "prune/sparsity": fraction,
@@ -207,6 +230,24 @@ TYPES: dict[str, Check] = {
     "prune/units_revived": count,
     "prune/similar_pairs": count,
     "prune/complementary_pairs": count,
+    # prune.stability: the line from the retrained model (alpha 0) to a second retraining with
+    # other SGD noise (alpha 1), BatchNorm statistics recomputed at each point.
+    "stability/seed_b": integer,
+    "stability/alphas": fractions,
+    "stability/bn_layers_recomputed": count,
+    "stability/b/test/acc": fraction,
+    "stability/b/val/acc_best": fraction,
+    "stability/val/acc": fractions,
+    "stability/test/acc": fractions,
+    "stability/val/loss": losses,
+    "stability/test/loss": losses,
+    "stability/val/barrier": fraction,
+    "stability/test/barrier": fraction,
+    "stability/identical_ends": boolean,
+    # at alpha 0.5 with the ends' BatchNorm statistics averaged, not recomputed (for contrast)
+    "stability/val/acc_mid_bn_interpolated": fraction,
+    "stability/test/acc_mid_bn_interpolated": fraction,
+    "time/stability_s": seconds,
     "time/data_s": seconds,
     "time/dense_s": seconds,
     "time/prune_s": seconds,
@@ -257,6 +298,7 @@ EVERY_JOB: tuple[str, ...] = (
     "device/cuda_capability",
     "model/init",
     "data/source",
+    "data/protocol",
     "data/n_train",
     "data/n_val",
     "data/n_test",
@@ -294,6 +336,19 @@ DISTINCTIVENESS = (
 NOT_GRADUAL = ("prune/acc_before_retrain", "prune/val_acc_before_retrain")
 # And a job that removes whole units by magnitude, gradient or at random (prune.granularity).
 UNITS = ("prune/units_removed_frac", "prune/units_removed", "prune/units_total")
+# And a job with prune.stability=true.
+STABILITY = (
+    "stability/seed_b",
+    "stability/alphas",
+    "stability/bn_layers_recomputed",
+    "stability/val/acc",
+    "stability/test/acc",
+    "stability/val/loss",
+    "stability/test/loss",
+    "stability/val/barrier",
+    "stability/test/barrier",
+    "time/stability_s",
+)
 # And, per criterion, the keys every job of it writes.
 BY_METHOD: dict[str, tuple[str, ...]] = {"distinctiveness": DISTINCTIVENESS}
 # And, with prune.iterations = n > 1, for r = 1..n: round<r>/<key>.
@@ -345,6 +400,8 @@ def required(results: dict, complete: bool = True) -> list[str]:
         keys = [k for k in keys if k not in NOT_GRADUAL]  # no moment between pruning and training
     if method and _prune_option(results.get("config"), "granularity") == "unit":
         keys += [k for k in UNITS if k not in keys]
+    if method and _prune_option(results.get("config"), "stability") is True:
+        keys += STABILITY
     if method and rounds > 1:
         keys += [f"round{r}/{k}" for r in range(1, rounds + 1) for k in ROUND]
     return keys

@@ -209,11 +209,14 @@ def train_stage(
     hparams: dict[str, object] | None = None,
     extra_metrics: dict[str, float] | None = None,
     best_from_epoch: int = 0,
+    noise: tuple[int, str] | None = None,
 ) -> dict[str, object]:
     """Train ``module`` for one stage, then test its best-validation weights on the held-out split.
 
     Only epochs from ``best_from_epoch`` on may be the best (gradual pruning: those at the final
-    sparsity).
+    sparsity). ``noise``: the (seed, name) that seed the stage's SGD noise (its start, batch
+    order, augmentation and dropout); default ``(cfg.seed, stage)``. The stability analysis
+    gives its second retraining another seed under the first one's name.
 
     The best epoch's weights are kept in memory (``BestWeights``): no file is written when
     validation improves. A resumable checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``:
@@ -246,7 +249,8 @@ def train_stage(
     every_s = float(cfg.trainer.get("checkpoint_every_s", 0))
     boundary = termination.EpochBoundary()  # what a signal asks of the running epoch
     resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every, every_s, boundary)
-    datamodule.seed_epochs(cfg.seed, stage)
+    noise_seed, noise_name = noise if noise is not None else (cfg.seed, stage)
+    datamodule.seed_epochs(noise_seed, noise_name)
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
         logger=[tb, csv],
@@ -266,7 +270,7 @@ def train_stage(
     start = time.perf_counter()
     # Seeded right before fit, by the stage's name alone: what the stage draws does not depend
     # on whether the dense stage ran in this process or came from the cache.
-    seed_all(cfg.seed, stage)
+    seed_all(noise_seed, noise_name)
     with termination.epoch_boundary(boundary), setup_heap_frozen():
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
     if boundary.stop is not None and trainer.should_stop:
