@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -71,3 +73,35 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     narrowed = f"{tmp_path / 'a'}::prune.ratio=0.8"
     assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
+
+
+def test_imp_rounds_nest_and_compare_with_one_shot(run_job, tmp_path):
+    # IMP keeps nothing an earlier round removed: every weight round 2 keeps, round 1 kept
+    # (share 1), and Jaccard is k_2 / k_1. RUN@R takes round R's mask (mask_round<R>.pt).
+    from fer_lottery.analysis.__main__ import main
+    from fer_lottery.pruning.mask import Mask
+
+    imp = ("prune.ratio=0.8", "prune.retrain_epochs=1", "prune.iterations=3")
+    results, run = run_job("imp/seed=1", *imp)
+    assert sorted(p.name for p in run.glob("mask_round*.pt")) == [
+        "mask_round1.pt",
+        "mask_round2.pt",
+    ]
+    run_job("oneshot/seed=1", "prune.ratio=0.8", "prune.retrain_epochs=1")
+    out = tmp_path / "overlap"
+    imp_dir = str(tmp_path / "imp")
+    sets = [f"{imp_dir}@2", f"{imp_dir}@1", imp_dir, str(tmp_path / "oneshot")]
+    assert main(["overlap", *sets, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "overlap.csv").open()))
+    total = {r["pair"]: r for r in rows if r["layer"] == "total"}
+    masks = [Mask.load(p).tensors for p in (run / "mask_round1.pt", run / "mask_round2.pt")]
+    masks.append(Mask.load(run / "mask.pt").tensors)  # the last round's
+    kept = [sum(int(m[n].sum()) for n in m if n.endswith(".weight")) for m in masks]
+    assert kept[0] > kept[1] > kept[2]
+    nested = total["imp round 2 vs imp round 1"]
+    assert float(nested["share_of_a"]) == 1.0
+    assert float(nested["jaccard"]) == pytest.approx(kept[1] / kept[0], abs=1e-6)
+    last = total["imp round 2 vs imp"]  # the final mask lies inside round 2's
+    assert float(last["jaccard"]) == pytest.approx(kept[2] / kept[1], abs=1e-6)
+    assert "imp vs oneshot" in total  # IMP's final mask against one shot at the same ratio
+    assert main(["overlap", f"{imp_dir}@4", imp_dir]) == 2  # a round the job did not run

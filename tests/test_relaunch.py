@@ -26,6 +26,9 @@ def test_a_relaunch_with_a_changed_setting_runs_again_and_keeps_the_old_results(
     (stale,) = run_dir.glob("results.json.stale-*")
     assert json.loads(stale.read_text())["config"]["trainer"]["max_epochs"] == 1
     assert "trainer.max_epochs: 1 -> 2" in caplog.text
+    # The old per-image predictions go with the old results; the folder holds the new run's.
+    assert list(run_dir.glob("predictions_dense.csv.stale-*"))
+    assert (run_dir / "predictions_dense.csv").is_file()
     # The same config, or one that differs only in what changes no number, is skipped.
 
     def no_training(*_args, **_kwargs):

@@ -6,10 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from fer_lottery import report
+from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
 from tests.test_presets import compose_preset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
+STUDY_PRESETS = (
+    "future_a_units",
+    "future_a_before_finetune",
+    "gradient_vs_magnitude",
+    "future_a_mask_overlap",
+    "stability_rewind",
+)
 STUDY = {"title": "Whole units against weights", "question": "Q?", "match": ["prune.ratio"]}
 
 
@@ -52,7 +62,7 @@ def test_the_study_presets_compose_validate_and_sweep_five_seeds():
 
     from fer_lottery.config import validate
 
-    for name in ("future_a_units", "future_a_before_finetune", "gradient_vs_magnitude"):
+    for name in STUDY_PRESETS:
         cfg = compose_preset(name)
         validate(cfg)
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
@@ -67,3 +77,65 @@ def test_the_study_presets_compose_validate_and_sweep_five_seeds():
             combos = [{**c, key: o} for c in combos for o in options]
         for combo in combos:
             validate(compose_preset(name, *[f"{k}={v}" for k, v in combo.items()]))
+
+
+def _tiny_preset_report(tmp_path: Path, preset: str, *overrides: str):
+    """A real tiny sweep of a preset over seeds 1 and 2, and its report: (sweep, out, md)."""
+    sweep, out = tmp_path / "sweep", tmp_path / "report"
+    run_cli(
+        "-m",
+        f"experiment={preset}",
+        *TINY_SYNTHETIC_BATCH32,
+        "prune.retrain_epochs=1",
+        "seed=1,2",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    return sweep, out, (out / "report.md").read_text()
+
+
+def test_the_overlap_study_compares_each_seeds_two_masks_in_the_report(tmp_path):
+    # A real tiny sweep of the preset (two seeds, one ratio), then the report: the section's
+    # totals are the mean over seeds of analysis.overlap on the jobs' own mask.pt files.
+    from fer_lottery.analysis.overlap import mask_overlap
+    from fer_lottery.pruning.mask import Mask
+
+    sweep, out, md = _tiny_preset_report(tmp_path, "future_a_mask_overlap", "prune.ratio=0.9")
+    section = md.split("### Mask overlap: score_at=finetuned (A) against pretrained (B)\n")[1]
+    row = next(ln for ln in section.splitlines() if ln.startswith("| finetuned vs pretrained"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "ratio=0.9" and cells[2] == "2"
+    totals = []
+    for seed in (1, 2):
+        masks = [
+            Mask.load(next(sweep.glob(f"*score_at={at}*seed={seed}*")) / "mask.pt").tensors
+            for at in ("finetuned", "pretrained")
+        ]
+        totals.append(mask_overlap(*masks)["total"])
+    assert float(cells[3]) == pytest.approx(sum(t.jaccard for t in totals) / 2, abs=5e-4)
+    assert float(cells[6]) == pytest.approx(sum(t.x_chance for t in totals) / 2, abs=5e-4)
+    assert float(cells[5]) < float(cells[3])  # two 90% magnitude masks agree beyond chance
+    (figure,) = out.glob("overlap_*.png")
+    assert figure.stat().st_size > 10_000 and f"]({figure.name})" in md
+
+
+def test_the_stability_study_reports_barriers_and_draws_the_path(tmp_path):
+    sweep, out, md = _tiny_preset_report(
+        tmp_path, "stability_rewind", "prune.ratio=0.5", "prune.rewind=pretrained"
+    )
+    section = md.split("## Linear mode connectivity (prune.stability)\n")[1].split("\n## ")[0]
+    (row,) = [
+        ln for ln in section.splitlines() if ln.startswith("| ") and "rewind=pretrained" in ln
+    ]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    barriers = [
+        100 * json.loads(p.read_text())["stability/test/barrier"]
+        for p in sweep.glob("*/results.json")
+    ]
+    assert cells[1] == "2" and len(barriers) == 2
+    mean, std = (float(x) for x in cells[2].split(" ± "))
+    assert mean == pytest.approx(sum(barriers) / 2, abs=0.006)
+    assert (out / "stability.png").stat().st_size > 10_000
+    assert "](stability.png)" in md

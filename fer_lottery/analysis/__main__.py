@@ -2,14 +2,15 @@
 
 Each DIR is a run folder or a folder of runs, optionally narrowed to one condition of a sweep by
 ``::KEY=VALUE,...`` over the resolved config (``outputs/sweep::prune.score_at=pretrained,
-prune.ratio=0.9``). The final masks
-(``mask.pt``) of two DIRs are paired by repeat (seed and fold), and every pair of DIRs is
-compared: per layer and in total, the Jaccard index of the kept weights, the share of A's kept
-weights that B keeps, the chance level of random masks with the same per-layer densities, and
+prune.ratio=0.9``), and optionally ``@R`` for the mask after IMP round R (``mask_round<R>.pt``; how
+the rounds nest, or an IMP round against one-shot pruning at the same sparsity). The masks
+(``mask.pt``, the final one) of two DIRs are paired by repeat (seed and fold), and every pair of
+DIRs is compared: per layer and in total, the Jaccard index of the kept weights, the share of A's
+kept weights that B keeps, the chance level of random masks with the same per-layer densities, and
 the ratio to it, each as the mean over the paired repeats. Unit-level masks (distinctiveness,
-``prune.granularity=unit``, on both sides) are compared unit by unit. Runs that cannot be paired
-are named. Writes ``overlap.md``, ``overlap.csv`` and ``overlap.png`` (layers x pairs, in
-"x chance") into ``--out`` (default: the first DIR).
+``prune.granularity=unit``, on both sides) are compared unit by unit. Runs that cannot be paired are
+named. Writes ``overlap.md``, ``overlap.csv`` and ``overlap.png`` (layers x pairs, in "x chance")
+into ``--out`` (default: the first DIR).
 """
 
 from __future__ import annotations
@@ -42,25 +43,43 @@ def _matches(config: dict, where: dict[str, str]) -> bool:
     return all(str(flat.get(k)) == v for k, v in where.items())
 
 
-def parse_set(spec: str) -> tuple[Path, dict[str, str]]:
-    """``DIR`` or ``DIR::KEY=VALUE,...``: a folder and the config values its runs must have."""
+def parse_set(spec: str) -> tuple[Path, dict[str, str], int | None]:
+    """``DIR[::KEY=VALUE,...][@R]``: a folder, the config values its runs must have, and the
+    IMP round whose mask to take (None: the final mask)."""
+    spec, at, round_text = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    r = None
+    if at:
+        if not round_text.isdigit() or int(round_text) < 1:
+            raise ValueError(f"{spec}@{round_text}: expected @R, R an IMP round from 1")
+        r = int(round_text)
     folder, _, where = spec.partition("::")
     pairs = [p.split("=", 1) for p in where.split(",") if p]
     if any(len(p) != 2 for p in pairs):
         raise ValueError(f"{spec}: expected DIR::KEY=VALUE,KEY=VALUE")
-    return Path(folder), dict(pairs)
+    return Path(folder), dict(pairs), r
+
+
+def mask_file(run: Path, config: dict, r: int | None) -> Path | None:
+    """The run's mask after round ``r`` (None, or its last round: ``mask.pt``)."""
+    rounds = (config.get("prune") or {}).get("iterations") or 1
+    if r is None or r == rounds:
+        return run / "mask.pt"
+    if r > rounds:
+        return None
+    return run / f"mask_round{r}.pt"
 
 
 def runs(spec: str) -> dict[tuple, Path]:
     """The pruned runs of a set by repeat (seed, fold); ValueError if one repeat has two."""
-    folder, where = parse_set(spec)
+    folder, where, r = parse_set(spec)
     found: dict[tuple, Path] = {}
     for results in sorted(folder.rglob("results.json")):
         run = results.parent
-        if not (run / "mask.pt").is_file():
-            continue
         config = json.loads(results.read_text()).get("config", {})
         if not _matches(config, where):
+            continue
+        mask = mask_file(run, config, r)
+        if mask is None or not mask.is_file():
             continue
         repeat = (config.get("seed"), (config.get("data") or {}).get("fold"))
         if repeat in found:
@@ -68,14 +87,15 @@ def runs(spec: str) -> dict[tuple, Path]:
                 f"{folder}: two runs of seed {repeat[0]}, fold {repeat[1]} ({found[repeat]} and "
                 f"{run}): narrow it to one condition, e.g. {folder}::prune.ratio=0.9"
             )
-        found[repeat] = run
+        found[repeat] = mask
     if not found:
-        raise ValueError(f"{spec}: no finished pruned run (results.json with mask.pt) there")
+        what = "mask.pt" if r is None else f"the mask of IMP round {r}"
+        raise ValueError(f"{spec}: no finished pruned run (results.json with {what}) there")
     return found
 
 
-def _unit_level(run: Path) -> bool:
-    prune = json.loads((run / "results.json").read_text())["config"]["prune"]
+def _unit_level(mask: Path) -> bool:
+    prune = json.loads((mask.parent / "results.json").read_text())["config"]["prune"]
     return prune.get("method") == "distinctiveness" or prune.get("granularity") == "unit"
 
 
@@ -84,14 +104,15 @@ def compare(a: str, b: str) -> tuple[dict[str, dict[str, float]], list[tuple], b
     and the runs that could not be paired."""
     ra, rb = runs(a), runs(b)
     paired = sorted(set(ra) & set(rb), key=str)
-    unpaired = [str(ra[k]) for k in ra if k not in rb] + [str(rb[k]) for k in rb if k not in ra]
+    unpaired = [str(ra[k].parent) for k in ra if k not in rb]
+    unpaired += [str(rb[k].parent) for k in rb if k not in ra]
     if not paired:
         raise ValueError(f"{a} and {b} share no seed (and fold): nothing to pair")
     units = all(_unit_level(ra[k]) and _unit_level(rb[k]) for k in paired)
     sums: dict[str, dict[str, float]] = {}
     for key in paired:
-        ma = Mask.load(ra[key] / "mask.pt").tensors
-        mb = Mask.load(rb[key] / "mask.pt").tensors
+        ma = Mask.load(ra[key]).tensors
+        mb = Mask.load(rb[key]).tensors
         for layer, value in mask_overlap(ma, mb, units=units).items():
             row = sums.setdefault(layer, dict.fromkeys(COLUMNS, 0.0))
             for column in COLUMNS:
@@ -100,8 +121,9 @@ def compare(a: str, b: str) -> tuple[dict[str, dict[str, float]], list[tuple], b
 
 
 def _short(spec: str) -> str:
-    folder, where = parse_set(spec)
-    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in where.items()) or folder.name
+    folder, where, r = parse_set(spec)
+    name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in where.items()) or folder.name
+    return name + ("" if r is None else f" round {r}")
 
 
 def _table(layers: dict[str, dict[str, float]]) -> list[str]:
@@ -114,26 +136,10 @@ def _table(layers: dict[str, dict[str, float]]) -> list[str]:
 
 
 def _heatmap(results: dict[str, dict], out: Path) -> None:
-    from fer_lottery.plotting import plt, save
+    from fer_lottery.report.plots import overlap_heatmap, plt
 
-    pairs = list(results)
-    layers = list(dict.fromkeys(layer for r in results.values() for layer in r))
-    grid = [
-        [results[p].get(layer, {}).get("x_chance", math.nan) for p in pairs] for layer in layers
-    ]
-    fig, ax = plt.subplots(figsize=(3 + 1.6 * len(pairs), 1.5 + 0.3 * len(layers)), dpi=120)
-    image = ax.imshow(grid, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(pairs)), pairs, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(layers)), layers, fontsize=8)
-    for i, line in enumerate(grid):
-        for j, v in enumerate(line):
-            if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label="overlap of kept weights, × chance")
-    ax.set_title("Mask overlap against random masks of the same per-layer densities")
-    fig.tight_layout()
-    save(fig, out)
-    plt.close(fig)
+    overlap_heatmap(results, out)
+    plt.close("all")
 
 
 def overlap_main(dirs: list[str], out: Path) -> str:

@@ -59,6 +59,8 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
             for name in (paths.WEIGHTS, paths.MASK):
                 if (run_dir / name).is_file():
                     moved.append(move_aside(run_dir / name, "stale"))
+            for pattern in (paths.ROUND_MASK_GLOB, paths.PREDICTIONS_GLOB):
+                moved += [move_aside(p, "stale") for p in sorted(run_dir.glob(pattern))]
             log.warning(
                 "%s holds the results of another config (%d setting(s) differ: %s); %s; running "
                 "the job again with the new config",

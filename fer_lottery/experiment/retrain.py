@@ -158,7 +158,9 @@ def prune_and_retrain(
         rounds.append(replace(pruned, mask=Mask({})))  # its keys and units; the mask is ``mask``
         info.update(strategy.rounds_metrics(rounds))
         info.update(before)
-        if n > 1:  # IMP: each round's own keys
+        if n > 1:  # IMP: each round's own keys, and its mask (how the rounds nest)
+            if r < n:
+                mask.save(paths.round_mask(run_dir, r))
             info[f"round{r}/prune/sparsity"] = zero_fraction(model, names)
             info[f"round{r}/prune/acc_before_retrain"] = before["prune/acc_before_retrain"]
             info[f"round{r}/test/acc"] = final["test/acc"]

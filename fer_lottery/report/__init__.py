@@ -9,6 +9,8 @@ Modules, in the order data flows through them:
 - ``curves``: per-epoch validation curves from the jobs' CSV logs;
 - ``tables``: the markdown tables and ``report.csv``;
 - ``contrasts`` (on ``paired``): conditions compared seed by seed, and ``paired.csv``;
+- ``studies`` (with ``overlaps``): the study presets' sections and their mask overlap;
+- ``stability``: the linear mode connectivity of ``prune.stability`` jobs;
 - ``figures`` and ``per_class``: which data each plot shows; ``plots`` draws it;
 - ``build``: report.md from all of these; ``cli``: the command line.
 """

@@ -28,6 +28,7 @@ from fer_lottery.report.papers import (
     published_blocks,
 )
 from fer_lottery.report.per_class import per_class_section
+from fer_lottery.report.stability import stability_section
 from fer_lottery.report.studies import study_sections
 from fer_lottery.report.tables import comparison_table, main_table, write_csv
 
@@ -134,10 +135,11 @@ def build(
     md.append(protocol_line(jobs))
     figures: list[tuple[str, str]] = []
     md += _paper_sections(blocks, jobs, out, figures)
-    md += study_sections(jobs)
+    md += study_sections(jobs, out, figures)
     md += ["## All conditions\n", main_table(dense + rows, keys), ""]
     md += [repeat_note(jobs, []), ""]
     md += paired_md
+    md += stability_section(rows, keys, out, figures)
     paper_dense = next(
         (
             (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))

@@ -306,6 +306,24 @@ def check_spec(spec: Spec, rows: list[Row], keys: list[str]) -> None:
             )
 
 
+def contrasted_rows(rows: list[Row], keys: list[str], spec: Spec) -> tuple[list, set[str]]:
+    """The (A, B) rows that differ in ``spec.key`` alone, A at ``spec.a`` and B at ``spec.b``;
+    and the other keys in which rows at those two values differ (for a note)."""
+    found, near = [], set()
+    for a in rows:
+        for b in rows:
+            if a is b or not _is(a.values.get(spec.key), spec.a):
+                continue
+            if not _is(b.values.get(spec.key), spec.b):
+                continue
+            other = _other_differences(a, b, spec.key, keys)
+            if other:
+                near.update(other)
+            else:
+                found.append((a, b))
+    return found, near
+
+
 def find_contrasts(
     rows: list[Row], keys: list[str], specs: list[Spec]
 ) -> tuple[list[Contrast], list[str]]:
@@ -317,21 +335,11 @@ def find_contrasts(
     for spec in specs:
         if spec.key not in keys:
             continue
-        found, near = 0, set()
-        for a in rows:
-            for b in rows:
-                if a is b or not _is(a.values.get(spec.key), spec.a):
-                    continue
-                if not _is(b.values.get(spec.key), spec.b):
-                    continue
-                other = _other_differences(a, b, spec.key, keys)
-                if other:
-                    near.update(other)
-                    continue
-                found += 1
-                if (spec.key, id(a), id(b)) not in seen:
-                    seen.add((spec.key, id(a), id(b)))
-                    contrasts.append(pair(spec, a, b, keys))
+        found, near = contrasted_rows(rows, keys, spec)
+        for a, b in found:
+            if (spec.key, id(a), id(b)) not in seen:
+                seen.add((spec.key, id(a), id(b)))
+                contrasts.append(pair(spec, a, b, keys))
         if not found and not spec.name:
             also = ", ".join(f"`{k}`" for k in sorted(near))
             notes.append(

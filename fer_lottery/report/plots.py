@@ -301,6 +301,14 @@ def accuracy_vs_setting(
     return fig
 
 
+def _band(ax, x, mean, std, n, color, alpha: float) -> None:
+    """A ±std band around a mean line, when there is more than one repeat."""
+    if _finite(n) and n > 1 and any(_finite(v) for v in std):
+        low = [m - s for m, s in zip(mean, std, strict=True)]
+        high = [m + s for m, s in zip(mean, std, strict=True)]
+        ax.fill_between(x, low, high, color=color, alpha=alpha, linewidth=0)
+
+
 def convergence_curves(
     curves: Sequence[Mapping],
     out_path,
@@ -321,21 +329,66 @@ def convergence_curves(
         label = curve["label"]
         color = colors[i]
         ax.plot(epochs, mean, color=color, linewidth=1.8, label=label + _n_suffix(n))
-        if _finite(n) and n > 1 and any(_finite(v) for v in std):
-            ax.fill_between(
-                epochs,
-                [m - s for m, s in zip(mean, std, strict=True)],
-                [m + s for m, s in zip(mean, std, strict=True)],
-                color=color,
-                alpha=0.2,
-                linewidth=0,
-            )
+        _band(ax, epochs, mean, std, n, color, 0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    save(fig, out_path)
+    return fig
+
+
+def accuracy_along_path(curves: Sequence[Mapping], out_path, title: str | None = None):
+    """Test accuracy (%) against alpha on the line between two trained models, one line per
+    curve with a ±std band when n > 1 (linear mode connectivity).
+
+    ``curves`` items: ``{"label", "alpha": [floats], "mean": [%], "std": [%] or None, "n"}``.
+    """
+    if not curves:
+        raise ValueError("accuracy_along_path: no curves to plot (got an empty list)")
+    checked = _checked_series(curves, "alpha", "accuracy_along_path")
+    fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=DPI)
+    colors = _colors(len(checked))
+    entries = []
+    for i, curve in enumerate(checked):
+        alpha, mean, std, n = curve["x"], curve["mean"], curve["std"], curve["n"]
+        color, marker = colors[i], MARKERS[i % len(MARKERS)]
+        label = textwrap_label(curve["label"]) + _n_suffix(n)
+        (line,) = ax.plot(alpha, mean, color=color, marker=marker, linewidth=1.8, label=label)
+        entries.append((line, label))
+        _band(ax, alpha, mean, std, n, color, 0.15)
+    ax.set_xlabel("α (0: first retraining, 1: second retraining)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Linear mode connectivity: BatchNorm statistics recomputed at each α")
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    _legend_outside(ax, entries)
+    fig.tight_layout()
+    save(fig, out_path)
+    return fig
+
+
+def overlap_heatmap(results: Mapping[str, Mapping[str, Mapping[str, float]]], out_path, title=""):
+    """Layers × compared pairs, coloured by the overlap of kept weights in × chance, with the
+    value written in each cell. ``results``: pair label -> layer -> {"x_chance": ...}."""
+    pairs = list(results)
+    layers = list(dict.fromkeys(layer for r in results.values() for layer in r))
+    grid = [
+        [results[p].get(layer, {}).get("x_chance", math.nan) for p in pairs] for layer in layers
+    ]
+    fig, ax = plt.subplots(figsize=(3.5 + 1.4 * len(pairs), 1.6 + 0.3 * len(layers)), dpi=DPI)
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(pairs)), [textwrap_label(p, 24) for p in pairs], fontsize=8)
+    ax.set_yticks(range(len(layers)), layers, fontsize=8)
+    for i, line in enumerate(grid):
+        for j, v in enumerate(line):
+            if _finite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label="overlap of kept weights, × chance")
+    ax.set_title(title or "Mask overlap against random masks of the same per-layer densities")
     fig.tight_layout()
     save(fig, out_path)
     return fig

@@ -5,9 +5,11 @@ numbers to set beside them: the dense model, then each condition, mean ± std ov
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import condition_keys, dense_rows, repeat_note, rows_of
+from fer_lottery.report.overlaps import overlap_section
 from fer_lottery.report.papers import _swept
 from fer_lottery.report.tables import main_table
 
@@ -43,8 +45,9 @@ def study_keys(block: dict, members: list[Job]) -> list[str]:
     return match + extra
 
 
-def study_sections(jobs: list[Job]) -> list[str]:
-    """One markdown section per study: its question, then its table."""
+def study_sections(jobs: list[Job], out: Path, figures: list) -> list[str]:
+    """One markdown section per study: its question, then its table, and its mask overlap when
+    the study names one (``report.overlaps``)."""
     md: list[str] = []
     for block in study_blocks(jobs):
         members = study_jobs(block, jobs)
@@ -56,4 +59,5 @@ def study_sections(jobs: list[Job]) -> list[str]:
         if block.get("question"):
             md += [f"{block['question']}\n"]
         md += [main_table(dense + rows, keys), "", repeat_note(members, []), ""]
+        md += overlap_section(block, rows, keys, out, figures)
     return md

@@ -6,6 +6,7 @@ A run folder (``outputs/<date>/<time>/``, or one job of a sweep)::
     split.json            the item ids of train / val / test
     weights.pt            the final weights, sparse (``store.weights``)
     mask.pt               the final pruning mask, 1 bit per entry (``pruning.mask``)
+    mask_round<r>.pt      IMP: the mask after round r, for each round but the last
     failed.json           a failed sweep job: error, traceback, overrides (``job.failures``)
     folds.json, fold=<i>/ k-fold: the per-fold summary and one run folder per fold
     tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned)
@@ -35,6 +36,8 @@ RESULTS = "results.json"
 SPLIT = "split.json"
 WEIGHTS = "weights.pt"
 MASK = "mask.pt"
+ROUND_MASK_GLOB = "mask_round*.pt"  # IMP: the mask after each round but the last (mask.pt)
+PREDICTIONS_GLOB = "predictions_*.csv"
 FAILED = "failed.json"
 FOLDS = "folds.json"
 CHECKPOINTS = "checkpoints"
@@ -84,6 +87,11 @@ def stage_csv(out_dir: Path, stage: str) -> Path:
 
 def confusion_png(out_dir: Path, stage: str) -> Path:
     return Path(out_dir) / f"confusion_{stage}.png"
+
+
+def round_mask(run_dir: Path, r: int) -> Path:
+    """The mask after IMP round ``r`` (1-based) of a job of more rounds; the last is ``mask.pt``."""
+    return Path(run_dir) / f"mask_round{r}.pt"
 
 
 def predictions_csv(out_dir: Path, stage: str) -> Path:
