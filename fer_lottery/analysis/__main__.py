@@ -99,20 +99,39 @@ def _unit_level(mask: Path) -> bool:
     return prune.get("method") == "distinctiveness" or prune.get("granularity") == "unit"
 
 
-def compare(a: str, b: str) -> tuple[dict[str, dict[str, float]], list[tuple], bool, list[str]]:
-    """Per layer, the mean over paired repeats of each column; the repeats paired; units or not;
-    and the runs that could not be paired."""
+def _pairs(ra: dict, rb: dict, across: bool, same_set: bool) -> list[tuple[tuple, tuple]]:
+    """(repeat of A, repeat of B) pairs: the same seed and fold, or with ``across`` every two
+    different seeds of one fold (each unordered pair once when A and B are one set)."""
+    if not across:
+        return [(k, k) for k in sorted(set(ra) & set(rb), key=str)]
+    pairs = [
+        (ka, kb)
+        for ka in sorted(ra, key=str)
+        for kb in sorted(rb, key=str)
+        if ka[0] != kb[0] and ka[1] == kb[1] and not (same_set and str(ka) > str(kb))
+    ]
+    return pairs
+
+
+def compare(
+    a: str, b: str, across: bool = False
+) -> tuple[dict[str, dict[str, float]], list[tuple], bool, list[str]]:
+    """Per layer, the mean over paired repeats of each column; the pairs of repeats; units or
+    not; and the runs that could not be paired. ``across``: runs of different seeds are paired
+    (is a ticket stable across seeds?), with ``a == b`` allowed."""
     ra, rb = runs(a), runs(b)
-    paired = sorted(set(ra) & set(rb), key=str)
-    unpaired = [str(ra[k].parent) for k in ra if k not in rb]
-    unpaired += [str(rb[k].parent) for k in rb if k not in ra]
+    paired = _pairs(ra, rb, across, a == b)
+    used_a, used_b = {p[0] for p in paired}, {p[1] for p in paired}
+    unpaired = [str(ra[k].parent) for k in ra if k not in used_a]
+    unpaired += [str(rb[k].parent) for k in rb if k not in used_b]
     if not paired:
-        raise ValueError(f"{a} and {b} share no seed (and fold): nothing to pair")
-    units = all(_unit_level(ra[k]) and _unit_level(rb[k]) for k in paired)
+        what = "two different seeds of one fold" if across else "a seed (and fold)"
+        raise ValueError(f"{a} and {b} share no {what}: nothing to pair")
+    units = all(_unit_level(ra[ka]) and _unit_level(rb[kb]) for ka, kb in paired)
     sums: dict[str, dict[str, float]] = {}
-    for key in paired:
-        ma = Mask.load(ra[key]).tensors
-        mb = Mask.load(rb[key]).tensors
+    for ka, kb in paired:
+        ma = Mask.load(ra[ka]).tensors
+        mb = Mask.load(rb[kb]).tensors
         for layer, value in mask_overlap(ma, mb, units=units).items():
             row = sums.setdefault(layer, dict.fromkeys(COLUMNS, 0.0))
             for column in COLUMNS:
@@ -142,24 +161,27 @@ def _heatmap(results: dict[str, dict], out: Path) -> None:
     plt.close("all")
 
 
-def overlap_main(dirs: list[str], out: Path) -> str:
+def overlap_main(dirs: list[str], out: Path, across: bool = False) -> str:
     results: dict[str, dict] = {}
     md = ["# Mask overlap\n"]
+    if across:
+        md.append("Runs paired across seeds: each two different seeds of one fold.\n")
     rows = []
-    for i, a in enumerate(dirs):
-        for b in dirs[i + 1 :]:
-            layers, paired, units, unpaired = compare(a, b)
-            name = f"{_short(a)} vs {_short(b)}"
-            results[name] = layers
-            level = "units" if units else "weights"
-            md += [f"## A = `{a}`, B = `{b}`\n", f"{len(paired)} paired repeat(s), {level}.\n"]
-            md += _table(layers) + [""]
-            if unpaired:
-                md += [
-                    f"Not paired (no run of the same seed and fold on the other side): "
-                    f"{', '.join(unpaired)}\n"
-                ]
-            rows += [{"pair": name, "layer": layer, **row} for layer, row in layers.items()]
+    sets = [(a, a) for a in dirs] if across and len(dirs) == 1 else []
+    sets += [(a, b) for i, a in enumerate(dirs) for b in dirs[i + 1 :]]
+    for a, b in sets:
+        layers, paired, units, unpaired = compare(a, b, across)
+        name = f"{_short(a)} vs {_short(b)}" + (" (across seeds)" if across else "")
+        results[name] = layers
+        level = "units" if units else "weights"
+        md += [f"## A = `{a}`, B = `{b}`\n", f"{len(paired)} pair(s) of runs, {level}.\n"]
+        md += _table(layers) + [""]
+        if unpaired:
+            md += [
+                f"Not paired (no run on the other side to pair it with): "
+                f"{', '.join(unpaired)}\n"
+            ]
+        rows += [{"pair": name, "layer": layer, **row} for layer, row in layers.items()]
     out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(md)
     (out / "overlap.md").write_text(text)
@@ -177,12 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     ov = sub.add_parser("overlap", help="mask overlap of two or more sets of runs, against chance")
     ov.add_argument("dirs", nargs="+", help="DIR or DIR::KEY=VALUE,... (one condition)")
     ov.add_argument("--out", type=Path, default=None)
+    ov.add_argument(
+        "--across-seeds",
+        action="store_true",
+        help="pair runs of different seeds (is a ticket stable across seeds?); one DIR is then "
+        "compared with itself",
+    )
     args = parser.parse_args(argv)
-    if len(args.dirs) < 2:
-        print("overlap needs at least two folders of runs to compare", file=sys.stderr)
+    if len(args.dirs) < 2 and not args.across_seeds:
+        print(
+            "overlap needs at least two folders of runs to compare (or one with --across-seeds)",
+            file=sys.stderr,
+        )
         return 2
     try:
-        print(overlap_main(args.dirs, args.out or parse_set(args.dirs[0])[0]))
+        out = args.out or parse_set(args.dirs[0])[0]
+        print(overlap_main(args.dirs, out, args.across_seeds))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
