@@ -178,8 +178,7 @@ def overlap_main(dirs: list[str], out: Path, across: bool = False) -> str:
         md += _table(layers) + [""]
         if unpaired:
             md += [
-                f"Not paired (no run on the other side to pair it with): "
-                f"{', '.join(unpaired)}\n"
+                f"Not paired (no run on the other side to pair it with): {', '.join(unpaired)}\n"
             ]
         rows += [{"pair": name, "layer": layer, **row} for layer, row in layers.items()]
     out.mkdir(parents=True, exist_ok=True)
