@@ -42,6 +42,7 @@ KINDS: dict[str, tuple[str, ...]] = {
         "prune.retrain_epochs=2",
         "prune.gradual_end=1",
     ),
+    "magnitude_stability": ("prune.ratio=0.5", "prune.stability=true"),
     "gradient_before_finetune": (
         "prune.method=gradient",
         "prune.ratio=0.8",

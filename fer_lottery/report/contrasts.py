@@ -357,7 +357,11 @@ def _num(x: float, signed: bool = False) -> str:
 
 def _ci(ci: tuple[float, float, float]) -> str:
     _, lo, hi = ci
-    return "" if math.isnan(lo) else f"[{_num(lo, True)}, {_num(hi, True)}]"
+    if math.isnan(lo):
+        return ""
+    if lo == hi:  # the t interval of identical values has no width: not a measurement
+        return f"[{_num(lo, True)}, {_num(hi, True)}] (values all equal)"
+    return f"[{_num(lo, True)}, {_num(hi, True)}]"
 
 
 INTRO = (

@@ -4,7 +4,7 @@ each pair of its conditions that differ in that key alone, the final masks of th
 each seed (and fold) are compared (``analysis.overlap``: Jaccard of the kept weights, share of
 A's kept by B, the chance level of random masks of the same per-layer densities, × chance),
 the mean over seeds is tabled in total and for the layers most and least alike against chance,
-and ``overlap_<study>.png`` draws layers × pairs in × chance. Seeds that cannot be paired are
+and ``overlap_<key>_<a>_<b>.png`` draws layers × pairs in × chance. Seeds that cannot be paired are
 named, as in the paired comparisons."""
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def overlap_section(
             continue
         mean = _mean([pair_overlap(ja, jb) for ja, jb in paired])
         total = mean.pop("total")
-        ranked = sorted(mean, key=lambda layer: mean[layer]["x_chance"])
+        finite = [layer for layer in mean if not math.isnan(mean[layer]["x_chance"])]
+        ranked = sorted(finite, key=lambda layer: mean[layer]["x_chance"])
         most = f"{ranked[-1]} ({mean[ranked[-1]]['x_chance']:.2f})" if ranked else ""
         least = f"{ranked[0]} ({mean[ranked[0]]['x_chance']:.2f})" if ranked else ""
         lines.append(
@@ -130,9 +131,8 @@ def overlap_section(
     md += [markdown_table(HEAD, lines), ""]
     if unpaired_lines:
         md += ["Not paired:\n", *unpaired_lines, ""]
-    name = (
-        "overlap_" + "".join(c if c.isalnum() else "_" for c in title.lower()).strip("_") + ".png"
-    )
+    slug = "_".join((short_name(spec.key), spec.a, spec.b))
+    name = "overlap_" + "".join(c if c.isalnum() else "_" for c in slug) + ".png"
     from fer_lottery.report import plots
 
     plots.overlap_heatmap(heat, out / name, title=f"{title}: {spec.a} vs {spec.b}")

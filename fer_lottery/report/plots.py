@@ -372,23 +372,38 @@ def accuracy_along_path(curves: Sequence[Mapping], out_path, title: str | None =
 
 
 def overlap_heatmap(results: Mapping[str, Mapping[str, Mapping[str, float]]], out_path, title=""):
-    """Layers × compared pairs, coloured by the overlap of kept weights in × chance, with the
-    value written in each cell. ``results``: pair label -> layer -> {"x_chance": ...}."""
+    """Layers × compared pairs, coloured by the overlap of kept weights in × chance on a log
+    scale (1 = chance; a sparse layer can reach thousands), the value written in each cell
+    ("n/a" where a mask keeps nothing of the layer). ``results``: pair label -> layer ->
+    {"x_chance": ...}."""
+    from matplotlib.colors import LogNorm
+
     pairs = list(results)
     layers = list(dict.fromkeys(layer for r in results.values() for layer in r))
     grid = [
         [results[p].get(layer, {}).get("x_chance", math.nan) for p in pairs] for layer in layers
     ]
-    fig, ax = plt.subplots(figsize=(3.5 + 1.4 * len(pairs), 1.6 + 0.3 * len(layers)), dpi=DPI)
-    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    values = [v for line in grid for v in line if _finite(v) and v > 0]
+    low, high = (min(values), max(values)) if values else (0.5, 2.0)
+    low, high = min(low, 1.0), max(high, low * 1.01, 1.01)
+    masked = [[v if _finite(v) and v > 0 else math.nan for v in line] for line in grid]
+    fig, ax = plt.subplots(figsize=(4.5 + 1.4 * len(pairs), 1.8 + 0.3 * len(layers)), dpi=DPI)
+    norm = LogNorm(low, high)
+    image = ax.imshow(masked, aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(pairs)), [textwrap_label(p, 24) for p in pairs], fontsize=8)
     ax.set_yticks(range(len(layers)), layers, fontsize=8)
     for i, line in enumerate(grid):
         for j, v in enumerate(line):
-            if _finite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label="overlap of kept weights, × chance")
-    ax.set_title(title or "Mask overlap against random masks of the same per-layer densities")
+            text = f"{v:.2f}" if _finite(v) else "n/a"
+            bright = _finite(v) and v > 0 and norm(v) > 0.7  # viridis turns yellow
+            color = "black" if bright else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    ax.set_facecolor("0.6")
+    fig.colorbar(image, ax=ax, label="overlap of kept weights, × chance (log scale)")
+    ax.set_title(
+        textwrap_label(title or "Mask overlap against random masks of the same densities", 60),
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, out_path)
     return fig
