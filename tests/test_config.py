@@ -136,3 +136,23 @@ def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
     assert config_changes(recorded, changed) == ["prune.stability_points: None -> 5"]
     recorded["seed"] = 7  # a key the record has still counts
     assert config_changes(recorded, cfg) == ["seed: 7 -> 1"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("prune.retrain_epochs=0",), "no retraining to repeat"),
+        (("prune.schedule=gradual",), "use prune.schedule=oneshot"),
+        (("prune.stability_points=10",), "must be odd and at least 3"),
+        (("prune.stability_points=1",), "must be odd and at least 3"),
+    ],
+)
+def test_stability_refuses_what_it_cannot_repeat_in_one_line(compose_cfg, overrides, message):
+    from fer_lottery.config import validate
+    from fer_lottery.errors import ConfigError
+
+    cfg = compose_cfg("debug=tiny", "prune.ratio=0.5", "prune.stability=true", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+    # A dense job of a stability sweep (prune.ratio=0) is the dense model alone.
+    validate(compose_cfg("debug=tiny", "prune.ratio=0", "prune.stability=true"))

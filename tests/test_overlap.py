@@ -77,6 +77,7 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     assert main(["overlap", "--across-seeds", narrowed, "--out", str(out)]) == 0
     md = (out / "overlap.md").read_text()
     assert "Runs paired across seeds" in md and "1 pair(s) of runs, weights." in md
+    assert "Not paired" not in md  # both seeds are in the one pair
     assert main(["overlap", narrowed]) == 2  # one set needs --across-seeds
 
 

@@ -301,3 +301,17 @@ def test_report_pairs_a_real_sweep_and_names_the_seed_it_cannot_pair(tmp_path, c
     assert report.main([str(sweep), "--out", str(out), "--paired", "prune.methd=a,b"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no job has the key prune.methd" in err
+
+
+def test_a_contrast_of_a_dense_setting_pairs_by_seed_and_split(tmp_path):
+    # model.frozen_layers changes the dense model by design: its two sides never share a dense
+    # cache key, and are paired on the seed, fold and test split alone.
+    jobs = []
+    for frozen in (0, 7):
+        for seed in (1, 2):
+            values = {"model.frozen_layers": frozen, "dense": f"key{seed}-{frozen}"}
+            jobs.append(_job(tmp_path, f"f{frozen}s{seed}", seed, **values))
+    md = _section(jobs, tmp_path, ["model.frozen_layers=0,7"])
+    assert "| frozen_layers: 0 − 7 |" in md and "different dense model" not in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| frozen_layers: 0 − 7"))
+    assert row.split("|")[3].strip() == "2"

@@ -139,3 +139,22 @@ def test_the_stability_study_reports_barriers_and_draws_the_path(tmp_path):
     assert mean == pytest.approx(sum(barriers) / 2, abs=0.006)
     assert (out / "stability.png").stat().st_size > 10_000
     assert "](stability.png)" in md
+
+
+def test_a_job_written_before_a_key_existed_joins_its_condition(tmp_path):
+    # Two seeds of one condition, one of them written by a version without the newer keys: one
+    # row with n = 2 (the missing keys take their defaults, as a relaunch takes them).
+    root = _sweep(tmp_path)
+    old = next(root.glob("prune.ratio=0.5,seed=1")) / "results.json"
+    results = json.loads(old.read_text())
+    for key in ("stability", "stability_seed", "stability_points"):
+        del results["config"]["prune"][key]
+    del results["config"]["data"]["official_val_fraction"]
+    old.write_text(json.dumps(results))
+    out = tmp_path / "report"
+    assert report.main([str(root), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "stability" not in md.split("## All conditions")[1].split("\n\n")[1]
+    section = md.split("## Whole units against weights\n")[1].split("\n## ")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| 0.5 |")]
+    assert len(rows) == 1 and "| 2 |" in rows[0]

@@ -20,7 +20,7 @@ from fer_lottery.training.connectivity import (
     interpolate,
     recompute_batchnorm,
 )
-from tests.helpers import TINY_SYNTHETIC, TINY_SYNTHETIC_BATCH32, run_cli
+from tests.helpers import TINY_SYNTHETIC, run_cli
 
 STABLE = ("prune.method=magnitude", "prune.ratio=0.8", "prune.stability=true")
 # A size at which the model learns something, and two retrainings that differ only in their
@@ -59,8 +59,11 @@ def _results(run_dir):
 
 
 def test_same_noise_gives_one_model_and_no_barrier(tmp_path):
+    # Batches of 41: the last training batch holds one image, which training drops and the
+    # BatchNorm recomputation leaves out too.
     run_cli(
-        *TINY_SYNTHETIC_BATCH32,
+        "debug=tiny",
+        "data.batch_size=41",
         *STABLE,
         "seed=3",
         "prune.stability_seed=3",
@@ -68,6 +71,7 @@ def test_same_noise_gives_one_model_and_no_barrier(tmp_path):
         cwd=tmp_path,
     )
     r = _results(tmp_path / "a")
+    assert r["data/train_dropped_per_epoch"] == 1
     assert r["stability/seed_b"] == 3
     assert r["stability/identical_ends"] is True
     assert r["stability/b/test/acc"] == r["test/acc"]
@@ -126,6 +130,25 @@ def test_recomputed_statistics_are_the_training_split(compose_cfg, tmp_path):
     assert torch.equal(model.bn1.running_var, stem_before)
     assert bn.momentum == 0.1  # put back
     assert len(x) == len(dm.labels["train"])  # the whole split, in one pass
+
+
+def test_recomputed_statistics_weigh_each_image_once(compose_cfg, tmp_path):
+    # Batches of 30 and 12 images: the running mean is the mean over the 42 images of what
+    # each BatchNorm saw, not the mean of the two batch means.
+    cfg, dm = _datamodule(compose_cfg, tmp_path, "data.batch_size=30")
+    assert [len(b[0]) for b in dm.eval_loader("train")] == [30, 12]
+    model = build_model("resnet18", None, 7)
+    seen = []
+    bn = model.layer2[0].bn2
+    hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    recompute_batchnorm(model, [], dm, cfg)
+    hook.remove()
+    assert [len(x) for x in seen] == [30, 12]
+    pooled = torch.cat(seen).mean((0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, pooled, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(
+        bn.running_mean, (seen[0].mean((0, 2, 3)) + seen[1].mean((0, 2, 3))) / 2, atol=1e-6
+    )
 
 
 def test_midpoint_needs_recomputed_statistics(learnt):

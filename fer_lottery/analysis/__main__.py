@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -46,12 +47,12 @@ def _matches(config: dict, where: dict[str, str]) -> bool:
 def parse_set(spec: str) -> tuple[Path, dict[str, str], int | None]:
     """``DIR[::KEY=VALUE,...][@R]``: a folder, the config values its runs must have, and the
     IMP round whose mask to take (None: the final mask)."""
-    spec, at, round_text = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    match = re.fullmatch(r"(.*)@([0-9]+)", spec)
     r = None
-    if at:
-        if not round_text.isdigit() or int(round_text) < 1:
-            raise ValueError(f"{spec}@{round_text}: expected @R, R an IMP round from 1")
-        r = int(round_text)
+    if match:
+        spec, r = match.group(1), int(match.group(2))
+        if r < 1:
+            raise ValueError(f"{spec}@{r}: expected @R, R an IMP round from 1")
     folder, _, where = spec.partition("::")
     pairs = [p.split("=", 1) for p in where.split(",") if p]
     if any(len(p) != 2 for p in pairs):
@@ -122,8 +123,10 @@ def compare(
     ra, rb = runs(a), runs(b)
     paired = _pairs(ra, rb, across, a == b)
     used_a, used_b = {p[0] for p in paired}, {p[1] for p in paired}
+    if a == b:  # one set against itself: a run is paired when it is on either side
+        used_a = used_b = used_a | used_b
     unpaired = [str(ra[k].parent) for k in ra if k not in used_a]
-    unpaired += [str(rb[k].parent) for k in rb if k not in used_b]
+    unpaired += [str(rb[k].parent) for k in rb if k not in used_b and a != b]
     if not paired:
         what = "two different seeds of one fold" if across else "a seed (and fold)"
         raise ValueError(f"{a} and {b} share no {what}: nothing to pair")
@@ -141,7 +144,7 @@ def compare(
 
 def _short(spec: str) -> str:
     folder, where, r = parse_set(spec)
-    name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in where.items()) or folder.name
+    name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in where.items()) or folder.name
     return name + ("" if r is None else f" round {r}")
 
 

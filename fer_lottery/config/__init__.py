@@ -11,6 +11,7 @@ this run prune?" for every caller.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "choices",
     "config_changes",
     "flatten",
+    "schema_defaults",
     "resolved",
     "enum_value",
     "prune_seed",
@@ -87,8 +89,10 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
+@functools.cache
 def schema_defaults() -> dict[str, object]:
-    """Every key of the schema with its default, flattened as ``flatten`` does."""
+    """Every key of the schema with its default, flattened as ``flatten`` does (one dict, shared:
+    do not change it)."""
     hints = typing.get_type_hints(Config)
     out: dict[str, object] = {}
     for field in dataclasses.fields(Config):

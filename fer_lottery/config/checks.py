@@ -318,14 +318,8 @@ def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
 
 def _validate_stability(prune: DictConfig) -> None:
     """``prune.stability=true`` retrains the pruned network twice and walks the line between."""
-    if not prune.stability:
-        return
-    if not prunes(prune.method, prune.ratio):
-        raise ConfigError(
-            "prune.stability=true compares two retrainings of a pruned network, and this run "
-            "does not prune: set prune.method and prune.ratio (e.g. prune.ratio=0.9), or "
-            "prune.stability=false"
-        )
+    if not prune.stability or not prunes(prune.method, prune.ratio):
+        return  # a dense job of a stability sweep (prune.ratio=0) is the dense model alone
     if prune.retrain_epochs == 0:
         raise ConfigError(
             "prune.stability=true with prune.retrain_epochs=0: there is no retraining to repeat; "
@@ -336,10 +330,10 @@ def _validate_stability(prune: DictConfig) -> None:
             "prune.stability=true with prune.schedule=gradual: the stability analysis repeats a "
             "retraining from fixed start weights and mask; use prune.schedule=oneshot"
         )
-    if prune.stability_points < 3:
+    if prune.stability_points < 3 or prune.stability_points % 2 == 0:
         raise ConfigError(
-            f"prune.stability_points={prune.stability_points} must be at least 3 (the two ends "
-            "and one point between; Frankle et al. use 11, the default)"
+            f"prune.stability_points={prune.stability_points} must be odd and at least 3, so "
+            "that the midpoint alpha=0.5 is on the path (the default 11: alpha 0, 0.1, ..., 1)"
         )
 
 

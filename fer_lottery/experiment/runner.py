@@ -94,6 +94,9 @@ def _checkpoints_of_this_config(cfg: DictConfig, run_dir: Path) -> None:
                 "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else ""),
                 move_aside(checkpoints, "stale", folder=run_dir / paths.QUARANTINE),
             )
+            # The killed config's per-image predictions are not this config's either.
+            for stale in sorted(run_dir.glob(paths.PREDICTIONS_GLOB)):
+                move_aside(stale, "stale", folder=run_dir / paths.QUARANTINE)
     write_json_atomic(stamp, {**resolved(cfg), DATA_STAMP: data})
 
 

@@ -11,7 +11,7 @@ same numbers. Points:
 
 - ``crops/<n>``: after the n-th face crop was written to the cache;
 - ``<stage>/epoch<e>/batch<b>``: after batch b of epoch e of a training stage (``dense``,
-  ``retrain``, ``retrain<r>``), i.e. in the middle of an epoch;
+  ``retrain``, ``retrain<r>``, ``gradual``, ``stability``), i.e. in the middle of an epoch;
 - ``prune``: after the mask is made, before retraining;
 - ``results``: while ``results.json`` is being written (the temporary file exists).
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_lottery.config import flatten
+from fer_lottery.config import flatten, schema_defaults
 from fer_lottery.config.sweeps import swept_keys
 from fer_lottery.job.slurm_logs import FOLDER as SUBMITIT
 from fer_lottery.job.slurm_logs import TaskLog, task_logs
@@ -60,8 +60,14 @@ class Problem:
 
 def _job_config(results: dict) -> dict:
     """The flat config, plus the device kind the job trained on (``device.accelerator``), so that
-    CPU and GPU jobs are never one condition (files from before it was recorded: None)."""
-    return {**flatten(results["config"]), "device.accelerator": results.get("device/accelerator")}
+    CPU and GPU jobs are never one condition (files from before it was recorded: None).
+
+    A key the recorded config lacks (written before the key existed) takes its schema default,
+    which is what that version did, as for a relaunch (``config.config_changes``): old and new
+    files of one condition stay one condition."""
+    flat = flatten(results["config"])
+    defaults = {k: v for k, v in schema_defaults().items() if k not in flat}
+    return {**defaults, **flat, "device.accelerator": results.get("device/accelerator")}
 
 
 def _log_error(job: Path) -> str | None:

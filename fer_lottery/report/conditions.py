@@ -28,6 +28,8 @@ IGNORE_PREFIXES = (
     "study",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_epochs",  # when a checkpoint is written changes no number
+    "trainer.checkpoint_every_s",
     "cache_",
     "data.num_workers",
     "prune.min_layer_density",  # a warning threshold: it changes no number

@@ -193,12 +193,16 @@ def _dense_settings(job: Job) -> dict:
     }
 
 
-def _why_not_paired(jobs: list[Job]) -> str | None:
+def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
     """Why jobs of one seed and fold on the two sides do not share a test split and a dense
-    model, or None when they do."""
+    model, or None when they do. When the contrast's ``key`` is itself a setting of the dense
+    stage (``model.frozen_layers``, ``optim.lr``), the dense models differ by design: the jobs
+    are paired on the seed, fold and test split alone."""
     splits = {json.dumps([j.config.get(k) for k in SPLIT_KEYS], default=str) for j in jobs}
     if len(splits) > 1:
         return "different test split (" + ", ".join(SPLIT_KEYS) + ")"
+    if key.startswith(DENSE_PREFIXES) and key not in SPLIT_KEYS:
+        return None
     keys = [j.results.get("dense/cache_key") for j in jobs]
     if all(keys):
         if len(set(keys)) > 1 and not _same_dense_predictions(jobs):
@@ -264,7 +268,7 @@ def pair(spec: Spec, a: Row, b: Row, keys: list[str]) -> Contrast:
             out.unpaired.append(f"{_repeat_name(repeat)} only in {short}={spec.b}")
             continue
         ja, jb = side_a[repeat], side_b[repeat]
-        reason = _why_not_paired(ja + jb)
+        reason = _why_not_paired(ja + jb, spec.key)
         if reason:
             out.unpaired.append(f"{_repeat_name(repeat)}: {reason}")
             continue

@@ -9,7 +9,8 @@ A run folder (``outputs/<date>/<time>/``, or one job of a sweep)::
     mask_round<r>.pt      IMP: the mask after round r, for each round but the last
     failed.json           a failed sweep job: error, traceback, overrides (``job.failures``)
     folds.json, fold=<i>/ k-fold: the per-fold summary and one run folder per fold
-    tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned)
+    tb/<stage>/           TensorBoard events of a stage (dense, retrain, retrain<r>, pruned,
+                          gradual, stability)
     csv/<stage>/          the same curves as CSV (metrics.csv)
     confusion_<stage>.png the stage's test confusion matrix
     predictions_<stage>.csv

@@ -5,7 +5,7 @@ One row per image of the test split, then of the validation split, each in the o
 probabilities). The item is the id ``split.json`` gives it (the image's path under the data
 root, or ``synthetic/<Class>/<n>``), so two runs on the same split can be compared image by
 image (McNemar's test in the report) and an image a pruned model gets wrong can be looked up.
-At most 675 rows for SFEW (the test and validation splits together).
+Only the test and validation splits: at most 675 rows for the 675-image SFEW release.
 """
 
 from __future__ import annotations

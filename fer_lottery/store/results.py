@@ -297,6 +297,7 @@ EVERY_JOB: tuple[str, ...] = (
     "device/precision",
     "device/cuda_capability",
     "model/init",
+    "predictions/stage",
     "data/source",
     "data/protocol",
     "data/n_train",

@@ -7,8 +7,10 @@ the path has: averaged weights shrink the activations' variance, so an interpola
 normalises with the wrong scale and its accuracy collapses in the middle of the path even when
 the two ends are connected. So at each point the statistics of every BatchNorm layer that
 trains are recomputed, as ``torch.optim.swa_utils.update_bn`` does (running averages reset,
-``momentum=None``: the mean of the per-batch statistics over one pass of the training split,
-with the layers in train mode). Unlike ``update_bn``, the pass uses the training images
+one pass of the training split with the layers in train mode). Unlike ``update_bn``, each
+batch's statistics are weighted by its size (``momentum = n_b / n_seen``), so the result is the
+mean over images, not over batches; a last batch of one image is left out, as training drops
+it (BatchNorm in train mode cannot normalise one image); the pass uses the training images
 without augmentation, keeps dropout off, and leaves the BatchNorm layers of frozen modules
 alone: their statistics are theta0's at both ends, so they are on the path already.
 """
@@ -72,11 +74,16 @@ def recompute_batchnorm(
     for layer in layers:
         momenta[layer] = layer.momentum
         layer.reset_running_stats()
-        layer.momentum = None  # a cumulative average over the pass
         layer.train()
     dtype = autocast_dtype(trainer_kwargs(cfg)["precision"])
+    seen = 0
     try:
         for images, _ in datamodule.eval_loader("train"):
+            if len(images) < 2 and seen:  # one image: train-mode BatchNorm cannot take it
+                continue
+            seen += len(images)
+            for layer in layers:  # running = the image-weighted mean of the batch statistics
+                layer.momentum = len(images) / seen
             x = datamodule.transform(images.to(device, non_blocking=True), train=False)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)

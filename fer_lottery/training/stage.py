@@ -144,7 +144,8 @@ def _write_predictions(
     The test rows come from the stage's own test (so they agree with its ``test/acc``); the
     validation rows from one more evaluation pass.
     """
-    if test_probs is None:
+    if test_probs is None or len(test_probs) != len(datamodule.ids["test"]):
+        # no test of its own, or a partial one (trainer.extra.limit_test_batches): every image
         test_probs = torch.softmax(split_logits(module.model, datamodule, "test", cfg)[0], 1)
     val_probs = torch.softmax(split_logits(module.model, datamodule, "val", cfg)[0], 1)
     splits = {}
