@@ -94,6 +94,16 @@ def test_other_noise_gives_a_barrier(learnt):
     assert r["stability/bn_layers_recomputed"] == 20  # every BatchNorm of ResNet-18
     assert r["prune/sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert (run_dir / "csv" / "stability" / "metrics.csv").is_file()
+    # The job's weights.pt is the first retraining's model, the one its test/acc describes.
+    from fer_lottery.training.stage import evaluate
+
+    cfg = learnt[2]
+    dm = SFEWDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    dm.setup()
+    model = build_model("resnet18", None, 7)
+    model.load_state_dict(run_weights(run_dir))
+    assert evaluate(model, dm, "test", cfg) == pytest.approx(r["test/acc"], abs=1e-6)
+    assert r["stability/b/test/acc"] != pytest.approx(r["test/acc"], abs=1e-6)
 
 
 def test_error_barrier_by_hand():
