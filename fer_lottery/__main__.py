@@ -127,6 +127,9 @@ def main(cfg: DictConfig) -> float:
         from fer_lottery.training.device import JOB_ENV
 
         check_accelerator(cfg)  # a GPU job with no usable GPU: one line, before any work
+        from fer_lottery.models.checks import check_model
+
+        check_model(cfg)  # the backbone's own limits, before any data is loaded
 
         # A sweep job's index picks its GPU among the visible ones (device.gpu_for_job).
         num = hydra_cfg.job.get("num") if hydra_cfg.mode == RunMode.MULTIRUN else None

@@ -2,7 +2,12 @@
 
 import torch
 
-from fer_lottery.data.augment import IMAGENET_MEAN, normalize, random_affine_batch
+from fer_lottery.data.augment import (
+    IMAGENET_MEAN,
+    NORMALIZATIONS,
+    normalize,
+    random_affine_batch,
+)
 
 
 def test_identity_when_all_augmentation_is_off():
@@ -34,5 +39,7 @@ def test_each_image_gets_its_own_parameters():
 
 def test_normalize_imagenet():
     x = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(2, 3, 4, 4).clone()
-    assert torch.allclose(normalize(x, "imagenet"), torch.zeros_like(x), atol=1e-6)
-    assert torch.equal(normalize(x, "none"), x)
+    assert torch.allclose(normalize(x, NORMALIZATIONS["imagenet"]), torch.zeros_like(x), atol=1e-6)
+    assert torch.equal(normalize(x, NORMALIZATIONS["none"]), x)
+    half = normalize(torch.full((1, 3, 2, 2), 0.75), NORMALIZATIONS["inception"])
+    assert torch.allclose(half, torch.full_like(half, 0.5))

@@ -20,13 +20,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lottery.config.checks import check_angle, check_norm_std, validate
-from fer_lottery.config.schema import LAYER_COUNTS, Config, choices, enum_value
+from fer_lottery.config.schema import Config, choices, enum_value
 from fer_lottery.config.sweeps import swept_dirname
 from fer_lottery.pruning.registry import prunes
 
 __all__ = [
     "CONF_DIR",
-    "LAYER_COUNTS",
     "Config",
     "check_angle",
     "check_norm_std",

@@ -1,6 +1,6 @@
-"""Range checks: what the schema's types cannot express (ranges, sums, per-model limits, settings
-that make no sense together). ``validate`` runs before any work, and each error names the key
-and the fix in one line.
+"""Range checks: what the schema's types cannot express (ranges, sums, settings that make no
+sense together). ``validate`` runs before any work, and each error names the key and the fix in
+one line. The limits that depend on the backbone are ``models.checks``, which builds it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lottery.config.schema import (
     ANGLE_MAX,
-    BATCHNORM_GROUPS,
-    LAYER_COUNTS,
-    MIN_IMAGE_SIZE,
     OFFICIAL_SPLIT,
     Config,
-    batchnorm_trains,
     enum_value,
 )
 from fer_lottery.errors import ConfigError
@@ -110,7 +106,6 @@ def validate(cfg: DictConfig) -> None:
             f"data.synthetic.per_class={data.synthetic.per_class}: need at least 5 images "
             "per class so that every split gets each class"
         )
-    _validate_model(cfg)
     if model.num_classes < 2:
         raise ConfigError(f"model.num_classes={model.num_classes} must be at least 2")
     if optim.lr <= 0:
@@ -218,35 +213,6 @@ def _validate_devices(trainer: DictConfig) -> None:
         "trainer.devices=1, and spread a sweep over the GPUs by packing one job per GPU "
         "(README: Where the jobs run)"
     )
-
-
-def _validate_model(cfg: DictConfig) -> None:
-    """The limits that depend on the model: frozen layers, image size, batches of one."""
-    data, model = cfg.data, cfg.model
-    name = enum_value(model.name)
-    n_layers = LAYER_COUNTS[name]
-    if not 0 <= model.frozen_layers <= n_layers:
-        raise ConfigError(
-            f"model.frozen_layers={model.frozen_layers} is out of range for {name}, "
-            f"which has {n_layers} layers: use 0..{n_layers - 1}"
-        )
-    if model.frozen_layers == n_layers:
-        raise ConfigError(
-            f"model.frozen_layers={n_layers} freezes every layer of {name} ({n_layers} layers), "
-            f"so nothing would train: use 0..{n_layers - 1} (the last layer, the new head, "
-            "must train)"
-        )
-    if data.image_size < MIN_IMAGE_SIZE[name]:
-        raise ConfigError(
-            f"data.image_size={data.image_size} is too small for {name}: use at least "
-            f"{MIN_IMAGE_SIZE[name]}"
-        )
-    if data.batch_size < 2 and batchnorm_trains(name, model.frozen_layers):
-        raise ConfigError(
-            f"data.batch_size={data.batch_size}: {name}'s BatchNorm layers train, and they need "
-            f"at least 2 images per batch: use data.batch_size=2 or more (or freeze them: "
-            f"model.frozen_layers={BATCHNORM_GROUPS[name]})"
-        )
 
 
 def _validate_prune(prune: DictConfig, max_epochs: int) -> None:

@@ -46,29 +46,12 @@ class DuplicatePolicy(str, Enum):
 
 
 class Normalize(str, Enum):
-    imagenet = "imagenet"
-    none = "none"
+    """The input normalisation (mean and std per channel)."""
 
-
-class ModelName(str, Enum):
-    resnet18 = "resnet18"
-    alexnet = "alexnet"
-
-
-# Layer groups that ``model.frozen_layers`` counts (``models.layer_groups``): ResNet-18: stem,
-# layer1-4, fc; AlexNet: conv1-5, fc6, fc7, fc8.
-LAYER_COUNTS = {ModelName.resnet18.value: 6, ModelName.alexnet.value: 8}
-# How many of those groups, from the first, hold BatchNorm layers (ResNet-18: stem and
-# layer1-4). While one of them trains, a training batch needs at least 2 images.
-BATCHNORM_GROUPS = {ModelName.resnet18.value: 5, ModelName.alexnet.value: 0}
-# The smallest data.image_size each model can run (AlexNet's five 3x3/2 max pools and 11x11/4
-# stem need 63 px; ResNet-18's 32x downsampling needs 32).
-MIN_IMAGE_SIZE = {ModelName.resnet18.value: 32, ModelName.alexnet.value: 63}
-
-
-def batchnorm_trains(model_name: str, frozen_layers: int) -> bool:
-    """Whether a BatchNorm layer of the model trains (is not frozen), so batches of one fail."""
-    return frozen_layers < BATCHNORM_GROUPS[model_name]
+    auto = "auto"  # the weights' own preprocessing (torchvision's meta, timm's pretrained_cfg)
+    imagenet = "imagenet"  # 0.485/0.456/0.406, 0.229/0.224/0.225
+    inception = "inception"  # 0.5/0.5 (TF EfficientNet-Lite, Inception)
+    none = "none"  # [0, 1] values
 
 
 class OptimName(str, Enum):
@@ -152,16 +135,23 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    normalize: Normalize = Normalize.imagenet
+    # auto: what the model's weights were trained with (ImageNet's for a random init or a file);
+    # imagenet, inception or none set it by hand. results.json records the values used.
+    normalize: Normalize = Normalize.auto
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
 class ModelConfig:
-    name: ModelName = ModelName.resnet18
-    # IMAGENET1K_V1, null (random init) or a path to a state-dict file.
-    weights: str | None = "IMAGENET1K_V1"
-    frozen_layers: int = 0  # the first k layer groups (LAYER_COUNTS) keep their loaded weights
+    # Any torchvision classification builder (resnet18, alexnet, mobilenet_v2, ...) or any timm
+    # model as timm/<name>; checked before any work (models.checks), where a close name is
+    # suggested. python -m fer_lottery.models NAME prints what fer_lottery finds on it.
+    name: str = "resnet18"
+    # imagenet: the backbone's own ImageNet weights (models.weights: torchvision's enum, timm's
+    # default tag; offline from an installed package where one ships them); a torchvision enum
+    # name (IMAGENET1K_V1) or timm tag; null (random init) or a path to a state-dict file.
+    weights: str | None = "imagenet"
+    frozen_layers: int = 0  # the first k layer groups (models.layer_groups) keep their weights
     num_classes: int = 7
 
 
@@ -342,5 +332,5 @@ class Config:
 
 
 def enum_value(value: Any) -> str:
-    """The plain string of a config enum (``ModelName.resnet18`` -> ``"resnet18"``)."""
+    """The plain string of a config enum (``Scheduler.cosine`` -> ``"cosine"``)."""
     return value.value if isinstance(value, Enum) else str(value)

@@ -61,18 +61,31 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+MeanStd = tuple[tuple[float, ...], tuple[float, ...]]
+# data.normalize's fixed choices; "auto" is resolved from the weights (models.weights).
+NORMALIZATIONS: dict[str, MeanStd | None] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": (INCEPTION_MEAN, INCEPTION_STD),
+    "none": None,
+}
+
+
 @functools.cache
-def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std as [1, 3, 1, 1] tensors, made once per device and dtype (a tensor
+def _mean_std(
+    mean_std: MeanStd, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as [1, 3, 1, 1] tensors, made once per values, device and dtype (a tensor
     built from Python numbers per batch would be one more host-to-device copy each time)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
-    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device)
+    mean = torch.tensor(mean_std[0], dtype=dtype).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(mean_std[1], dtype=dtype).view(1, 3, 1, 1).to(device)
     return mean, std
 
 
-def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:
-    """Apply ImageNet mean/std normalisation (``imagenet``) or leave [0, 1] values (``none``)."""
-    if kind == "none":
+def normalize(images: torch.Tensor, mean_std: MeanStd | None) -> torch.Tensor:
+    """``(images - mean) / std`` per channel, or the [0, 1] values as they are (None)."""
+    if mean_std is None:
         return images
-    mean, std = _mean_std(images.device, images.dtype)
+    mean, std = _mean_std(tuple(map(tuple, mean_std)), images.device, images.dtype)
     return (images - mean) / std

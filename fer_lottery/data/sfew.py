@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from fer_lottery.config import enum_value
 from fer_lottery.config.schema import OFFICIAL_SPLIT
 from fer_lottery.data import CLASSES
-from fer_lottery.data.augment import normalize, random_affine_batch, to_float
+from fer_lottery.data.augment import (
+    NORMALIZATIONS,
+    MeanStd,
+    normalize,
+    random_affine_batch,
+    to_float,
+)
 from fer_lottery.data.sampler import EpochShuffle
 from fer_lottery.data.split import (
     SPLIT_NAMES,
@@ -49,10 +55,18 @@ class SFEWDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: str | Path = ".cache/fer_lottery",
         drop_single_last: bool = False,
+        mean_std: MeanStd | None | str = "config",
     ):
         """``drop_single_last``: drop a last training batch of one image (BatchNorm layers that
-        train cannot normalise a batch of one); counted in ``data/train_dropped_per_epoch``."""
+        train cannot normalise a batch of one); counted in ``data/train_dropped_per_epoch``.
+        ``mean_std``: the input normalisation, resolved by the caller from the weights
+        (``models.weights.normalization``); by default ``data.normalize``'s fixed values, and
+        ImageNet's for ``auto``."""
         super().__init__()
+        if mean_std == "config":
+            kind = enum_value(cfg.normalize)
+            mean_std = NORMALIZATIONS.get(kind, NORMALIZATIONS["imagenet"])
+        self.mean_std = mean_std
         self.drop_single_last = drop_single_last
         self.cfg = cfg
         self.crop_cache = Path(cache_dir) / paths.CROPS
@@ -329,7 +343,7 @@ class SFEWDataModule(pl.LightningDataModule):
             x = random_affine_batch(
                 x, aug.hflip, aug.rotation, aug.crop_area_min, aug.crop_area_max
             )
-        return normalize(x, enum_value(self.cfg.normalize))
+        return normalize(x, self.mean_std)
 
     def seed_epochs(self, seed: int, stage: str) -> None:
         """Reseed every RNG at the first training batch of each epoch of ``stage``.

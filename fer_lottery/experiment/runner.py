@@ -18,13 +18,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.config import config_changes, enum_value, resolved, run_prunes
-from fer_lottery.config.schema import batchnorm_trains
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.dense import dense_stage
 from fer_lottery.experiment.gradual import gradual_prune
 from fer_lottery.experiment.retrain import prune_and_retrain
 from fer_lottery.job import faults
-from fer_lottery.models import build_model, count_macs, freeze_layers
+from fer_lottery.models import build, count_macs, freeze_layers
+from fer_lottery.models.backbone import spec
+from fer_lottery.models.checks import batchnorm_trains
+from fer_lottery.models.weights import Loaded, normalization
 from fer_lottery.seeding import seeded, set_threads
 from fer_lottery.store import paths
 from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
@@ -47,7 +49,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     run_dir, start = Path(run_dir), time.perf_counter()
     threads = _start_job(cfg, run_dir)
     datamodule, data_s = _load_data(cfg, run_dir)
-    model, frozen = _build_model(cfg)
+    model, frozen, weights = _build_model(cfg)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
     dense, start_weights = dense_stage(cfg, datamodule, module, run_dir)
     final, pruning = dense, {}
@@ -56,6 +58,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     elif run_prunes(cfg):
         final, pruning = prune_and_retrain(cfg, datamodule, model, frozen, start_weights, run_dir)
     results = _results(cfg, model, datamodule, dense, final, pruning, threads, data_s, start)
+    results.update(_weights_keys(cfg, weights, datamodule))
     _write(cfg, run_dir, model, results)
     return results
 
@@ -116,21 +119,45 @@ def _data_digest(cfg: DictConfig) -> str | None:
 def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:
     """The data module with its splits set up, and the seconds it took."""
     start = time.perf_counter()
-    single = batchnorm_trains(enum_value(cfg.model.name), cfg.model.frozen_layers)
-    datamodule = SFEWDataModule(
-        cfg.data, run_dir, seed=cfg.seed, cache_dir=cfg.cache_dir, drop_single_last=single
+    single = batchnorm_trains(str(cfg.model.name), cfg.model.frozen_layers)
+    mean_std, source = normalization(
+        enum_value(cfg.data.normalize), spec(str(cfg.model.name)), cfg.model.weights
     )
+    log.info("input normalisation: %s (%s)", mean_std or "none, [0, 1] values", source)
+    datamodule = SFEWDataModule(
+        cfg.data,
+        run_dir,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        drop_single_last=single,
+        mean_std=mean_std,
+    )
+    datamodule.normalization_source = source
     with seeded(cfg.seed, "data"):
         datamodule.setup()
     return datamodule, time.perf_counter() - start
 
 
-def _build_model(cfg: DictConfig) -> tuple[nn.Module, list[nn.Module]]:
-    """The network with its start weights (theta0), and its frozen modules."""
-    arch = enum_value(cfg.model.name)
+def _build_model(cfg: DictConfig) -> tuple[nn.Module, list[nn.Module], Loaded]:
+    """The network with its start weights (theta0), its frozen modules, and where its weights
+    came from."""
+    arch = str(cfg.model.name)
     with seeded(cfg.seed, "model"):
-        model = build_model(arch, cfg.model.weights, cfg.model.num_classes)
-    return model, freeze_layers(model, arch, cfg.model.frozen_layers)
+        model, weights = build(arch, cfg.model.weights, cfg.model.num_classes)
+    return model, freeze_layers(model, arch, cfg.model.frozen_layers), weights
+
+
+def _weights_keys(cfg: DictConfig, weights: Loaded, datamodule: SFEWDataModule) -> dict:
+    """What the start weights were and how the inputs were normalised for them."""
+    mean_std = datamodule.mean_std
+    return {
+        "model/pretrained": weights.pretrained,
+        "model/weights_source": weights.source,
+        "model/weights_sha256": weights.sha256,
+        "data/normalize_mean": list(mean_std[0]) if mean_std else None,
+        "data/normalize_std": list(mean_std[1]) if mean_std else None,
+        "data/normalize_source": datamodule.normalization_source,
+    }
 
 
 def _results(

@@ -1,8 +1,10 @@
-"""Slice the units a distinctiveness mask removed out of a model, exactly.
+"""Slice the units a unit-level mask removed out of a model, exactly, on any backbone.
 
-A unit of a prunable layer (``prunable_units``: ResNet-18's block ``conv1`` channels; AlexNet's
-conv1-5, fc6 and fc7) is *masked* when the mask removes its whole incoming filter or row. Its
-weights are zero, so it emits a constant: ReLU of its bias, or of its BatchNorm applied to 0.
+A unit of a unit layer (``models.units``, found from the model's graph: ResNet-18's block
+``conv1`` channels; AlexNet's conv1-5, fc6 and fc7; MobileNet's expansions with their depthwise
+convs; ConvNeXt's MLP hidden units) is *masked* when the mask removes its whole incoming filter
+or row. Its weights are zero, so it emits a constant: the activation of its bias, or of its
+BatchNorm applied to 0 (through the depthwise convs that follow it, if any).
 What happens to it depends on that constant, so that the export computes what the masked model
 computes (up to float rounding):
 
@@ -10,14 +12,16 @@ computes (up to float rounding):
 - constant c != 0 and a Linear consumer (fc6, fc7, fc8; conv5 -> fc6 passes max-pool, average
   pool and flatten, which keep a constant map constant, so c meets 36 columns of fc6): c times
   the unit's columns is added to the consumer's bias, then the unit is sliced out (``folded``);
-- constant c != 0 and a Conv2d consumer (``paper_a`` / ``paper_b`` leave bias and BN alive):
-  the unit is kept (``kept_constant``). Zero padding makes a constant map non-constant at the
-  borders of the next conv, so no bias can stand in for it. Exactness before size.
+- constant c != 0 and a Conv2d consumer (``paper_a`` / ``paper_b`` leave bias and BN alive), or
+  into a depthwise follower: the unit is kept (``kept_constant``). Zero padding makes a constant
+  map non-constant at the borders of the next conv, so no bias can stand in for it. Exactness
+  before size.
 
 A layer keeps at least one unit (``kept_last``). Whole rows masked outside the prunable layers
 (``paper_a`` masks ResNet's residual convs and the logits) stay: their outputs feed a residual
 sum or are the logits (``unsliceable``). Slicing a unit removes its row (filter) and bias, its
-BN entries (weight, bias, running mean and variance) and its input columns in the consumer.
+BN entries (weight, bias, running mean and variance), the same of its depthwise followers, and
+its input columns in the consumer.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fer_lottery.export.loader import build_model
-from fer_lottery.pruning.distinctiveness.angles import PrunableUnit, prunable_units
+from fer_lottery.models.backbone import describe
+from fer_lottery.models.units import PrunableUnit, prunable_units
 
 State = dict[str, torch.Tensor]
 
@@ -88,22 +92,31 @@ def _masked_rows(mask: State, name: str, n: int) -> torch.Tensor:
     return ~keep.reshape(n, -1).any(1)
 
 
+@torch.no_grad()
 def _constant(model: nn.Module, state: State, unit: PrunableUnit, n: int) -> torch.Tensor:
-    """Each unit's output when its incoming weights are all zero: ReLU(BN(bias or 0))."""
-    x = state.get(f"{unit.name}.bias", torch.zeros(n)).detach().clone()
-    if unit.bn is not None:
-        bn = model.get_submodule(unit.bn)
-        p = f"{unit.bn}."
-        x = F.batch_norm(
-            x.view(1, n, 1, 1),
-            state[p + "running_mean"],
-            state[p + "running_var"],
-            state[p + "weight"],
-            state[p + "bias"],
-            training=False,
-            eps=bn.eps,
-        ).view(n)
-    return F.relu(x)
+    """Each unit's output when its incoming weights are all zero: its bias (or 0) through its
+    BatchNorm, activation and depthwise followers, each in eval mode. NaN where a nonzero
+    constant would meet a depthwise conv (its zero padding makes the map non-constant)."""
+    x = state.get(f"{unit.name}.bias", torch.zeros(n)).detach().clone().view(1, n, 1, 1)
+    for path in ([unit.bn] if unit.bn else []) + list(unit.followers):
+        module = model.get_submodule(path)
+        if isinstance(module, nn.Conv2d):  # a depthwise follower
+            bias = state.get(f"{path}.bias", torch.zeros(n)).view(1, n, 1, 1)
+            x = torch.where(x != 0, torch.nan, bias)
+        else:
+            x = _eval(module, x)
+    if unit.activation is not None:
+        x = _eval(model.get_submodule(unit.activation), x.clone())
+    return x.reshape(n)
+
+
+def _eval(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    training = module.training
+    module.eval()
+    try:
+        return module(x.float())
+    finally:
+        module.train(training)
 
 
 def _take(state: State, name: str, keep: torch.Tensor, dim: int = 0, span_of: int = 0) -> None:
@@ -123,7 +136,7 @@ def _slim_layer(model: nn.Module, state: State, mask: State, unit: PrunableUnit)
     masked = _masked_rows(mask, unit.name, n)
     const = _constant(model, state, unit, n)
     linear = isinstance(model.get_submodule(unit.next), nn.Linear)
-    drop = masked & ((const == 0) | linear)
+    drop = masked & ((const == 0) | (linear & ~const.isnan()))
     kept_last = 0
     if n and bool(drop.all()):
         drop[0] = False
@@ -135,7 +148,7 @@ def _slim_layer(model: nn.Module, state: State, mask: State, unit: PrunableUnit)
         contribution = (w[:, fold] * const[fold].view(1, -1, 1)).sum((1, 2))
         state[f"{unit.next}.bias"] = state[f"{unit.next}.bias"] + contribution
     keep = ~drop
-    for owner in [unit.name] + ([unit.bn] if unit.bn else []):
+    for owner in unit.owners:
         for suffix in ("weight", "bias", "running_mean", "running_var"):
             if f"{owner}.{suffix}" in state:
                 _take(state, f"{owner}.{suffix}", keep)
@@ -162,17 +175,17 @@ def _unsliceable(model: nn.Module, mask: State, prunable: set[str]) -> dict[str,
 
 
 def slim(model: nn.Module, arch: str, mask: State) -> Export:
-    """The masked ``model`` (torchvision ``arch``, mask already applied) with masked units gone.
+    """The masked ``model`` (backbone ``arch``, mask already applied) with masked units gone.
 
     ``mask``: state-dict name -> bool keep tensor, as in ``mask.pt``. ``model`` is not changed.
     """
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     units = prunable_units(model, arch)
     layers = [_slim_layer(model, state, mask, u) for u in units]
-    head = model.fc if arch == "resnet18" else model.classifier[-1]
+    head = model.get_submodule(describe(arch).head)
     description = {
         "model": arch,
-        "num_classes": head.out_features,
+        "num_classes": head.out_features if isinstance(head, nn.Linear) else head.out_channels,
         "widths": {x.name: x.width for x in layers},
         "dense_widths": {x.name: x.units for x in layers},
     }
@@ -180,6 +193,6 @@ def slim(model: nn.Module, arch: str, mask: State) -> Export:
         model=build_model(arch, head.out_features, state).eval(),
         arch=description,
         layers=layers,
-        unsliceable=_unsliceable(model, mask, {u.name for u in units}),
+        unsliceable=_unsliceable(model, mask, {o for u in units for o in u.owners}),
         params_dense=sum(p.numel() for p in model.parameters()),
     )

@@ -2,7 +2,7 @@
 first layer groups, name its prunable weights and count its MACs."""
 
 from fer_lottery.models.build import (
-    ARCHITECTURES,
+    build,
     build_model,
     count_macs,
     freeze_layers,
@@ -11,7 +11,7 @@ from fer_lottery.models.build import (
 )
 
 __all__ = [
-    "ARCHITECTURES",
+    "build",
     "build_model",
     "count_macs",
     "freeze_layers",

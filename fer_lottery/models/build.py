@@ -1,4 +1,10 @@
-"""Build ResNet-18 or AlexNet with a new 7-way head, load weights, freeze the first k layers."""
+"""Build a backbone with its start weights and a new head, and freeze its first k layer groups.
+
+Any torchvision classification builder or timm model (``models.backbone``); weights from
+``models.weights``. The random draws come in the same order for every backbone: the library's
+own initialisation of the 1000-way network, then the new head (after the weights are loaded, or
+before, for a state-dict file that holds a ``num_classes``-way head).
+"""
 
 from __future__ import annotations
 
@@ -8,84 +14,24 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 from fer_lottery.errors import ConfigError, WeightsError
+from fer_lottery.models.backbone import (
+    create,
+    head_name,
+    layer_group_names,
+    replace_head,
+    spec,
+)
+from fer_lottery.models.weights import Loaded, is_file_like, load_file, load_imagenet
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = {"resnet18": models.resnet18, "alexnet": models.alexnet}
-WEIGHT_ENUMS = {"resnet18": models.ResNet18_Weights, "alexnet": models.AlexNet_Weights}
-
 
 def layer_groups(model: nn.Module, name: str) -> list[tuple[str, list[nn.Module]]]:
-    """The layers that ``model.frozen_layers`` counts, in order.
-
-    ResNet-18: stem (conv1 + bn1), layer1..layer4, fc. AlexNet: conv1..conv5, fc6, fc7, fc8.
-    """
-    if name == "resnet18":
-        return [
-            ("stem", [model.conv1, model.bn1]),
-            ("layer1", [model.layer1]),
-            ("layer2", [model.layer2]),
-            ("layer3", [model.layer3]),
-            ("layer4", [model.layer4]),
-            ("fc", [model.fc]),
-        ]
-    if name == "alexnet":
-        convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-        fcs = [m for m in model.classifier if isinstance(m, nn.Linear)]
-        names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-        return [(n, [m]) for n, m in zip(names, convs + fcs, strict=True)]
-    raise ConfigError(f"model.name={name!r}: expected one of {sorted(ARCHITECTURES)}")
-
-
-def _head(model: nn.Module, name: str) -> nn.Linear:
-    return model.fc if name == "resnet18" else model.classifier[6]
-
-
-def _set_head(model: nn.Module, name: str, num_classes: int) -> None:
-    old = _head(model, name)
-    new = nn.Linear(old.in_features, num_classes)
-    if name == "resnet18":
-        model.fc = new
-    else:
-        model.classifier[6] = new
-
-
-def _imagenet_state(name: str, weights: str) -> dict[str, torch.Tensor]:
-    try:
-        enum = WEIGHT_ENUMS[name][weights]
-    except KeyError:
-        allowed = [w.name for w in WEIGHT_ENUMS[name]]
-        raise ConfigError(
-            f"model.weights={weights!r} is not a torchvision weight set for {name} "
-            f"(known: {', '.join(allowed)}), nor an existing state-dict file. "
-            "Use IMAGENET1K_V1, null (random init) or a path to a state-dict file."
-        ) from None
-    try:
-        return enum.get_state_dict(progress=False)
-    except Exception as exc:  # URLError, HTTPError, OSError, hash mismatch...
-        raise WeightsError(
-            f"Could not download the {weights} weights for {name} ({type(exc).__name__}: {exc}). "
-            "Are you offline? Use model.weights=null for a random init (not pretrained), or "
-            "model.weights=/path/to/state_dict.pt (saved by torch.save(model.state_dict(), path))."
-        ) from None
-
-
-def _file_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"model.weights={path}: cannot read a state dict from this file "
-            f"({type(exc).__name__}: {exc}). Save one with torch.save(model.state_dict(), path)."
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
-        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    if not isinstance(state, dict):
-        raise WeightsError(f"model.weights={path} holds a {type(state).__name__}, not a state dict")
-    return state
+    """The layer groups that ``model.frozen_layers`` counts, in order (``backbone``)."""
+    groups = layer_group_names(model, spec(name))
+    return [(label, [model.get_submodule(p) for p in paths]) for label, paths in groups]
 
 
 def _load(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -94,44 +40,49 @@ def _load(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None
     except RuntimeError as exc:
         raise WeightsError(
             f"model.weights={source} does not fit this architecture:\n{exc}\n"
-            "Check model.name, or save the state dict from the same torchvision model."
+            "Check model.name, or save the state dict from the same model."
         ) from None
 
 
-def build_model(name: str, weights: str | None, num_classes: int = 7) -> nn.Module:
-    """torchvision ``name`` with ``weights`` (IMAGENET1K_V1, None or a file) and a new head.
-
-    A state-dict file may hold the original 1000-way head (loaded before the head is replaced)
-    or a ``num_classes``-way head (loaded after).
-    """
-    if name not in ARCHITECTURES:
-        raise ConfigError(f"model.name={name!r}: expected one of {sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[name](weights=None)
+def build(name: str, weights: str | None, num_classes: int = 7) -> tuple[nn.Module, Loaded]:
+    """Backbone ``name`` with ``weights`` (imagenet or a tag, None or a file) and a new head,
+    and where its weights came from (``Loaded.state`` dropped)."""
+    s = spec(name)
+    model = create(s)
     if weights is None:
+        replace_head(model, s, num_classes)
         log.info("model: %s, random init (NOT pretrained)", name)
-        _set_head(model, name, num_classes)
-        return model
+        return model, Loaded(None, "random init (not pretrained)", False, None)
     path = Path(str(weights)).expanduser()
     if path.is_file():
-        state = _file_state(path)
-        head_key = "fc.weight" if name == "resnet18" else "classifier.6.weight"
-        if head_key in state and state[head_key].shape[0] == num_classes:
-            _set_head(model, name, num_classes)
+        loaded = load_file(path)
+        head = head_name(model, s)
+        state = loaded.state
+        if f"{head}.weight" in state and state[f"{head}.weight"].shape[0] == num_classes:
+            replace_head(model, s, num_classes)
             _load(model, state, str(path))
         else:
             _load(model, state, str(path))
-            _set_head(model, name, num_classes)
+            replace_head(model, s, num_classes)
         log.info("model: %s, weights from %s", name, path)
-        return model
-    if any(sep in str(weights) for sep in ("/", "\\")) or path.suffix in {".pt", ".pth", ".ckpt"}:
+        return model, Loaded(None, loaded.source, False, loaded.sha256)
+    if is_file_like(str(weights)):
         raise WeightsError(
             f"model.weights={weights}: no such file. Give an existing state-dict path, "
-            "IMAGENET1K_V1, or null for a random init."
+            "imagenet, or null for a random init."
         )
-    _load(model, _imagenet_state(name, str(weights)), str(weights))
-    _set_head(model, name, num_classes)
-    log.info("model: %s, ImageNet-pretrained (%s), new %d-way head", name, weights, num_classes)
-    return model
+    loaded = load_imagenet(s, str(weights), model)
+    _load(model, loaded.state, loaded.source)
+    replace_head(model, s, num_classes)
+    log.info(
+        "model: %s, ImageNet-pretrained: %s; new %d-way head", name, loaded.source, num_classes
+    )
+    return model, Loaded(None, loaded.source, True, loaded.sha256)
+
+
+def build_model(name: str, weights: str | None, num_classes: int = 7) -> nn.Module:
+    """Backbone ``name`` with ``weights`` and a new ``num_classes``-way head (``build``)."""
+    return build(name, weights, num_classes)[0]
 
 
 def freeze_layers(model: nn.Module, name: str, k: int) -> list[nn.Module]:

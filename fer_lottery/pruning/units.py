@@ -1,14 +1,16 @@
 """Whole-unit pruning (``prune.granularity=unit``): remove neurons or channels, not weights.
 
-The layers are the ones distinctiveness prunes (``distinctiveness.angles.prunable_units``: each
-ResNet-18 BasicBlock's ``conv1`` channels; AlexNet's conv1-5, fc6 and fc7), narrowed by
+The layers are the unit layers found from the model's graph (``models.units``: each ResNet-18
+BasicBlock's ``conv1`` channels; AlexNet's conv1-5, fc6 and fc7; MobileNet's expansions with their
+depthwise convs; ConvNeXt's MLP hidden units; any backbone's), narrowed by
 ``prune.include``. Each unit has one score (``UnitScores``): magnitude, the L1 norm of its
 incoming filter (Li et al. 2016); gradient, the summed |w * dL/dw| of that filter; random, a
 uniform draw with magnitude's per-layer counts. ``prune.ratio`` of the units go, ranked together
 (``scope=global``) or per layer; each layer keeps at least its best unit.
 
-A removed unit's incoming filter, its bias and its BatchNorm gamma and beta are masked, so it
-outputs exactly 0, and ``python -m fer_lottery.export`` slices it out of the model.
+A removed unit's incoming filter, its bias, its BatchNorm gamma and beta, and those of the
+depthwise convs that follow it are masked, so it outputs exactly 0, and
+``python -m fer_lottery.export`` slices it out of the model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from fer_lottery.config.schema import enum_value
-from fer_lottery.pruning.distinctiveness.angles import PrunableUnit, prunable_units
+from fer_lottery.models.units import PrunableUnit, prunable_units
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.selection import prune_smallest
 from fer_lottery.pruning.strategy import Pruned, Request
@@ -121,13 +123,13 @@ def unit_mask(
     model: nn.Module, layers: list[PrunableUnit], removed: dict[str, torch.Tensor], names: list[str]
 ) -> Mask:
     """The mask of ``names`` (the prunable weights) that removes the units: each removed unit's
-    filter row, bias and BatchNorm gamma and beta."""
+    filter row and bias, its BatchNorm's gamma and beta, and the same of its followers (a
+    depthwise conv and its BatchNorm)."""
     state = model.state_dict()
     keep = {n: torch.ones_like(state[n], dtype=torch.bool) for n in names}
     for unit in layers:
         gone = removed[unit.name]
-        owners = [unit.name] + ([unit.bn] if unit.bn else [])
-        for owner in owners:
+        for owner in unit.owners:
             for suffix in ("weight", "bias"):
                 key = f"{owner}.{suffix}"
                 if key not in state:

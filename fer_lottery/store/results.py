@@ -178,6 +178,17 @@ TYPES: dict[str, Check] = {
     "device/precision": text,
     "device/cuda_capability": optional(text),
     "model/init": text,
+    # Where the start weights came from (models.weights): ImageNet weights or not, the source in
+    # words (a package's file, a cache, a download), a sha256 of the state loaded (null: random).
+    # Jobs written before they existed lack them, so they are typed, not required.
+    "model/pretrained": boolean,
+    "model/weights_source": text,
+    "model/weights_sha256": optional(text),
+    # The input normalisation used (null: none) and where it came from (data.normalize=auto:
+    # the weights' own preprocessing).
+    "data/normalize_mean": optional(lambda v: None if isinstance(v, list) else "a list"),
+    "data/normalize_std": optional(lambda v: None if isinstance(v, list) else "a list"),
+    "data/normalize_source": text,
     # The stage whose model the job's test/* keys describe: its predictions_<stage>.csv.
     "predictions/stage": text,
     "data/source": text,

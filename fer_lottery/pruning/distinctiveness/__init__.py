@@ -36,13 +36,12 @@ from torch import nn
 from fer_lottery.config import check_angle, check_norm_std, choices, enum_value
 from fer_lottery.config.schema import IGNORED_BY_VARIANT, UnitNormalize, Variant
 from fer_lottery.errors import ConfigError
+from fer_lottery.models.units import PrunableUnit, prunable_units
 from fer_lottery.pruning.distinctiveness import honest, paper_a, paper_b
 from fer_lottery.pruning.distinctiveness.angles import (
     CHUNK,
     Pairing,
-    PrunableUnit,
     pairwise_angles,
-    prunable_units,
     select_layers,
     select_names,
     unit_activations,

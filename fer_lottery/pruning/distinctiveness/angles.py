@@ -1,14 +1,15 @@
 """What the distinctiveness rules share: which layers, their activations, the Gram step.
 
-``prunable_units`` (``honest`` and ``paper_b``): ResNet-18 only each BasicBlock's ``conv1``
-channels (they feed only ``conv2``; every other conv output lies on a residual path shared with
-the skip connection, so a merge there cannot keep the block's output); AlexNet conv1-5 and fc6,
-fc7 (fc8's units, the logits, are never removed, though its input columns receive fc7's merges
-under ``honest``). ``paper_a`` takes every Conv2d and Linear instead (see its module).
+``prunable_units`` (``honest`` and ``paper_b``; ``models.units``, found from the model's graph):
+on ResNet-18 each BasicBlock's ``conv1`` channels (they feed only ``conv2``; every other conv
+output lies on a residual path shared with the skip connection, so a merge there cannot keep
+the block's output); on AlexNet conv1-5 and fc6, fc7 (fc8's units, the logits, are never
+removed, though its input columns receive fc7's merges under ``honest``). ``paper_a`` takes every
+Conv2d and Linear instead (see its module).
 
 ``unit_activations`` (``honest`` and ``paper_b``): one eval-mode, no-grad pass over the given
-batches. FC units: the post-ReLU output. Conv channels: the post-BN-ReLU (ResNet) or post-ReLU
-(AlexNet) map averaged over HxW.
+batches. FC units: the activated output. Conv channels: the activated map of the unit's last
+module (BN on ResNet, the conv on AlexNet, the depthwise BN on MobileNet) averaged over HxW.
 
 Speed: pairwise cosines come from a normalised Gram matrix ``Z^T Z`` computed in row chunks
 (``gram_rows``); ``pairwise_angles`` gives the degrees for inspection.
@@ -22,32 +23,12 @@ from fnmatch import fnmatch
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
-from fer_lottery.config.schema import ModelName, choices
 from fer_lottery.errors import ConfigError, DataError
+from fer_lottery.models.units import PrunableUnit
 
 CHUNK = 1024  # Gram rows per chunk: 1024 x 4096 float32 = 16 MB
-
-
-@dataclass(frozen=True)
-class PrunableUnit:
-    """A layer whose output units distinctiveness may remove, and where they go.
-
-    ``name``: the module whose output units (rows / filters) are removed. ``source``: the module
-    whose output is hooked for activations (ReLU is applied to it). ``bn``: a BatchNorm whose
-    gamma/beta belong to the unit. ``next``: the layer whose input columns take the merges;
-    ``span``: how many of its input columns one unit owns (36 for AlexNet conv5 -> fc6 through
-    the 6x6 average pool and flatten, else 1).
-    """
-
-    name: str
-    source: str
-    next: str
-    bn: str | None = None
-    span: int = 1
 
 
 @dataclass
@@ -69,43 +50,6 @@ class Pairing:
 
 
 # -- which layers ---------------------------------------------------------------------------------
-
-
-def prunable_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
-    """The layers distinctiveness may prune, in forward order, each with its consumer layer."""
-    if arch == "resnet18":
-        return [
-            PrunableUnit(f"{n}.conv1", source=f"{n}.bn1", next=f"{n}.conv2", bn=f"{n}.bn1")
-            for n, m in model.named_modules()
-            if isinstance(m, BasicBlock)
-        ]
-    if arch == "alexnet":
-        convs = [(f"features.{i}", m) for i, m in enumerate(model.features) if _is_conv(m)]
-        fcs = [(f"classifier.{i}", m) for i, m in enumerate(model.classifier) if _is_fc(m)]
-        chain = convs + fcs
-        units = []
-        for (name, module), (next_name, next_module) in zip(chain, chain[1:], strict=False):
-            span = 1
-            if _is_conv(module) and _is_fc(next_module):
-                span, rest = divmod(next_module.in_features, module.out_channels)
-                if rest:
-                    raise ValueError(
-                        f"{next_name} has {next_module.in_features} inputs, not a multiple of "
-                        f"{name}'s {module.out_channels} channels"
-                    )
-            units.append(PrunableUnit(name, source=name, next=next_name, span=span))
-        return units
-    raise ConfigError(
-        f"model.name={arch!r}: distinctiveness supports {', '.join(choices(ModelName))}"
-    )
-
-
-def _is_conv(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d)
-
-
-def _is_fc(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear)
 
 
 def select_names(names: list[str], layers: list[str] | None) -> list[str]:
@@ -138,15 +82,25 @@ def unit_activations(
 ) -> dict[str, torch.Tensor]:
     """(samples, units) activation matrix per layer: one eval-mode, no-grad pass.
 
-    The hook sees the conv / BN / linear output before any ReLU runs, and applies ReLU itself:
-    AlexNet's ReLUs are in place, and a ResNet block calls one ReLU module twice.
+    The hook sees the source's output (the conv, BN or linear of the unit's chain) before the
+    activation runs, and applies the unit's activation module to a copy itself: AlexNet's ReLUs
+    are in place, and a ResNet block calls one ReLU module twice. Conv maps are averaged over
+    H x W.
     """
+    acts = {u.name: model.get_submodule(u.activation) if u.activation else None for u in units}
 
-    def post_relu(output: torch.Tensor) -> torch.Tensor:
-        a = F.relu(output)
-        return a.mean(dim=(2, 3)) if a.dim() == 4 else a
+    def activated(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        act = acts[name]
 
-    return collect_activations(model, {u.name: u.source for u in units}, batches, device, post_relu)
+        def fn(output: torch.Tensor) -> torch.Tensor:
+            a = act(output.clone()) if act is not None else output
+            return a.mean(dim=(2, 3)) if a.dim() == 4 else a
+
+        return fn
+
+    return collect_activations(
+        model, {u.name: u.source for u in units}, batches, device, activated, per_layer=True
+    )
 
 
 @torch.no_grad()
@@ -155,18 +109,22 @@ def collect_activations(
     sources: dict[str, str],
     batches: Iterable,
     device: str | torch.device,
-    reduce: Callable[[torch.Tensor], torch.Tensor],
+    reduce: Callable,
+    per_layer: bool = False,
 ) -> dict[str, torch.Tensor]:
     """(samples, units) float32 matrix per layer name: ``reduce`` of its source module's output.
 
     One eval-mode, no-grad pass; each module's train/eval mode is restored afterwards. A batch may
-    be a tensor or a tuple whose first item is the input tensor.
+    be a tensor or a tuple whose first item is the input tensor. ``per_layer``: ``reduce(name)``
+    gives each layer's own reduction.
     """
     store: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
 
     def hook(name: str):
+        own = reduce(name) if per_layer else reduce
+
         def fn(_module, _inputs, output):
-            store[name].append(reduce(output).detach().float())
+            store[name].append(own(output).detach().float())
 
         return fn
 

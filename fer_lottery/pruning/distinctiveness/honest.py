@@ -249,8 +249,7 @@ def mask(model: nn.Module, unit: PrunableUnit, removed: torch.Tensor, keep: dict
             keep[name] = torch.ones(state[name].shape, dtype=torch.bool)
         return keep[name]
 
-    owners = [unit.name] + ([unit.bn] if unit.bn else [])
-    for owner in owners:
+    for owner in unit.owners:
         for suffix in ("weight", "bias"):
             name = f"{owner}.{suffix}"
             if name in state and state[name] is not None:

@@ -1,0 +1,64 @@
+"""The limits that depend on the backbone, checked before any work (``check_model``), each in
+one line naming the key and the fix: the name, the weights, ``model.frozen_layers``,
+``data.image_size``, batches of one while BatchNorm trains, and the paper rules' backbones.
+
+``config.checks.validate`` checks what the config alone decides, without torch; this module
+builds the backbone on the meta device (``backbone.describe``: no weights, no memory).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fer_lottery.config.schema import Variant, enum_value
+from fer_lottery.errors import ConfigError
+from fer_lottery.models.backbone import describe, spec
+from fer_lottery.models.weights import is_file_like, timm_cfg, torchvision_enum
+
+# The paper rules' published code ran on these backbones only.
+PAPER_BACKBONES = ("resnet18", "alexnet")
+
+
+def batchnorm_trains(name: str, frozen_layers: int) -> bool:
+    """Whether a BatchNorm layer of the model trains (is not frozen), so batches of one fail."""
+    return frozen_layers < describe(name).batchnorm_groups
+
+
+def check_model(cfg: DictConfig) -> None:
+    """Refuse a config that this backbone cannot run, in one line."""
+    data, model, prune = cfg.data, cfg.model, cfg.prune
+    name = str(model.name)
+    s = spec(name)
+    weights = model.weights
+    if weights is not None and not is_file_like(str(weights)):
+        (timm_cfg if s.is_timm else torchvision_enum)(s, str(weights))
+    d = describe(name, model.num_classes)
+    n_layers = len(d.groups)
+    labels = ", ".join(label for label, _ in d.groups)
+    if not 0 <= model.frozen_layers < n_layers:
+        raise ConfigError(
+            f"model.frozen_layers={model.frozen_layers} is out of range for {name}, which has "
+            f"{n_layers} layer groups ({labels}): use 0..{n_layers - 1} (the last one, with the "
+            "new head, must train; python -m fer_lottery.models NAME lists them)"
+        )
+    if data.image_size < d.min_image_size:
+        raise ConfigError(
+            f"data.image_size={data.image_size} is too small for {name}: use at least "
+            f"{d.min_image_size}"
+        )
+    if data.batch_size < 2 and batchnorm_trains(name, model.frozen_layers):
+        raise ConfigError(
+            f"data.batch_size={data.batch_size}: {name}'s BatchNorm layers train, and they need "
+            f"at least 2 images per batch: use data.batch_size=2 or more (or freeze them: "
+            f"model.frozen_layers={d.batchnorm_groups})"
+        )
+    variant = enum_value(prune.variant)
+    if (
+        enum_value(prune.method) == "distinctiveness"
+        and variant != Variant.honest.value
+        and name not in PAPER_BACKBONES
+    ):
+        raise ConfigError(
+            f"prune.variant={variant} reproduces what that paper's code did on "
+            f"{' and '.join(PAPER_BACKBONES)}, not on {name}: use prune.variant=honest"
+        )
