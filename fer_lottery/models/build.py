@@ -44,11 +44,18 @@ def _load(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None
         ) from None
 
 
-def build(name: str, weights: str | None, num_classes: int = 7) -> tuple[nn.Module, Loaded]:
+def build(name: str, weights: str | None, num_classes: int | None = 7) -> tuple[nn.Module, Loaded]:
     """Backbone ``name`` with ``weights`` (imagenet or a tag, None or a file) and a new head,
-    and where its weights came from (``Loaded.state`` dropped)."""
+    and where its weights came from (``Loaded.state`` dropped). ``num_classes=None`` keeps the
+    library's 1000-way ImageNet head (with ImageNet weights: the ImageNet classifier)."""
     s = spec(name)
     model = create(s)
+    if num_classes is None:
+        loaded = load_imagenet(s, str(weights), model) if weights is not None else None
+        if loaded is not None:
+            _load(model, loaded.state, loaded.source)
+            return model, Loaded(None, loaded.source, True, loaded.sha256)
+        return model, Loaded(None, "random init (not pretrained)", False, None)
     if weights is None:
         replace_head(model, s, num_classes)
         log.info("model: %s, random init (NOT pretrained)", name)
