@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SYNTHETIC_BATCH32, run_cli
 from PIL import Image
 
 from fer_lottery.data.augment import normalize
@@ -21,7 +22,6 @@ from fer_lottery.models.efficientnet_lite import timm_state
 from fer_lottery.models.units import prunable_units
 from fer_lottery.models.weights import normalization, packaged_file
 from fer_lottery.pruning.units import unit_mask
-from helpers import TINY_SYNTHETIC_BATCH32, run_cli
 
 PRETRAINED = ["mobilenet_v2", "timm/tf_efficientnet_lite0"]
 NEW_BACKBONES = ["mobilenet_v2", "timm/tf_efficientnet_lite0", "timm/convnext_atto"]
