@@ -10,13 +10,14 @@ from omegaconf.errors import ValidationError
 
 from fer_lottery.config import validate
 from fer_lottery.errors import ConfigError
+from fer_lottery.models.checks import check_model
 
 
 def test_defaults_follow_paper_a(compose_cfg):
     cfg = compose_cfg()
     validate(cfg)
-    assert cfg.model.name.value == "resnet18"
-    assert cfg.model.weights == "IMAGENET1K_V1"
+    assert cfg.model.name == "resnet18"
+    assert cfg.model.weights == "imagenet"
     assert cfg.optim.name.value == "sgd" and cfg.optim.lr == 0.02 and cfg.optim.momentum == 0.9
     assert cfg.data.batch_size == 64 and cfg.data.image_size == 224
     assert list(cfg.data.split) == [0.7, 0.15, 0.15]
@@ -27,7 +28,7 @@ def test_defaults_follow_paper_a(compose_cfg):
 def test_groups_compose(compose_cfg):
     cfg = compose_cfg("model=alexnet", "optim=adam", "data=synthetic", "model.frozen_layers=7")
     validate(cfg)
-    assert cfg.model.name.value == "alexnet"
+    assert cfg.model.name == "alexnet"
     assert cfg.optim.name.value == "adam" and cfg.optim.lr == 1e-3
     assert cfg.data.name.value == "synthetic"
 
@@ -46,8 +47,8 @@ def _composition_error(compose_cfg, override: str) -> str:
 
 
 def test_unknown_model_names_allowed_values(compose_cfg):
-    text = _composition_error(compose_cfg, "model.name=vgg")
-    assert "expected one of [resnet18, alexnet]" in text and "model.name" in text
+    with pytest.raises(ConfigError, match=r"model.name=vggg: .*\(close: vgg"):
+        check_model(compose_cfg("model.name=vggg"))
 
 
 def test_wrong_type_is_rejected(compose_cfg):
@@ -67,7 +68,7 @@ def test_unknown_key_is_rejected(compose_cfg):
         ("data.split=[0.75,0.15,0.15]", r"sums to 1.05, not 1"),
         ("data.split=[1.0,0.0]", r"three fractions"),
         ("trainer.max_epochs=-1", r"trainer.max_epochs=-1 must be at least 1"),
-        ("model.frozen_layers=7", r"resnet18, which has 6 layers: use 0..5"),
+        ("model.frozen_layers=7", r"resnet18, which has 6 layer groups .*: use 0..5"),
         ("optim.lr=0", r"optim.lr=0.0 must be > 0"),
         ("data.augment.hflip=1.5", r"hflip=1.5"),
         ("data.image_size=8", r"image_size=8"),
@@ -77,12 +78,13 @@ def test_out_of_range_values_name_the_key(compose_cfg, override, message):
     cfg = compose_cfg(override)
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+        check_model(cfg)  # the backbone's own limits
 
 
 def test_alexnet_allows_seven_frozen_layers_but_not_nine(compose_cfg):
-    validate(compose_cfg("model=alexnet", "model.frozen_layers=7"))
-    with pytest.raises(ConfigError, match="alexnet, which has 8 layers"):
-        validate(compose_cfg("model=alexnet", "model.frozen_layers=9"))
+    check_model(compose_cfg("model=alexnet", "model.frozen_layers=7"))
+    with pytest.raises(ConfigError, match="alexnet, which has 8 layer groups"):
+        check_model(compose_cfg("model=alexnet", "model.frozen_layers=9"))
 
 
 def test_config_resolves_to_plain_yaml(compose_cfg, monkeypatch, tmp_path):
@@ -110,7 +112,7 @@ def test_config_resolves_to_plain_yaml(compose_cfg, monkeypatch, tmp_path):
     assert loaded == OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert loaded["data"]["name"] == cfg.data.name.value == "synthetic"
     assert loaded["data"]["image_size"] == cfg.data.image_size == 64
-    assert loaded["model"]["name"] == cfg.model.name.value == "resnet18"
+    assert loaded["model"]["name"] == cfg.model.name == "resnet18"
     assert loaded["prune"]["method"] == cfg.prune.method.value == "magnitude"
     assert loaded["optim"]["lr"] == cfg.optim.lr == 0.02
     assert loaded["trainer"]["max_epochs"] == cfg.trainer.max_epochs == 50

@@ -25,8 +25,8 @@ def test_a_last_training_batch_of_one_image_is_dropped_and_counted(run_job):
     "overrides, message",
     [
         (["data.batch_size=1"], "data.batch_size=1: resnet18's BatchNorm layers train"),
-        (["model.frozen_layers=6"], "model.frozen_layers=6 freezes every layer of resnet18"),
-        (["model=alexnet", "model.frozen_layers=8"], "freezes every layer of alexnet (8 layers)"),
+        (["model.frozen_layers=6"], "model.frozen_layers=6 is out of range for resnet18"),
+        (["model=alexnet", "model.frozen_layers=8"], "alexnet, which has 8 layer groups"),
         (["model=alexnet", "data.image_size=8"], "too small for alexnet: use at least 63"),
         (["data.image_size=8"], "too small for resnet18: use at least 32"),
         (
