@@ -1,7 +1,7 @@
 """Where one CPU training epoch goes: Lightning's SimpleProfiler on a real stage, grouped.
 
-The stage is the demo's dense stage (``experiment=demo``: ResNet-18 from random init, Adam,
-synthetic faces at 48 px, 735 training and 161 validation images, batch 64), trained for 2
+The stage is the demo's dense stage (``experiment=demo``: MobileNetV2 with its ImageNet weights,
+SGD, synthetic faces at 64 px, 490 training and 105 validation images, batch 64), trained for 2
 epochs with a resumable checkpoint after the first, as
 ``fer_lottery.training.stage.train_stage`` runs it. Prints a markdown
 table (seconds per epoch, share of the epoch) and one JSON line:
@@ -72,7 +72,7 @@ def main() -> None:
     datamodule = SFEWDataModule(cfg.data, None, seed=cfg.seed)
     datamodule.setup()
     with seeded(cfg.seed, "model"):
-        model = build_model("resnet18", None, cfg.model.num_classes)
+        model = build_model(cfg.model.name, cfg.model.weights, cfg.model.num_classes)
     module = FERClassifier(model, cfg.optim, datamodule.class_names)
     grab = GrabProfiler()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +102,7 @@ def main() -> None:
         "parts_s": {k: round(v, 4) for k, v in parts.items()},
         "train_images": len(datamodule.labels["train"]),
         "val_images": len(datamodule.labels["val"]),
-        "model": f"resnet18, {cfg.data.image_size} px, batch {cfg.data.batch_size}",
+        "model": f"{cfg.model.name}, {cfg.data.image_size} px, batch {cfg.data.batch_size}",
         "optimizer": enum_value(cfg.optim.name),
         "epochs": epochs,
         "device": device_string(),

@@ -33,10 +33,11 @@ def test_groups_compose(compose_cfg):
     assert cfg.data.name.value == "synthetic"
 
 
-def test_demo_experiment_is_synthetic_and_random_init(compose_cfg):
+def test_demo_experiment_is_synthetic_and_imagenet_mobilenet(compose_cfg):
     cfg = compose_cfg("experiment=demo")
     assert cfg.data.name.value == "synthetic"
-    assert cfg.model.weights is None
+    assert cfg.model.name == "mobilenet_v2" and cfg.model.weights == "imagenet"
+    assert cfg.data.normalize.value == "auto"  # torchvision's meta for those weights
 
 
 def _composition_error(compose_cfg, override: str) -> str:

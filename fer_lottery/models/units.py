@@ -25,7 +25,6 @@ None when the source applies its own, as timm's ``BatchNormAct2d``).
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -63,31 +62,19 @@ def depthwise(m: nn.Module) -> bool:
 
 
 def prunable_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
-    """The unit layers of ``model`` (backbone ``arch``), in module order."""
+    """The unit layers of ``model`` (backbone ``arch``), in module order.
+
+    Found once per architecture and parameter shapes (a pruned model's are the dense one's);
+    the cache holds the units, never the model."""
     signature = (arch, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()))
-    return list(_units(model, signature))
+    if signature not in _FOUND:
+        if len(_FOUND) >= 16:
+            _FOUND.pop(next(iter(_FOUND)))
+        _FOUND[signature] = tuple(find_units(model, arch))
+    return list(_FOUND[signature])
 
 
-def _units(model: nn.Module, signature: tuple) -> tuple[PrunableUnit, ...]:
-    return _cached(signature, _Ref(model))
-
-
-class _Ref:
-    """Carries the model into the cache without making it part of the key."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Ref)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached(signature: tuple, ref: _Ref) -> tuple[PrunableUnit, ...]:
-    return tuple(find_units(ref.model, signature[0]))
+_FOUND: dict[tuple, tuple[PrunableUnit, ...]] = {}
 
 
 @torch.no_grad()
