@@ -51,6 +51,8 @@ report: $(STAMP) ## report.md, report.csv and PNGs of runs or sweeps: make repor
 
 bench: $(STAMP) ## Performance against plain baselines: one JSON line per benchmark, not tests
 	$(PY) -m benchmarks.bench_training
+	$(PY) -m benchmarks.bench_training --model mobilenet_v2 --weights imagenet --image-size 112 --throughput-only --repeats 3
+	$(PY) -m benchmarks.bench_training --model timm/tf_efficientnet_lite0 --weights imagenet --image-size 112 --throughput-only --repeats 3
 	$(PY) -m benchmarks.bench_startup
 	$(PY) -m benchmarks.bench_jobs
 	$(PY) -m benchmarks.bench_data

@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default="resnet18", help="any backbone: alexnet, mobilenet_v2, timm/...")
+    parser.add_argument("--weights", default=None, help="model.weights (default: random init)")
     parser.add_argument("--throughput-only", action="store_true", help="no mask_overhead lines")
     args = parser.parse_args()
     quiet_lightning()
@@ -104,7 +105,7 @@ def main() -> None:
 
     def resnet():
         torch.manual_seed(0)
-        return build_model(args.model, None)
+        return build_model(args.model, args.weights)
 
     dense, plain = resnet(), resnet()
     e = args.epochs
@@ -125,6 +126,7 @@ def main() -> None:
     s = alternate(fits, args.repeats)
     common = {
         "model": args.model,
+        "weights": args.weights,
         "precision": bench_precision(),
         "image_size": args.image_size,
         "train_images": n_train,

@@ -110,7 +110,9 @@ class PlantedLinear(nn.Linear):
         self.register_buffer("planted", torch.from_numpy(acts), persistent=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.planted[idx]
+        # + 0 * weight: the output depends on the layer in autograd's graph, from which the
+        # unit layers are found (models.units), and equals the planted rows exactly.
+        return self.planted[idx] + 0.0 * self.weight.sum()
 
 
 # -- paper A ---------------------------------------------------------------------------------------

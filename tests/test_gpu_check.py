@@ -48,7 +48,10 @@ def test_the_gpu_check_dry_run_writes_every_step(tmp_path):
     assert ("bench", "train_throughput", "resnet18") in names
     assert ("bench", "mask_overhead", "resnet18") in names
     assert ("bench", "epoch_overhead_resnet18", "resnet18 on 32 px") in names
-    assert {("throughput", "train_throughput", m) for m in ("resnet18", "alexnet")} <= names
+    models = ("resnet18", "alexnet", "mobilenet_v2")
+    assert {("throughput", "train_throughput", m) for m in models} <= names
+    (mobilenet,) = [line for line in lines if line.get("model") == "mobilenet_v2"]
+    assert mobilenet["weights"] == "imagenet"  # a pretrained backbone, from its package
     assert ("packing", "packing", None) in names
     (table2,) = [line for line in lines if line["step"] == "table2"]
     assert table2["jobs"] == 2 and table2["paper_a_estimate_s"] > table2["wall_s"] > 0

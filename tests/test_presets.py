@@ -70,7 +70,7 @@ def test_paper_a_presets_share_settings_and_differ_in_method_and_rewind():
     for name, (method, rewind) in expected.items():
         cfg = compose_preset(name)
         assert (cfg.prune.method.value, cfg.prune.rewind.value) == (method, rewind), name
-        assert cfg.model.name.value == "resnet18" and cfg.optim.name.value == "sgd"
+        assert cfg.model.name == "resnet18" and cfg.optim.name.value == "sgd"
         assert cfg.optim.lr == 0.02 and cfg.data.batch_size == 64
         assert cfg.trainer.max_epochs == 50 and cfg.prune.retrain_epochs == 50
         # What the dense cache key hashes: equal, so the six presets share the dense runs.
@@ -82,7 +82,7 @@ def test_paper_a_presets_share_settings_and_differ_in_method_and_rewind():
 
 def test_paper_b_presets():
     table1 = compose_preset("paper_b_table1")
-    assert table1.model.name.value == "alexnet" and table1.optim.name.value == "adam"
+    assert table1.model.name == "alexnet" and table1.optim.name.value == "adam"
     assert table1.optim.lr == 0.001 and list(table1.data.split) == [0.6, 0.2, 0.2]
     assert table1.data.augment.rotation == 30.0 and table1.prune.ratio == 0.0
     assert table1.hydra.sweeper.params["model.frozen_layers"] == "range(0,8)"

