@@ -89,7 +89,9 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--model", default="resnet18", help="any backbone: alexnet, mobilenet_v2, timm/...")
+    parser.add_argument(
+        "--model", default="resnet18", help="any backbone: alexnet, mobilenet_v2, timm/..."
+    )
     parser.add_argument("--weights", default=None, help="model.weights (default: random init)")
     parser.add_argument("--throughput-only", action="store_true", help="no mask_overhead lines")
     args = parser.parse_args()

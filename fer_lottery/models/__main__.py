@@ -39,10 +39,14 @@ def describe_lines(name: str, num_classes: int = 7) -> list[str]:
     ]
     for i, ((label, paths), bn) in enumerate(zip(d.groups, d.batchnorm, strict=True)):
         n = sum(p.numel() for path in paths for p in model.get_submodule(path).parameters())
-        lines.append(
-            f"  {i + 1:3d}  {label:<28s} {n:>11,} params{'  BatchNorm' if bn else ''}"
-            f"   frozen_layers>={i + 1} freezes: {', '.join(paths[:4])}"
+        what = (
+            "the new head: always trains"
+            if i == len(d.groups) - 1
+            else f"frozen_layers>={i + 1} freezes: {', '.join(paths[:4])}"
             + (f" (+{len(paths) - 4})" if len(paths) > 4 else "")
+        )
+        lines.append(
+            f"  {i + 1:3d}  {label:<28s} {n:>11,} params{'  BatchNorm' if bn else ''}   {what}"
         )
     state = model.state_dict()
     names = prunable_weights(model)
