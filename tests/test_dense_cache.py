@@ -83,6 +83,20 @@ def test_weights_file_is_keyed_by_content_not_path(compose_cfg, tmp_path):
     assert cache_key(compose_cfg(f"model.weights={a}")) != key_a
 
 
+def test_named_weights_are_keyed_by_the_state_they_resolved_to(compose_cfg):
+    """model.weights=imagenet may be a download here and a packaged port there: two theta0."""
+    from fer_lottery.models import build
+
+    _, loaded = build("mobilenet_v2", "imagenet")
+    cfg = compose_cfg("model=mobilenet_v2")
+    named = cache_key(cfg, "", loaded.sha256)
+    assert named == cache_key(cfg, "", loaded.sha256)
+    assert named != cache_key(cfg, "", "0" * 64) and named != cache_key(cfg)
+    # A random init (no hash) keeps the key it always had.
+    null = compose_cfg("model.weights=null")
+    assert cache_key(null, "", None) == cache_key(null)
+
+
 DATASETS = ("synthetic", "sfew")
 
 

@@ -27,15 +27,18 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 
 
-def cache_key(cfg: DictConfig, data_fingerprint: str = "") -> str:
-    """The dense cache key of this job: its settings with the device, precision and theta_k
-    epoch they resolve to."""
+def cache_key(
+    cfg: DictConfig, data_fingerprint: str = "", weights_sha256: str | None = None
+) -> str:
+    """The dense cache key of this job: its settings with the device, precision, theta_k epoch
+    and start weights they resolve to."""
     return dense_key(
         cfg,
         data_fingerprint,
         device=resolved_device(cfg),
         precision=str(trainer_kwargs(cfg)["precision"]),
         snapshot_epoch=snapshot_epoch(cfg),
+        weights_sha256=weights_sha256,
     )
 
 
@@ -51,9 +54,16 @@ def _train(
 
 
 def dense_stage(
-    cfg: DictConfig, datamodule: SFEWDataModule, module: FERClassifier, run_dir: Path
+    cfg: DictConfig,
+    datamodule: SFEWDataModule,
+    module: FERClassifier,
+    run_dir: Path,
+    weights_sha256: str | None = None,
 ) -> tuple[dict, dict[str, State | None]]:
     """Fine-tune the dense model, or load it from the cache; leave its best weights in the module.
+
+    ``weights_sha256``: the hash of the start weights ``model.weights`` resolved to, part of the
+    cache key (``store.dense_cache.dense_key``).
 
     Returns the dense metrics and the states to rewind to: ``theta0`` (before fine-tuning) and
     ``theta_k`` (after ``prune.rewind_epoch`` epochs, when ``prune.rewind=epoch``).
@@ -66,7 +76,8 @@ def dense_stage(
         theta_k = None if k is None else theta0 if k == 0 else load_state(run_dir / paths.THETA_K)
         return metrics, {"theta0": theta0, "theta_k": theta_k}
 
-    entry = DenseEntry(cfg.cache_dir, cache_key(cfg, datamodule.fingerprint()), k)
+    key = cache_key(cfg, datamodule.fingerprint(), weights_sha256)
+    entry = DenseEntry(cfg.cache_dir, key, k)
     with entry.locked(cfg.cache_lock_timeout_s, job=str(run_dir)):
         if entry.check():
             log.info("dense cache hit %s: reusing the dense fine-tune, no training", entry.key)

@@ -51,7 +51,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     datamodule, data_s = _load_data(cfg, run_dir)
     model, frozen, weights = _build_model(cfg)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
-    dense, start_weights = dense_stage(cfg, datamodule, module, run_dir)
+    dense, start_weights = dense_stage(cfg, datamodule, module, run_dir, weights.sha256)
     final, pruning = dense, {}
     if run_prunes(cfg) and enum_value(cfg.prune.schedule) == "gradual":
         final, pruning = gradual_prune(cfg, datamodule, model, frozen, start_weights, run_dir)

@@ -76,6 +76,7 @@ def dense_key(
     device: str,
     precision: str,
     snapshot_epoch: int | None,
+    weights_sha256: str | None = None,
 ) -> str:
     """Hash of data, model, optim, trainer and seed, with the values they resolve to.
 
@@ -84,7 +85,9 @@ def dense_key(
     ``device`` (``cuda`` or ``cpu``) and ``precision`` are what ``trainer.accelerator`` and
     ``trainer.precision`` resolve to (``training.device.resolved_device`` and
     ``trainer_kwargs``); ``snapshot_epoch`` is theta_k's epoch when the job needs one
-    (``pruning.rewind.snapshot_epoch``).
+    (``pruning.rewind.snapshot_epoch``). ``weights_sha256``: the hash of the start weights a
+    ``model.weights`` name resolved to (``models.weights``): ``imagenet`` may come from a
+    download on one machine and a packaged port on another, which are not the same theta0.
     """
     parts = {}
     for section in ("data", "model", "optim", "trainer"):
@@ -95,6 +98,8 @@ def dense_key(
     weights = parts["model"]["weights"]
     if weights and Path(str(weights)).expanduser().is_file():
         parts["model"]["weights"] = "sha256:" + file_sha256(Path(str(weights)).expanduser())
+    elif weights and weights_sha256:
+        parts["model"]["weights"] = f"{weights}@sha256:{weights_sha256}"
     if parts["data"].get("split") != "official":  # read only by the official protocol
         parts["data"].pop("official_val_fraction", None)
     if parts["data"]["name"] == "synthetic":  # generated, not read: where it would be is moot
