@@ -244,3 +244,23 @@ def test_pretrained_weights_beat_random_init_at_the_same_budget(tmp_path):
     margins = [acc[(True, s)] - acc[(False, s)] for s in (1, 2, 3)]
     assert len(acc) == 6 and all(m > 0 for m in margins), acc
     assert sum(margins) / 3 >= 0.15, margins
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ("prune.granularity=unit", "prune.ratio=0.5", "prune.include=[nomatch*]"),
+            "prune.include=['nomatch*'] matches none of the unit layers of resnet18",
+        ),
+        (
+            ("prune.method=distinctiveness", "prune.layers=[nomatch]"),
+            "prune.layers: 'nomatch' matches no unit layer of resnet18",
+        ),
+    ],
+)
+def test_unit_globs_that_match_nothing_are_refused_before_any_data(tmp_path, overrides, message):
+    proc = run_cli(*TINY_SYNTHETIC_BATCH32, *overrides, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("split.json"))  # nothing was loaded, nothing trained

@@ -1,6 +1,8 @@
 """The limits that depend on the backbone, checked before any work (``check_model``), each in
 one line naming the key and the fix: the name, the weights, ``model.frozen_layers``,
-``data.image_size``, batches of one while BatchNorm trains, and the paper rules' backbones.
+``data.image_size``, batches of one while BatchNorm trains, the paper rules' backbones, and
+the globs that must match a unit layer (``prune.include`` with ``prune.granularity=unit``,
+``prune.layers`` with distinctiveness).
 
 ``config.checks.validate`` checks what the config alone decides, without torch; this module
 builds the backbone on the meta device (``backbone.describe``: no weights, no memory).
@@ -8,8 +10,12 @@ builds the backbone on the meta device (``backbone.describe``: no weights, no me
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
+
+import torch
 from omegaconf import DictConfig
 
+from fer_lottery.config import run_prunes
 from fer_lottery.config.schema import Variant, enum_value
 from fer_lottery.errors import ConfigError
 from fer_lottery.models.backbone import describe, spec
@@ -62,3 +68,35 @@ def check_model(cfg: DictConfig) -> None:
             f"prune.variant={variant} reproduces what that paper's code did on "
             f"{' and '.join(PAPER_BACKBONES)}, not on {name}: use prune.variant=honest"
         )
+    _check_unit_globs(cfg, name)
+
+
+def _check_unit_globs(cfg: DictConfig, name: str) -> None:
+    """Unit pruning and distinctiveness need unit layers that their globs match: found on a
+    random-init model (``models.units``; the job finds the same ones from the cache)."""
+    prune = cfg.prune
+    method, variant = enum_value(prune.method), enum_value(prune.variant)
+    unit = enum_value(prune.get("granularity", "weight")) == "unit" and method != "distinctiveness"
+    distinct = method == "distinctiveness" and variant != Variant.paper_a.value
+    if not run_prunes(cfg) or not (unit or distinct):
+        return
+    from fer_lottery.models.build import build_model
+    from fer_lottery.models.units import prunable_units
+
+    with torch.random.fork_rng():  # every draw of the job is seeded where it happens anyway
+        units = [
+            u.name for u in prunable_units(build_model(name, None, cfg.model.num_classes), name)
+        ]
+    if unit:
+        include = list(prune.include)
+        if not any(fnmatch(u, p) for u in units for p in include):
+            raise ConfigError(
+                f"prune.include={include} matches none of the unit layers of {name} "
+                f"({', '.join(units) or 'none'}): widen it (python -m fer_lottery.models {name})"
+            )
+    for pattern in list(prune.layers or []) if distinct else []:
+        if not any(fnmatch(u, pattern) for u in units):
+            raise ConfigError(
+                f"prune.layers: {pattern!r} matches no unit layer of {name}; choose from "
+                f"{', '.join(units) or 'none'}"
+            )
