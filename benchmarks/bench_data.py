@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from benchmarks.common import alternate, bench_device, compose, emit, quiet_lightning
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from fer_lottery.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from fer_lottery.data.faces import CropParams, crop_faces
 from fer_lottery.data.sfew import SFEWDataModule

@@ -20,9 +20,9 @@ from pytorch_lightning.profilers import SimpleProfiler
 
 from benchmarks.common import compose, device_string, quiet_lightning
 from fer_lottery.config import enum_value
+from fer_lottery.core.seeding import seeded
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.models import build_model
-from fer_lottery.seeding import seeded
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.stage import train_stage
 

@@ -23,11 +23,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
-from fer_lottery.errors import DiskFullError, FerLotteryError, no_space
+from fer_lottery.core import paths
+from fer_lottery.core.errors import DiskFullError, FerLotteryError, no_space
 from fer_lottery.job import termination
 from fer_lottery.job.failures import earlier_same_error, launch_id, record_failure
 from fer_lottery.job.log_routing import quiet_disk_full_in_threads
-from fer_lottery.store import paths
 from fer_lottery.store.cache_dir import check_writable
 
 log = logging.getLogger("fer_lottery")
@@ -123,8 +123,8 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
         check_writable(cfg)  # before any data is loaded
         from fer_lottery.config.checks import check_accelerator
+        from fer_lottery.core.devices import JOB_ENV
         from fer_lottery.experiment.folds import run_folds  # heavy imports after validation
-        from fer_lottery.training.device import JOB_ENV
 
         check_accelerator(cfg)  # a GPU job with no usable GPU: one line, before any work
         from fer_lottery.models.checks import check_model

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from fer_lottery.config import CONF_DIR, register_configs
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from tests.helpers import TINY_SYNTHETIC
 
 register_configs()

@@ -2,7 +2,7 @@
 with the *largest* magnitude (the opposite of magnitude pruning), over the whole net.
 
 It shows what a new criterion is: this one module, defining ``STRATEGY``, plus one entry in
-``fer_lottery.pruning.registry.STRATEGIES``.
+``fer_lottery.core.criteria.STRATEGIES``.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import torch
 from helpers import TINY_SYNTHETIC_BATCH32, run_cli
 from PIL import Image
 
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.data.augment import normalize
-from fer_lottery.errors import ConfigError
 from fer_lottery.export.loader import load_exported
 from fer_lottery.export.slim import slim
 from fer_lottery.models import build, build_model, freeze_layers, prunable_weights

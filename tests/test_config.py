@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from fer_lottery.config import validate
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.models.checks import check_model
 
 
@@ -152,7 +152,7 @@ def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
 )
 def test_stability_refuses_what_it_cannot_repeat_in_one_line(compose_cfg, overrides, message):
     from fer_lottery.config import validate
-    from fer_lottery.errors import ConfigError
+    from fer_lottery.core.errors import ConfigError
 
     cfg = compose_cfg("debug=tiny", "prune.ratio=0.5", "prune.stability=true", *overrides)
     with pytest.raises(ConfigError, match=message):

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
+from fer_lottery.core.errors import DataError
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.errors import DataError
 
 UNCROPPED = ("data.crop=none", "data.image_size=32", "data.batch_size=8")
 

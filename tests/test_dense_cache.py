@@ -10,7 +10,7 @@ import pytest
 import torch
 from filelock import FileLock
 
-from fer_lottery.errors import CacheError
+from fer_lottery.core.errors import CacheError
 from fer_lottery.experiment.dense import cache_key
 from fer_lottery.models import build_model
 from fer_lottery.store.dense_cache import DenseEntry, load_state, save_state

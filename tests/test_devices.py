@@ -7,7 +7,7 @@ import pytest
 
 from fer_lottery.config import validate
 from fer_lottery.config.checks import device_count
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from tests.helpers import TINY_SYNTHETIC, run_cli
 
 
@@ -67,7 +67,7 @@ def test_results_record_the_device_used(run_job):
 def _fake_gpu(monkeypatch, capability, arch_list):
     import torch
 
-    from fer_lottery.training import device
+    from fer_lottery.core import devices as device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
@@ -143,7 +143,7 @@ def test_evaluate_runs_in_the_stage_precision_and_puts_the_model_back(compose_cf
     [(None, 4, 0), (0, 1, 0), (5, 1, 0), (0, 4, 0), (1, 4, 1), (6, 4, 2), (7, 2, 1)],
 )
 def test_sweep_jobs_spread_over_the_visible_gpus_by_index(job_num, visible, gpu):
-    from fer_lottery.training.device import gpu_for_job
+    from fer_lottery.core.devices import gpu_for_job
 
     assert gpu_for_job(job_num, visible) == gpu
 
@@ -225,7 +225,7 @@ def test_packed_gpu_jobs_share_the_cpus_and_cpu_jobs_keep_every_cpu(
     whose numbers depend on the thread count, takes every CPU under every launcher."""
     from hydra.core.hydra_config import HydraConfig
 
-    from fer_lottery.seeding import available_cpus
+    from fer_lottery.core.seeding import available_cpus
     from fer_lottery.training import packing
 
     device = _fake_gpu(monkeypatch, (9, 0), ["sm_90"])

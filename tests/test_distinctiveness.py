@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.models import build_model
 from fer_lottery.pruning import distinctiveness as dist
 from fer_lottery.pruning.distinctiveness import (

@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fer_lottery import report
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from tests.helpers import TINY_SFEW, TINY_SYNTHETIC_BATCH32, run_cli
 
 

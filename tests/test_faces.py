@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fer_lottery.core.errors import DataError
 from fer_lottery.data import faces
 from fer_lottery.data.faces import CropParams, crop_faces, read_manual_crops
-from fer_lottery.errors import DataError
 
 skimage_data = pytest.importorskip("skimage.data")
 pytest.importorskip("facenet_pytorch")

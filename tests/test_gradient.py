@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from fer_lottery.pruning import registry
+from fer_lottery.core import criteria
 from fer_lottery.pruning.gradient import gradient_scores
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.strategy import Request
@@ -90,7 +90,7 @@ def _request(model, x, y, ratio, scope, previous=None):
 def test_global_and_layer_scope_prune_exactly_the_lowest_scores():
     model, (x, y) = _tiny_model(), _data()
     expected = _by_hand(_tiny_model(), x, y)
-    strategy = registry.get("gradient")
+    strategy = criteria.get("gradient")
     # Global: the k lowest scores over both layers together, exactly k of them.
     mask = strategy.prune(_request(model, x, y, 0.6, "global")).mask
     flat = torch.cat([expected[n].flatten() for n in NAMES])
@@ -110,7 +110,7 @@ def test_global_and_layer_scope_prune_exactly_the_lowest_scores():
 
 def test_a_second_round_keeps_what_the_first_pruned():
     model, (x, y) = _tiny_model(), _data()
-    strategy = registry.get("gradient")
+    strategy = criteria.get("gradient")
     first = strategy.prune(_request(model, x, y, 0.3, "global")).mask
     first.apply(model)
     second = strategy.prune(_request(model, x, y, 0.6, "global", previous=first)).mask

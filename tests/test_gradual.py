@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fer_lottery.config import validate
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.pruning.callbacks import cubic_sparsity
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.store.weights import load_weights

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fer_lottery.config import validate
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.data.split import kfold_split
-from fer_lottery.errors import ConfigError
 from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
 
 SFEW_LABELS = [0] * 100 + [1] * 75 + [2] * 100 + [3] * 100 + [4] * 100 + [5] * 100 + [6] * 100

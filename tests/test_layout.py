@@ -2,9 +2,9 @@
 
 import pytest
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.errors import DataError
 from fer_lottery.data.layout import list_images
-from fer_lottery.errors import DataError
 
 
 def _touch_images(folder, n=2):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fer_lottery.errors import ConfigError, WeightsError
+from fer_lottery.core.errors import ConfigError, WeightsError
 from fer_lottery.models import build_model, freeze_layers, layer_groups
 from fer_lottery.training.classifier import FERClassifier
 

@@ -16,7 +16,7 @@ from tests.helpers import TINY_SYNTHETIC, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 REGISTER = (
-    "import fer_lottery.pruning.registry as r;"
+    "import fer_lottery.core.criteria as r;"
     "r.STRATEGIES['largest_first'] = r.Entry('tests.example_criterion', options=('ratio',));"
     "from fer_lottery.__main__ import main; main()"
 )

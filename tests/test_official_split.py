@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.errors import DataError
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.data.split import official_split
-from fer_lottery.errors import DataError
 from fer_lottery.report.build import build, protocol_line
 from fer_lottery.report.collect import Job
 from tests.helpers import TINY_SFEW_UNCROPPED, run_cli

@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from fer_lottery.analysis.overlap import mask_overlap, overlap, unit_keep
+from fer_lottery.pruning.overlap import mask_overlap, overlap, unit_keep
 
 
 def test_overlap_equals_a_hand_count():

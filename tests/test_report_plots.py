@@ -11,7 +11,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from fer_lottery.report import plots as rp
 
 NAN = float("nan")

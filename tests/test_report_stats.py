@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from fer_lottery import report
 from fer_lottery.config import CONF_DIR
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from fer_lottery.report.collect import collect
 from fer_lottery.report.conditions import condition_keys, dense_rows, rows_of
 from fer_lottery.report.curves import final_stage

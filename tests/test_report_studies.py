@@ -98,9 +98,9 @@ def _tiny_preset_report(tmp_path: Path, preset: str, *overrides: str):
 
 def test_the_overlap_study_compares_each_seeds_two_masks_in_the_report(tmp_path):
     # A real tiny sweep of the preset (two seeds, one ratio), then the report: the section's
-    # totals are the mean over seeds of analysis.overlap on the jobs' own mask.pt files.
-    from fer_lottery.analysis.overlap import mask_overlap
+    # totals are the mean over seeds of pruning.overlap on the jobs' own mask.pt files.
     from fer_lottery.pruning.mask import Mask
+    from fer_lottery.pruning.overlap import mask_overlap
 
     sweep, out, md = _tiny_preset_report(tmp_path, "future_a_mask_overlap", "prune.ratio=0.9")
     section = md.split("### Mask overlap: score_at=finetuned (A) against pretrained (B)\n")[1]

@@ -10,8 +10,8 @@ import shutil
 import pytest
 import torch
 
+from fer_lottery.core.seeding import available_cpus, derived_seed
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.seeding import available_cpus, derived_seed
 
 # The metrics that must not depend on how a job got its dense model.
 METRICS = ("test/acc", "test/confusion", "val/acc_best", "dense/test/acc", "dense/val/acc_best")

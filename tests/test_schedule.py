@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fer_lottery.config import validate
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.training.schedule import last_lr
 
 

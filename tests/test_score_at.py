@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fer_lottery.config import validate
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask

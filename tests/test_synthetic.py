@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from fer_lottery.data.synthetic import make_synthetic, render_face
 
 

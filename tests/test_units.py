@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fer_lottery.core import criteria
 from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.models.units import prunable_units
-from fer_lottery.pruning import registry
 from fer_lottery.pruning.strategy import Request
 from tests.test_export import TOL, max_diff, trained_like
 
@@ -42,7 +42,7 @@ def _removed_rows(mask, layer, n):
 def test_unit_masks_remove_whole_units_and_every_layer_keeps_one(method, scope):
     model = trained_like("alexnet")
     units = prunable_units(model, "alexnet")
-    pruned = registry.get(method).prune(_request(model, "alexnet", 0.7, scope))
+    pruned = criteria.get(method).prune(_request(model, "alexnet", 0.7, scope))
     state = model.state_dict()
     total = sum(state[f"{u.name}.weight"].shape[0] for u in units)
     gone = 0
@@ -68,7 +68,7 @@ def test_unit_masks_remove_whole_units_and_every_layer_keeps_one(method, scope):
 
 def test_magnitude_ranks_units_by_the_l1_norm_of_their_filter():
     model = trained_like("resnet18")
-    pruned = registry.get("magnitude").prune(_request(model, "resnet18", 0.5, "layer"))
+    pruned = criteria.get("magnitude").prune(_request(model, "resnet18", 0.5, "layer"))
     w = model.state_dict()["layer2.0.conv1.weight"]
     l1 = w.abs().reshape(len(w), -1).sum(1)
     removed = pruned.units_removed["layer2.0.conv1"]
@@ -80,7 +80,7 @@ def test_magnitude_ranks_units_by_the_l1_norm_of_their_filter():
 
 def test_at_a_ratio_that_would_empty_layers_each_keeps_its_best_unit():
     model = trained_like("resnet18")
-    pruned = registry.get("magnitude").prune(_request(model, "resnet18", 0.999, "global"))
+    pruned = criteria.get("magnitude").prune(_request(model, "resnet18", 0.999, "global"))
     for layer, removed in pruned.units_removed.items():
         assert int((~removed).sum()) == 1, layer
 
@@ -88,7 +88,7 @@ def test_at_a_ratio_that_would_empty_layers_each_keeps_its_best_unit():
 @pytest.mark.parametrize("arch, size", [("resnet18", 32), ("alexnet", 64)])
 def test_the_export_of_unit_pruned_models_is_smaller_and_exact(arch, size):
     model = trained_like(arch)
-    pruned = registry.get("magnitude").prune(_request(model, arch, 0.6, "global"))
+    pruned = criteria.get("magnitude").prune(_request(model, arch, 0.6, "global"))
     pruned.mask.apply(model)
     export = slim(model, arch, pruned.mask.tensors)
     diff, scale = max_diff(model, export.model, size)
@@ -100,9 +100,9 @@ def test_the_export_of_unit_pruned_models_is_smaller_and_exact(arch, size):
 
 def test_include_narrows_the_unit_layers_and_one_matching_none_is_refused():
     model = build_model("alexnet", None)
-    pruned = registry.get("magnitude").prune(
+    pruned = criteria.get("magnitude").prune(
         _request(model, "alexnet", 0.5, include=["classifier.*"])
     )
     assert set(pruned.units_removed) == {"classifier.1", "classifier.4"}
     with pytest.raises(ValueError, match="matches none of the unit layers"):
-        registry.get("magnitude").prune(_request(model, "alexnet", 0.5, include=["nothing"]))
+        criteria.get("magnitude").prune(_request(model, "alexnet", 0.5, include=["nothing"]))

@@ -156,7 +156,7 @@ def environment(check: Check) -> None:
 CONTEXT_PROBE = """
 import json, os, shutil, subprocess, torch
 from benchmarks.common import compose
-from fer_lottery.training.device import resolved_device
+from fer_lottery.core.devices import resolved_device
 from fer_lottery.training.stage import trainer_kwargs
 cfg = compose("debug=tiny")
 device, kwargs = resolved_device(cfg), trainer_kwargs(cfg)

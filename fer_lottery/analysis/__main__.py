@@ -23,8 +23,8 @@ import re
 import sys
 from pathlib import Path
 
-from fer_lottery.analysis.overlap import mask_overlap
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.overlap import mask_overlap
 
 COLUMNS = ("jaccard", "share_of_a", "chance_jaccard", "x_chance")
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer_lottery.config.checks import check_angle, check_norm_std, validate
 from fer_lottery.config.schema import Config, choices, enum_value
 from fer_lottery.config.sweeps import swept_dirname
-from fer_lottery.pruning.registry import prunes
+from fer_lottery.core.criteria import prunes
 
 __all__ = [
     "CONF_DIR",

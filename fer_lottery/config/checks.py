@@ -18,8 +18,8 @@ from fer_lottery.config.schema import (
     Config,
     enum_value,
 )
-from fer_lottery.errors import ConfigError
-from fer_lottery.pruning.registry import prunes
+from fer_lottery.core.criteria import prunes
+from fer_lottery.core.errors import ConfigError
 
 # Keys open on purpose: any Lightning Trainer argument, and a preset's published numbers.
 OPEN_KEYS = ("trainer.extra", "published", "study")
@@ -347,7 +347,7 @@ def check_accelerator(cfg: DictConfig) -> None:
     """A job that asks for a GPU (``trainer.accelerator=gpu`` or ``cuda``) and finds none usable
     fails here, before any work, in one line, instead of in Lightning after the data is loaded.
     Not part of ``validate``: it imports torch, which ``--cfg job`` and config errors never do."""
-    from fer_lottery.training.device import AUTO_GPU, cuda_problem, cuda_usable
+    from fer_lottery.core.devices import AUTO_GPU, cuda_problem, cuda_usable
 
     accelerator = str(cfg.trainer.accelerator).lower()
     if accelerator not in AUTO_GPU or accelerator == "auto" or cuda_usable():

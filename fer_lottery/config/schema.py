@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fer_lottery.pruning.registry import method_names
+from fer_lottery.core.criteria import method_names
 
 
 def choices(enum: type[Enum]) -> tuple[str, ...]:
@@ -198,7 +198,7 @@ class TrainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# The pruning criteria: "none" and the names in ``pruning.registry``.
+# The pruning criteria: "none" and the names in ``core.criteria``.
 PruneMethod = Enum("PruneMethod", {name: name for name in method_names()}, type=str)
 
 

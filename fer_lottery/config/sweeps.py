@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from fer_lottery.store import paths
+from fer_lottery.core import paths
 
 
 def swept_keys(multirun_yaml: Path) -> set[str] | None:

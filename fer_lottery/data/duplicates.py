@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from fer_lottery.data import CLASSES
-from fer_lottery.errors import DataError
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from fer_lottery.config.schema import CropFallback, CropMethod, choices
-from fer_lottery.errors import ConfigError, DataError
+from fer_lottery.core import paths as store_paths
+from fer_lottery.core.errors import ConfigError, DataError
 from fer_lottery.job import faults
-from fer_lottery.store import paths as store_paths
 from fer_lottery.store.atomic import move_aside, write_atomic
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_lottery.data import CLASSES
-from fer_lottery.errors import DataError
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Sampler
 
-from fer_lottery.seeding import derived_seed
+from fer_lottery.core.seeding import derived_seed
 
 
 class EpochShuffle(Sampler[int]):

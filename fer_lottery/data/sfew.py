@@ -20,7 +20,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fer_lottery.config import enum_value
 from fer_lottery.config.schema import OFFICIAL_SPLIT
-from fer_lottery.data import CLASSES
+from fer_lottery.core import paths
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.devices import assigned_gpu, cuda_usable
+from fer_lottery.core.errors import ConfigError, DataError
+from fer_lottery.core.seeding import seed_all
 from fer_lottery.data.augment import (
     NORMALIZATIONS,
     MeanStd,
@@ -37,10 +41,6 @@ from fer_lottery.data.split import (
     stratified_split,
     write_split,
 )
-from fer_lottery.errors import ConfigError, DataError
-from fer_lottery.seeding import seed_all
-from fer_lottery.store import paths
-from fer_lottery.training.device import assigned_gpu, cuda_usable
 
 log = logging.getLogger(__name__)
 

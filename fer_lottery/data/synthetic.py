@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 
 __all__ = ["make_synthetic", "render_face"]
 

@@ -13,13 +13,13 @@ import torch
 from omegaconf import DictConfig
 
 from fer_lottery.config.sweeps import swept_params
+from fer_lottery.core import paths
+from fer_lottery.core.devices import resolved_device
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.pruning.callbacks import SnapshotAtEpoch
 from fer_lottery.pruning.rewind import snapshot_epoch
-from fer_lottery.store import paths
 from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import resolved_device
 from fer_lottery.training.stage import train_stage, trainer_kwargs
 
 log = logging.getLogger(__name__)

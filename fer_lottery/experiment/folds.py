@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from fer_lottery.config import config_changes
-from fer_lottery.store import paths
+from fer_lottery.core import paths
 from fer_lottery.store.atomic import move_aside, write_json_atomic
 from fer_lottery.store.results import ResultsError, read_results
 

@@ -20,13 +20,13 @@ from torch import nn
 from fer_lottery.config import enum_value
 from fer_lottery.config.checks import gradual_epochs
 from fer_lottery.config.sweeps import swept_params
+from fer_lottery.core import paths
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.retrain import sparsity_keys
 from fer_lottery.models import prunable_weights
 from fer_lottery.pruning.callbacks import FreshOptimizer, GradualPruning
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.rewind import check_start_weights
-from fer_lottery.store import paths
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.stage import train_stage
 

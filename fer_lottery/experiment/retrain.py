@@ -1,6 +1,6 @@
 """The pruning rounds of one experiment: prune, measure, rewind, retrain (``prune.iterations``).
 
-Each round asks the configured criterion (``pruning.registry``) for a mask at that round's
+Each round asks the configured criterion (``core.criteria``) for a mask at that round's
 ratio, applies it, measures the accuracy right after pruning, sets the start weights
 (``pruning.rewind``) and retrains with the mask kept applied (``KeepMasked``), or, with
 ``prune.retrain_epochs=0``, tests the pruned model as it is.
@@ -19,19 +19,18 @@ from torch import nn
 
 from fer_lottery.config import enum_value, prune_seed
 from fer_lottery.config.sweeps import swept_params
+from fer_lottery.core import criteria, paths
+from fer_lottery.core.devices import compute_device
+from fer_lottery.core.seeding import seeded
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.stability import clone_state, stability_analysis
 from fer_lottery.job import faults
 from fer_lottery.models import prunable_weights
-from fer_lottery.pruning import registry
 from fer_lottery.pruning.callbacks import FreshOptimizer, KeepMasked
 from fer_lottery.pruning.mask import Mask, zero_fraction
 from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
-from fer_lottery.seeding import seeded
-from fer_lottery.store import paths
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import compute_device
 from fer_lottery.training.schedule import retrain_optim
 from fer_lottery.training.stage import evaluate, test_stage, train_stage
 
@@ -132,7 +131,7 @@ def prune_and_retrain(
     """
     n = cfg.prune.iterations
     names = prunable_weights(model, list(cfg.prune.include))
-    strategy = registry.get(enum_value(cfg.prune.method))
+    strategy = criteria.get(enum_value(cfg.prune.method))
     frozen_names = frozen_state_names(model, frozen)
     mask: Mask | None = None
     rounds: list[Pruned] = []

@@ -18,6 +18,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.config import config_changes, enum_value, resolved, run_prunes
+from fer_lottery.core import paths
+from fer_lottery.core.devices import device_facts, new_job, used_gpu
+from fer_lottery.core.seeding import seeded, set_threads
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.experiment.dense import dense_stage
 from fer_lottery.experiment.gradual import gradual_prune
@@ -27,13 +30,10 @@ from fer_lottery.models import build, count_macs, freeze_layers
 from fer_lottery.models.backbone import spec
 from fer_lottery.models.checks import batchnorm_trains
 from fer_lottery.models.weights import Loaded, normalization
-from fer_lottery.seeding import seeded, set_threads
-from fer_lottery.store import paths
 from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import device_facts, new_job, used_gpu
 from fer_lottery.training.packing import job_threads
 from fer_lottery.training.stage import trainer_kwargs
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     """Run one experiment in ``run_dir`` and write ``results.json``; return the results.
 
-    Each point that draws random numbers is seeded on its own (``fer_lottery.seeding``), so a
+    Each point that draws random numbers is seeded on its own (``fer_lottery.core.seeding``), so a
     number never depends on what ran before it: face detection or a cache hit, say.
     """
     run_dir, start = Path(run_dir), time.perf_counter()

@@ -25,9 +25,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from fer_lottery.core.seeding import derived_seed
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.seeding import derived_seed
 from fer_lottery.training.connectivity import error_barrier, evaluate_path, trained_batchnorms
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.core.errors import FerLotteryError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from torch import nn
 
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.core import paths
+from fer_lottery.core.criteria import prunes
+from fer_lottery.core.errors import FerLotteryError
 from fer_lottery.export.loader import build_model
 from fer_lottery.export.slim import Export, slim
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.pruning.registry import prunes
-from fer_lottery.store import paths
 from fer_lottery.store.atomic import save_torch
 from fer_lottery.store.weights import run_weights
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from fer_lottery.store import paths
+from fer_lottery.core import paths
 
 
 def _size(folder: Path) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from fer_lottery.errors import DiskFullError
+from fer_lottery.core.errors import DiskFullError
 
 log = logging.getLogger("fer_lottery")
 

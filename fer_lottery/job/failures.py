@@ -25,8 +25,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from fer_lottery.errors import DiskFullError
-from fer_lottery.store import paths
+from fer_lottery.core import paths
+from fer_lottery.core.errors import DiskFullError
 from fer_lottery.store.atomic import write_json_atomic
 
 log = logging.getLogger("fer_lottery")

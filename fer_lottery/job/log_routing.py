@@ -12,7 +12,7 @@ import logging
 import sys
 import threading
 
-from fer_lottery.errors import no_space
+from fer_lottery.core.errors import no_space
 
 
 class BelowLevel(logging.Filter):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.core.errors import FerLotteryError
 
 
 def describe_lines(name: str, num_classes: int = 7) -> list[str]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 
 TIMM_PREFIX = "timm/"
 IMAGENET_CLASSES = 1000

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_lottery.errors import ConfigError, WeightsError
+from fer_lottery.core.errors import ConfigError, WeightsError
 from fer_lottery.models.backbone import (
     create,
     head_name,

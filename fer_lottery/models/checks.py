@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from fer_lottery.config import run_prunes
 from fer_lottery.config.schema import Variant, enum_value
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.models.backbone import describe, spec
 from fer_lottery.models.weights import is_file_like, timm_cfg, torchvision_enum
 

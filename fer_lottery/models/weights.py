@@ -40,8 +40,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from fer_lottery.core.errors import ConfigError, WeightsError
 from fer_lottery.data.augment import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, MeanStd
-from fer_lottery.errors import ConfigError, WeightsError
 from fer_lottery.models.backbone import Spec
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.config import enum_value, prune_seed
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.core.errors import FerLotteryError
+from fer_lottery.core.seeding import seeded
 from fer_lottery.models import build_model
 from fer_lottery.pruning.mask import Mask
-from fer_lottery.seeding import seeded
 
 
 def snapshot_epoch(cfg: DictConfig) -> int | None:

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_lottery.errors import DiskFullError, no_space
+from fer_lottery.core.errors import DiskFullError, no_space
 from fer_lottery.report.build import build
 from fer_lottery.report.contrasts import ContrastError, parse_spec
 

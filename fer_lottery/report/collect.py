@@ -17,9 +17,9 @@ from pathlib import Path
 
 from fer_lottery.config import flatten, schema_defaults
 from fer_lottery.config.sweeps import swept_keys
+from fer_lottery.core import paths
 from fer_lottery.job.slurm_logs import FOLDER as SUBMITIT
 from fer_lottery.job.slurm_logs import TaskLog, task_logs
-from fer_lottery.store import paths
 from fer_lottery.store.results import ResultsError, read_results
 
 # Repeats of one condition: averaged over, never grouped by.

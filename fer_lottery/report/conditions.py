@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from fer_lottery.config.schema import IGNORED_BY_VARIANT
-from fer_lottery.pruning.registry import STRATEGIES, prunes
+from fer_lottery.core.criteria import STRATEGIES, prunes
 from fer_lottery.report.collect import REPEAT_KEYS, Job
 from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
 
@@ -44,7 +44,7 @@ DESCRIBE_KEYS = (
     "prune.angle",
     "prune.rewind",
 )
-# prune.* keys that belong to one criterion or another (``pruning.registry``: each entry's options).
+# prune.* keys that belong to one criterion or another (``core.criteria``: each entry's options).
 CRITERION_KEYS = {key for entry in STRATEGIES.values() for key in entry.options}
 
 

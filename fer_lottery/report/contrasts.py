@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_lottery.config import NO_EFFECT
-from fer_lottery.errors import FerLotteryError
+from fer_lottery.core.errors import FerLotteryError
+from fer_lottery.core.paths import predictions_csv
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, applicable, repeats, short_name
 from fer_lottery.report.paired import SignFlip, mcnemar_exact, paired_t_ci, sign_flip_p, welch_ci
 from fer_lottery.report.tables import markdown_table
-from fer_lottery.store.paths import predictions_csv
 from fer_lottery.store.predictions import read_predictions, run_predictions
 
 CSV_NAME = "paired.csv"

@@ -7,8 +7,8 @@ import re
 import statistics
 from pathlib import Path
 
+from fer_lottery.core import paths
 from fer_lottery.report.collect import Job
-from fer_lottery.store import paths
 
 
 def val_curve(job_dir: Path, stage: str) -> dict[int, float]:

@@ -1,7 +1,7 @@
 """The report's mask-overlap section of a study whose preset names an ``overlap`` contrast
 (``study.overlap: {key, a, b}``, e.g. ``prune.score_at`` finetuned against pretrained): for
 each pair of its conditions that differ in that key alone, the final masks of the two jobs of
-each seed (and fold) are compared (``analysis.overlap``: Jaccard of the kept weights, share of
+each seed (and fold) are compared (``pruning.overlap``: Jaccard of the kept weights, share of
 A's kept by B, the chance level of random masks of the same per-layer densities, × chance),
 the mean over seeds is tabled in total and for the layers most and least alike against chance,
 and ``overlap_<key>_<a>_<b>.png`` draws layers × pairs in × chance. Seeds that cannot be paired are
@@ -13,11 +13,11 @@ import math
 import statistics
 from pathlib import Path
 
+from fer_lottery.core import paths
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, repeats, short_name
 from fer_lottery.report.contrasts import Spec, contrasted_rows
 from fer_lottery.report.tables import markdown_table
-from fer_lottery.store import paths
 
 COLUMNS = ("jaccard", "share_of_a", "chance_jaccard", "x_chance")
 HEAD = [
@@ -41,8 +41,8 @@ def _units(job: Job) -> bool:
 
 def pair_overlap(a: Job, b: Job) -> dict[str, dict[str, float]]:
     """Per layer and ``total``, the overlap columns of two jobs' final masks."""
-    from fer_lottery.analysis.overlap import mask_overlap
     from fer_lottery.pruning.mask import Mask
+    from fer_lottery.pruning.overlap import mask_overlap
 
     ma = Mask.load(a.dir / paths.MASK).tensors
     mb = Mask.load(b.dir / paths.MASK).tensors

@@ -6,7 +6,7 @@ import math
 import statistics
 from pathlib import Path
 
-from fer_lottery.data import CLASSES
+from fer_lottery.core.classes import CLASSES
 from fer_lottery.report import plots
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, condition_label, repeat_means, repeats

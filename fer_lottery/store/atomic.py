@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fer_lottery.errors import DiskFullError, no_space
+from fer_lottery.core.errors import DiskFullError, no_space
 
 _TMP = ".tmp"  # write_atomic's temp files: .<name>.<random>.tmp beside the file
 

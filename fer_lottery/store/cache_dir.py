@@ -14,8 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fer_lottery.config import enum_value
-from fer_lottery.errors import CacheError
-from fer_lottery.store import paths
+from fer_lottery.core import paths
+from fer_lottery.core.errors import CacheError
 
 
 def needed_folders(cfg: DictConfig) -> list[str]:

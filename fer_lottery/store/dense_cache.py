@@ -31,9 +31,9 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lottery.errors import CacheError
-from fer_lottery.seeding import resolve_threads
-from fer_lottery.store import paths
+from fer_lottery.core import paths
+from fer_lottery.core.errors import CacheError
+from fer_lottery.core.seeding import resolve_threads
 from fer_lottery.store.atomic import move_aside, save_torch, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def dense_key(
     ``data_fingerprint`` (a hash of the split tensors) makes the key follow the data itself, so
     a changed crop or synthetic generator cannot reuse a model trained on other images.
     ``device`` (``cuda`` or ``cpu``) and ``precision`` are what ``trainer.accelerator`` and
-    ``trainer.precision`` resolve to (``training.device.resolved_device`` and
+    ``trainer.precision`` resolve to (``core.devices.resolved_device`` and
     ``trainer_kwargs``); ``snapshot_epoch`` is theta_k's epoch when the job needs one
     (``pruning.rewind.snapshot_epoch``). ``weights_sha256``: the hash of the start weights a
     ``model.weights`` name resolved to (``models.weights``): ``imagenet`` may come from a

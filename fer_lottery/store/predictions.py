@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lottery.store import paths
+from fer_lottery.core import paths
 from fer_lottery.store.atomic import write_atomic
 
 HEAD = ("split", "item", "label", "pred")

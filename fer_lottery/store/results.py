@@ -32,9 +32,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from fer_lottery.data import CLASSES
-from fer_lottery.pruning.registry import prunes
-from fer_lottery.store import paths
+from fer_lottery.core import paths
+from fer_lottery.core.classes import CLASSES
+from fer_lottery.core.criteria import prunes
 
 
 class ResultsError(ValueError):
@@ -171,7 +171,7 @@ TYPES: dict[str, Check] = {
     "flops/total": count,
     "flops/nonzero": count,
     "torch/threads": positive,
-    # The device the job trained on, as used (training.device): cuda or cpu, its name, the
+    # The device the job trained on, as used (core.devices): cuda or cpu, its name, the
     # precision, and the CUDA capability (null on a CPU).
     "device/accelerator": text,
     "device/name": text,
@@ -321,7 +321,7 @@ EVERY_JOB: tuple[str, ...] = (
     "time/total_s",
     "config",
 )
-# And a job that prunes (``pruning.registry.prunes``).
+# And a job that prunes (``core.criteria.prunes``).
 PRUNED = (
     "prune/sparsity",
     "prune/mask_sparsity",
@@ -382,7 +382,7 @@ def type_of(key: str) -> Check | None:
 def _prune_settings(config: object) -> tuple[str | None, int]:
     """The config's pruning method when it prunes (else None), and its IMP rounds.
 
-    Whether it prunes is ``pruning.registry.prunes``, as for the job that wrote it.
+    Whether it prunes is ``core.criteria.prunes``, as for the job that wrote it.
     """
     prune = config.get("prune") if isinstance(config, dict) else None
     if not isinstance(prune, dict):

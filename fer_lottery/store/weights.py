@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from fer_lottery.pruning.registry import prunes
-from fer_lottery.store import paths
+from fer_lottery.core import paths
+from fer_lottery.core.criteria import prunes
 from fer_lottery.store.atomic import save_torch
 from fer_lottery.store.bits import pack_bits, unpack_bits
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from fer_lottery.core.devices import compute_device
 from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.training.device import compute_device
 from fer_lottery.training.stage import autocast_dtype, split_logits, trainer_kwargs
 
 

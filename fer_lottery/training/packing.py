@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from fer_lottery.seeding import available_cpus
-from fer_lottery.training.device import resolved_device
+from fer_lottery.core.devices import resolved_device
+from fer_lottery.core.seeding import available_cpus
 
 
 def packed_jobs() -> int:

@@ -16,23 +16,23 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from fer_lottery.config.sweeps import swept_params
+from fer_lottery.core import paths
+from fer_lottery.core.devices import (
+    assigned_gpu,
+    compute_device,
+    lightning_accelerator,
+    resolved_device,
+)
+from fer_lottery.core.seeding import seed_all
 from fer_lottery.data.sfew import SFEWDataModule
 from fer_lottery.job import termination
 from fer_lottery.models.units import depthwise
-from fer_lottery.seeding import seed_all
-from fer_lottery.store import paths
 from fer_lottery.store.atomic import write_json_atomic
 from fer_lottery.store.predictions import Predictions, write_predictions
 from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
 from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.device import (
-    assigned_gpu,
-    compute_device,
-    lightning_accelerator,
-    resolved_device,
-)
 from fer_lottery.training.host_heap import keep_freed_memory, setup_heap_frozen
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from fer_lottery.store import paths
+from fer_lottery.core import paths
 from fer_lottery.store.atomic import move_aside
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ and its weights are added to the other. Two units whose vectors are nearly oppos
 
 ``distinctiveness_prune`` merges weights into ``model`` *in place* and returns a ``Mask``; the
 caller applies it (``result.mask.apply(model)``). ``STRATEGY`` is the criterion
-``prune.method=distinctiveness`` (``pruning.registry``).
+``prune.method=distinctiveness`` (``core.criteria``).
 
 One module per part:
 - ``angles``: which layers, their activations, and the Gram step, shared by the rules.
@@ -36,7 +36,7 @@ from torch import nn
 
 from fer_lottery.config import check_angle, check_norm_std, choices, enum_value
 from fer_lottery.config.schema import IGNORED_BY_VARIANT, UnitNormalize, Variant
-from fer_lottery.errors import ConfigError
+from fer_lottery.core.errors import ConfigError
 from fer_lottery.models.units import PrunableUnit, prunable_units
 from fer_lottery.pruning.distinctiveness import honest, paper_a, paper_b
 from fer_lottery.pruning.distinctiveness.angles import (

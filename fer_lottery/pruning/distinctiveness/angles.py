@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_lottery.errors import ConfigError, DataError
+from fer_lottery.core.errors import ConfigError, DataError
 from fer_lottery.models.units import PrunableUnit
 
 CHUNK = 1024  # Gram rows per chunk: 1024 x 4096 float32 = 16 MB
