@@ -1,7 +1,14 @@
-"""Shared fixtures: a config composed from conf/, and small SFEW-layout folders of real photos."""
+"""Shared fixtures: a config composed from conf/, and small SFEW-layout folders of real photos.
+
+Under pytest-xdist each worker runs on its own share of the CPUs (``pytest_configure``), as a
+SLURM allocation would give it: a job's default thread count (``threads=null``: every CPU the
+process may use) then matches the CPUs it really has, instead of two workers each running one
+torch thread per core of the machine and spinning against each other.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +22,22 @@ from fer_lottery.core.classes import CLASSES
 from tests.helpers import TINY_SYNTHETIC
 
 register_configs()
+
+
+def pytest_configure(config):
+    """Give xdist worker i of n the CPUs i, i+n, ... of the ones this process may use (a worker
+    beyond the CPU count shares). Jobs, subprocesses included, inherit the share."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    index = int(worker[2:])
+    share = cpus[index % len(cpus) :: count] or cpus
+    os.sched_setaffinity(0, share)
+    import torch
+
+    torch.set_num_threads(len(share))
 
 
 @pytest.fixture

@@ -187,7 +187,8 @@ def test_timm_backbone_runs_offline_with_units_rewind_and_export(tmp_path):
         "prune.retrain_epochs=1",
         f"hydra.run.dir={run}",
         cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1"},
+        env={"HF_HUB_OFFLINE": "1"},  # read when huggingface_hub is imported
+        process=True,
     )
     results = json.loads((run / "results.json").read_text())
     assert results["model/pretrained"] is True

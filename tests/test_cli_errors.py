@@ -16,7 +16,8 @@ from tests import helpers
 from tests.helpers import TINY_SFEW_UNCROPPED
 
 # Every run here exits non-zero (the tests check how), within 300 s.
-run_cli = functools.partial(helpers.run_cli, check=False, timeout=300)
+# A real process: what these tests check is its exit status and what it leaves on stderr.
+run_cli = functools.partial(helpers.run_cli, check=False, timeout=300, process=True)
 
 
 def _lines(text: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""End-to-end runs of `python -m fer_lottery` in a subprocess, at small sizes."""
+"""End-to-end runs of `python -m fer_lottery` (its entry function, in-process, or a real process
+where a launcher's workers need one), at small sizes."""
 
 from __future__ import annotations
 
@@ -244,6 +245,7 @@ def test_parallel_jobs_wait_for_one_dense_run(tmp_path):
         "prune.retrain_epochs=1",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
+        process=True,  # joblib's workers outlive a call, keeping its environment
     )
     results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
     assert sorted(r["dense/cache"] for r in results) == ["hit", "miss"]

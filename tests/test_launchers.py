@@ -61,6 +61,7 @@ def test_joblib_runs_preset_jobs_in_parallel_with_one_dense_run(tmp_path):
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
+        process=True,  # joblib's workers outlive a call, keeping its environment
     )
     assert_one_dense_run(sweep, tmp_path / "cache")
 
