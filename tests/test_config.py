@@ -126,7 +126,7 @@ def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
     # relaunched at their defaults it is the same job; a new key set otherwise is a change.
     from fer_lottery.config import config_changes, resolved
 
-    cfg = compose_cfg("debug=tiny")
+    cfg = compose_cfg("debug=tiny", "prune.ratio=0.5")
     recorded = resolved(cfg)
     for section, key in (
         ("prune", "stability"),
@@ -135,8 +135,16 @@ def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
     ):
         del recorded[section][key]
     assert config_changes(recorded, cfg) == []
-    changed = compose_cfg("debug=tiny", "prune.stability_points=5")
-    assert config_changes(recorded, changed) == ["prune.stability_points: None -> 5"]
+    # stability_points at its default is no change either, now that it applies.
+    changed = compose_cfg("debug=tiny", "prune.ratio=0.5", "prune.stability=true")
+    assert config_changes(recorded, changed) == ["prune.stability: None -> True"]
+    changed = compose_cfg(
+        "debug=tiny", "prune.ratio=0.5", "prune.stability=true", "prune.stability_points=5"
+    )
+    assert config_changes(recorded, changed) == [
+        "prune.stability: None -> True",
+        "prune.stability_points: None -> 5",
+    ]
     recorded["seed"] = 7  # a key the record has still counts
     assert config_changes(recorded, cfg) == ["seed: 7 -> 1"]
 

@@ -2,7 +2,9 @@
 
 - ``schema``: every key, type, default and choice list, once (registered as ``config_schema``);
 - ``checks``: ``validate``, the ranges and combinations that types cannot express;
-- ``sweeps``: sweep job folder names (a Hydra resolver) and the swept keys of a job.
+- ``sweeps``: sweep job folder names (a Hydra resolver) and the swept keys of a job;
+- ``declaration`` and ``settings``: what each key changes, when it applies and its range,
+  declared on its schema field, and what follows from that.
 
 ``register_configs`` makes Hydra check ``conf/`` against the schema; ``prunes`` answers "does
 this run prune?" for every caller.
@@ -19,6 +21,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lottery.config import settings
 from fer_lottery.config.checks import check_angle, check_norm_std, validate
 from fer_lottery.config.schema import Config, choices, enum_value
 from fer_lottery.config.sweeps import swept_dirname
@@ -65,24 +68,6 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-# Settings that change no number a job computes: a relaunch that differs only in these is the
-# same job (the dense cache key ignores the same trainer and data keys).
-NO_EFFECT = (
-    "published",
-    "cache_dir",
-    "cache_dense",
-    "cache_lock_timeout_s",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-    "trainer.num_sanity_val_steps",
-    "trainer.checkpoint_every_n_epochs",
-    "trainer.checkpoint_every_s",
-    "trainer.devices",  # always one device (config.checks): which one changes no number
-    "data.num_workers",
-    "data.detect_batch_size",
-)
-
-
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain data, as ``results.json`` records it."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -106,19 +91,21 @@ def schema_defaults() -> dict[str, object]:
 
 def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
     """``key: recorded -> now`` for each setting that differs between a recorded config (from a
-    results.json or a checkpoint) and ``cfg``, except the ``NO_EFFECT`` ones.
+    results.json or a checkpoint) and ``cfg``, among the keys that change a number and apply to
+    the job (``config.settings``): a key that applies to neither is no change, whatever its
+    values.
 
     A key the recorded config lacks, set now to its schema default, is no change: an older
     version wrote that config before the key existed, and a new key's default always does what
     the versions before it did (``prune.stability=false``, say)."""
-    old, new = flatten(recorded), flatten(resolved(cfg))
+    old_flat, new_flat = flatten(recorded), flatten(resolved(cfg))
+    old, new = settings.effective(old_flat), settings.effective(new_flat)
     defaults = schema_defaults()
-    keys = [k for k in dict.fromkeys([*new, *old]) if not k.startswith(NO_EFFECT)]
     return [
         f"{k}: {old.get(k)} -> {new.get(k)}"
-        for k in keys
+        for k in dict.fromkeys([*new, *old])
         if old.get(k) != new.get(k)
-        and not (k not in old and k in defaults and new[k] == defaults[k])
+        and not (k not in old_flat and k in defaults and new_flat[k] == defaults[k])
     ]
 
 

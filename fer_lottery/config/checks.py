@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import typing
 
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lottery.config.schema import (
-    ANGLE_MAX,
-    OFFICIAL_SPLIT,
-    Config,
-    enum_value,
-)
+from fer_lottery.config import settings
+from fer_lottery.config.schema import OFFICIAL_SPLIT, enum_value
 from fer_lottery.core.criteria import prunes
 from fer_lottery.core.errors import ConfigError
 
@@ -46,7 +41,7 @@ def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
 
 def check_known_keys(cfg: DictConfig) -> None:
     """A key that no part of fer_lottery reads (a typo added with ``+``) is refused in one line."""
-    unknown = unknown_keys(cfg, Config)
+    unknown = unknown_keys(cfg, settings.SCHEMA)
     if unknown:
         key = unknown[0]
         parent, _, leaf = key.rpartition(".")
@@ -64,10 +59,29 @@ def check_known_keys(cfg: DictConfig) -> None:
         )
 
 
+def flatten_config(cfg: DictConfig) -> dict[str, object]:
+    """The config's leaves by dotted key, plain values (lists kept as lists)."""
+    out: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    return out
+
+
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values that are out of range, naming the key and the fix."""
     check_known_keys(cfg)
-    data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
+    # Each key's own range, as its schema field declares it (config.settings).
+    problems = settings.range_problems(flatten_config(cfg))
+    if problems:
+        raise ConfigError(problems[0])
+    data, trainer = cfg.data, cfg.trainer
     _validate_split(data)
     folds, fold = data.get("folds"), data.get("fold")
     if folds is not None and folds < 2:
@@ -85,55 +99,13 @@ def validate(cfg: DictConfig) -> None:
             f"data.fold={fold} is out of range for data.folds={folds}: use 0..{folds - 1}, "
             "or data.fold=null to run every fold"
         )
-    if data.batch_size < 1:
-        raise ConfigError(f"data.batch_size={data.batch_size} must be at least 1")
-    if data.face_margin < 0:
-        raise ConfigError(f"data.face_margin={data.face_margin} must be >= 0 (a fraction)")
-    if data.detect_max_side < 64 or data.detect_batch_size < 1:
-        raise ConfigError("data.detect_max_side must be >= 64 and data.detect_batch_size >= 1")
     aug = data.augment
-    if not 0 <= aug.hflip <= 1:
-        raise ConfigError(f"data.augment.hflip={aug.hflip} is a probability in [0, 1]")
-    if aug.rotation < 0 or aug.rotation > 180:
-        raise ConfigError(f"data.augment.rotation={aug.rotation} must be in [0, 180] degrees")
     if not 0 < aug.crop_area_min <= aug.crop_area_max <= 1:
         raise ConfigError(
             f"data.augment.crop_area_min={aug.crop_area_min}, crop_area_max={aug.crop_area_max}: "
             "need 0 < min <= max <= 1"
         )
-    if data.synthetic.per_class < 5:
-        raise ConfigError(
-            f"data.synthetic.per_class={data.synthetic.per_class}: need at least 5 images "
-            "per class so that every split gets each class"
-        )
-    if model.num_classes < 2:
-        raise ConfigError(f"model.num_classes={model.num_classes} must be at least 2")
-    if optim.lr <= 0:
-        raise ConfigError(f"optim.lr={optim.lr} must be > 0")
-    if optim.weight_decay < 0 or optim.momentum < 0:
-        raise ConfigError("optim.weight_decay and optim.momentum must be >= 0")
-    if optim.step_size < 1 or not 0 < optim.step_gamma <= 1:
-        raise ConfigError(
-            f"optim.step_size={optim.step_size} and optim.step_gamma={optim.step_gamma}: "
-            "need step_size >= 1 epoch and 0 < step_gamma <= 1"
-        )
     _validate_devices(trainer)
-    if trainer.max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} must be at least 1")
-    if trainer.get("checkpoint_every_n_epochs", 1) < 0:
-        raise ConfigError(
-            f"trainer.checkpoint_every_n_epochs={trainer.checkpoint_every_n_epochs} must be >= 0 "
-            "(0: no resumable checkpoints)"
-        )
-    if not trainer.get("checkpoint_every_s", 0) >= 0:
-        raise ConfigError(
-            f"trainer.checkpoint_every_s={trainer.checkpoint_every_s} must be >= 0 "
-            "(0: no time-based checkpoints)"
-        )
-    if cfg.get("threads") is not None and cfg.threads < 1:
-        raise ConfigError(f"threads={cfg.threads} must be at least 1, or null for every CPU")
-    if cfg.get("cache_lock_timeout_s", 1) <= 0:
-        raise ConfigError(f"cache_lock_timeout_s={cfg.cache_lock_timeout_s} must be > 0 seconds")
     _validate_prune(cfg.prune, trainer.max_epochs)
 
 
@@ -147,12 +119,6 @@ def _validate_split(data: DictConfig) -> None:
     """``data.split``: three fractions in (0, 1) that sum to 1, or ``official`` (SFEW 2.0's
     Train/Val protocol, which needs SFEW and no k-fold)."""
     split = data.split
-    fraction = data.get("official_val_fraction", 0.15)
-    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
-        raise ConfigError(
-            f"data.official_val_fraction={fraction} must be a fraction in (0, 1): the share of "
-            "each class of SFEW 2.0's Train held out for validation, e.g. 0.15"
-        )
     if isinstance(split, str):
         if split != OFFICIAL_SPLIT:
             raise ConfigError(f"data.split={split} is not a split: {SPLIT_FIX}")
@@ -216,14 +182,6 @@ def _validate_devices(trainer: DictConfig) -> None:
 
 
 def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
-    if not 0 <= prune.ratio < 1:
-        raise ConfigError(
-            f"prune.ratio={prune.ratio} must be in [0, 1): the fraction of weights to remove"
-        )
-    if prune.iterations < 1:
-        raise ConfigError(f"prune.iterations={prune.iterations} must be at least 1")
-    if prune.retrain_epochs is not None and prune.retrain_epochs < 0:
-        raise ConfigError(f"prune.retrain_epochs={prune.retrain_epochs} must be >= 0 or null")
     if prune.retrain_epochs == 0 and enum_value(prune.rewind) != "none":
         raise ConfigError(
             f"prune.retrain_epochs=0 tests the pruned model as it is, so prune.rewind="
@@ -234,16 +192,9 @@ def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
             f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
             f"({max_epochs}) for prune.rewind=epoch"
         )
-    if not 0 <= prune.min_layer_density <= 1:
-        raise ConfigError(
-            f"prune.min_layer_density={prune.min_layer_density} must be a fraction in [0, 1] "
-            "(default 0.01: warn about a layer left with less than 1% of its weights)"
-        )
     _validate_score_at(prune)
     _validate_gradual(prune, max_epochs)
     _validate_stability(prune)
-    check_angle(prune.angle)
-    check_norm_std(prune.norm_std)
 
 
 def gradual_epochs(prune: DictConfig, max_epochs: int) -> tuple[int, int, int]:
@@ -331,16 +282,22 @@ def _validate_score_at(prune: DictConfig) -> None:
         )
 
 
+def check_range(key: str, value: object) -> None:
+    """One key's declared range (``config.settings``), for a value set outside a config (a
+    strategy called directly): one line naming the key, as ``validate`` would."""
+    problems = settings.range_problems({key: value})
+    if problems:
+        raise ConfigError(problems[0])
+
+
 def check_angle(angle: float) -> None:
-    """The one rule for distinctiveness' threshold tau: 0 < tau <= 90 degrees."""
-    if not (math.isfinite(angle) and 0 < angle <= ANGLE_MAX):
-        raise ConfigError(f"prune.angle={angle}: tau must be in (0, {ANGLE_MAX:g}] degrees")
+    """Distinctiveness' threshold tau, as ``prune.angle`` declares it: 0 < tau <= 90 degrees."""
+    check_range("prune.angle", angle)
 
 
 def check_norm_std(norm_std: float | None) -> None:
-    """paper B's norm filter: null, or k >= 0 standard deviations."""
-    if norm_std is not None and not (math.isfinite(norm_std) and norm_std >= 0):
-        raise ConfigError(f"prune.norm_std={norm_std}: expected null or a number >= 0")
+    """paper B's norm filter, as ``prune.norm_std`` declares it: null, or k >= 0."""
+    check_range("prune.norm_std", norm_std)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

@@ -1,9 +1,12 @@
-"""The typed config schema: every key, its type, its default and its choices, written once.
+"""The typed config schema: every key, its type, its default, its choices, and its declaration
+(what it changes, when it applies, its range: ``config.declaration``), written once.
 
 Hydra composes ``conf/config.yaml`` onto these dataclasses (registered as ``config_schema``), so
 OmegaConf checks types and enum values while composing: an unknown ``model.name`` fails there,
 naming the key and the allowed values. The YAML files in ``conf/`` set only what an option or a
-preset changes; every default lives here. ``checks.validate`` checks what types cannot express.
+preset changes; every default lives here. ``config.settings`` reads the declarations, and the
+dense cache key, the relaunch check, the report's conditions and the range checks follow from
+them; ``checks.validate`` adds the rules that join several keys.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from fer_lottery.config.declaration import (
+    NOTHING,
+    above,
+    all_of,
+    at_least,
+    between,
+    is_set,
+    setting,
+    unless,
+    when,
+)
 from fer_lottery.core.criteria import method_names
 
 
@@ -74,13 +88,19 @@ class RetrainLR(str, Enum):
     final = "final"  # constant, the dense stage's last learning rate (Han et al. fine-tuning)
 
 
+# When a data key is read: the synthetic generator's, SFEW's, the face detector's.
+SYNTHETIC = when("data.name", "synthetic")
+SFEW = when("data.name", "sfew")
+DETECTED = all_of(SFEW, when("data.crop", "mtcnn"))
+
+
 @dataclass
 class AugmentConfig:
     """Training-time augmentation (paper A: hflip 0.5, +-15 deg, square crop of 90-100% area)."""
 
-    hflip: float = 0.5
-    rotation: float = 15.0  # degrees, +-; paper B used 30
-    crop_area_min: float = 0.9
+    hflip: float = setting(0.5, check=between(0, 1, "a probability"))
+    rotation: float = setting(15.0, check=between(0, 180, "degrees, +-; paper B used 30"))
+    crop_area_min: float = 0.9  # 0 < min <= max <= 1 (config.checks)
     crop_area_max: float = 1.0
 
 
@@ -88,8 +108,10 @@ class AugmentConfig:
 class SyntheticConfig:
     """Size and seed of the built-in synthetic face dataset (not SFEW)."""
 
-    per_class: int = 150
-    seed: int = 0
+    per_class: int = setting(
+        150, applies=SYNTHETIC, check=at_least(5, "so that every split gets each class")
+    )
+    seed: int = setting(0, applies=SYNTHETIC)
 
 
 # data.split's one word: SFEW 2.0's official protocol (train on Train, test on Val).
@@ -102,7 +124,7 @@ class DataConfig:
     or the built-in synthetic faces (``name: synthetic``)."""
 
     name: DataName = DataName.sfew
-    root: str = "${oc.env:SFEW_ROOT,data/SFEW}"
+    root: str = setting("${oc.env:SFEW_ROOT,data/SFEW}", applies=SFEW)
     # train / val / test fractions of the pooled images. Paper A says "75/15/15" (105%); 15% val
     # + 15% test (101 images each) leaves 70% to train. Paper B: [0.6, 0.2, 0.2].
     # Or "official": SFEW 2.0's protocol (root/Train/<Class>/, root/Val/<Class>/), as the EmotiW
@@ -111,29 +133,40 @@ class DataConfig:
     # (config.checks), so the type is Any.
     split: Any = field(default_factory=lambda: [0.7, 0.15, 0.15])
     # data.split=official: the share of each class of Train held out (stratified) for validation.
-    official_val_fraction: float = 0.15
+    official_val_fraction: float = setting(
+        0.15,
+        applies=when("data.split", "official"),
+        check=between(
+            0,
+            1,
+            "the share of each class of Train held out",
+            low_inclusive=False,
+            high_inclusive=False,
+        ),
+    )
     split_seed: int = 1
     # k-fold cross-validation: folds=k tests on each of k stratified folds in turn (val is
     # split[1]/(split[0]+split[1]) of the rest, and split[2] is ignored); fold=i runs only fold i
     # (to spread folds over sweep jobs); null runs all k in one job.
     folds: int | None = None
-    fold: int | None = None
-    crop: CropMethod = CropMethod.mtcnn
+    fold: int | None = setting(None, applies=is_set("data.folds"))
+    crop: CropMethod = setting(CropMethod.mtcnn, applies=SFEW)
     # Frames with no face: center (centre square) | full (whole frame); <root>/crops.csv wins.
-    crop_fallback: CropFallback = CropFallback.center
+    crop_fallback: CropFallback = setting(CropFallback.center, applies=SFEW)
     # Manual boxes (file,x1,y1,x2,y2); null looks for <root>/crops.csv.
-    crops_csv: str | None = None
+    crops_csv: str | None = setting(None, applies=SFEW)
     # Byte-identical images: keep (all copies, in one split) | drop (one per class; copies
     # across classes dropped) | error. Every copy of an image always lands in one split.
-    duplicates: DuplicatePolicy = DuplicatePolicy.keep
+    duplicates: DuplicatePolicy = setting(DuplicatePolicy.keep, applies=SFEW)
     # Margin around the detected box, as a fraction of the box side.
-    face_margin: float = 0.0
+    face_margin: float = setting(0.0, applies=SFEW, check=at_least(0, "a fraction"))
     # Frames larger than this (longest side, px) are shrunk for detection only.
-    detect_max_side: int = 1024
-    detect_batch_size: int = 4
-    image_size: int = 224
-    batch_size: int = 64
-    num_workers: int = 0
+    detect_max_side: int = setting(1024, applies=DETECTED, check=at_least(64))
+    # How many frames MTCNN takes at once: the same boxes at any size.
+    detect_batch_size: int = setting(4, changes=NOTHING, check=at_least(1))
+    image_size: int = 224  # at least the model's smallest (models.checks)
+    batch_size: int = setting(64, check=at_least(1))
+    num_workers: int = setting(0, changes=NOTHING)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # auto: what the model's weights were trained with (ImageNet's for a random init or a file);
     # imagenet, inception or none set it by hand. results.json records the values used.
@@ -152,20 +185,25 @@ class ModelConfig:
     # name (IMAGENET1K_V1) or timm tag; null (random init) or a path to a state-dict file.
     weights: str | None = "imagenet"
     frozen_layers: int = 0  # the first k layer groups (models.layer_groups) keep their weights
-    num_classes: int = 7
+    num_classes: int = setting(7, check=at_least(2))
 
 
 @dataclass
 class OptimConfig:
     name: OptimName = OptimName.sgd
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr: float = setting(0.02, check=above(0))
+    momentum: float = setting(0.9, applies=when("optim.name", "sgd"), check=at_least(0))
+    weight_decay: float = setting(0.0, check=at_least(0))
+    nesterov: bool = setting(False, applies=when("optim.name", "sgd"))
+    betas: list[float] = setting(factory=lambda: [0.9, 0.999], applies=when("optim.name", "adam"))
     scheduler: Scheduler = Scheduler.none
-    step_size: int = 10  # scheduler=step: epochs between decays
-    step_gamma: float = 0.1  # scheduler=step: the factor of each decay
+    # scheduler=step: epochs between decays, and the factor of each decay.
+    step_size: int = setting(
+        10, applies=when("optim.scheduler", "step"), check=at_least(1, "epochs")
+    )
+    step_gamma: float = setting(
+        0.1, applies=when("optim.scheduler", "step"), check=between(0, 1, low_inclusive=False)
+    )
 
 
 @dataclass
@@ -173,28 +211,36 @@ class TrainerConfig:
     """Lightning Trainer arguments, passed through. ``extra`` takes any other Trainer argument
     (``+trainer.extra.NAME=VALUE``)."""
 
-    max_epochs: int = 50
+    max_epochs: int = setting(50, check=at_least(1))
     # auto: a usable GPU, else the CPU. FER_LOTTERY_ACCELERATOR sets it for a whole launch (the
     # SLURM preset exports gpu, so that a GPU job that finds no GPU fails instead of crawling).
     accelerator: str = "${oc.env:FER_LOTTERY_ACCELERATOR,auto}"
     # One device per job (config.checks refuses more): a multi-GPU machine is used by packing
     # jobs, one GPU each (README, Packing).
-    devices: Any = 1
+    # Which one changes no number.
+    devices: Any = setting(1, changes=NOTHING)
     precision: Any = None  # null: 32 on CPU, bf16-mixed on GPU
     deterministic: bool = False
-    log_every_n_steps: int = 1  # metrics are logged per epoch; this only silences a warning
-    enable_progress_bar: bool = True
+    # Metrics are logged per epoch; this only silences a warning.
+    log_every_n_steps: int = setting(1, changes=NOTHING)
+    enable_progress_bar: bool = setting(True, changes=NOTHING)
     limit_train_batches: Any = None
     limit_val_batches: Any = None
-    num_sanity_val_steps: int = 0  # no validation pass before training (it changes no number)
-    # fer_lottery's own keys (not Trainer arguments, see ``training.stage.OWN_KEYS``):
+    # No validation pass before training (it changes no number).
+    num_sanity_val_steps: int = setting(0, changes=NOTHING)
+    # fer_lottery's own keys (lightning=False: not Trainer arguments):
     # A resumable checkpoint (model, optimizer, best weights) at the end of an epoch once this
     # many seconds have passed since the stage started or last wrote one (0: never), and/or
     # every N epochs (0: never). Time-based by default, so that a short stage (a GPU epoch
     # takes a fraction of a second) pays nothing and a long one loses at most a few minutes.
-    checkpoint_every_s: float = 300.0
-    checkpoint_every_n_epochs: int = 0
-    compile: bool = False  # true: torch.compile the model (nn.Module.compile), per process
+    checkpoint_every_s: float = setting(
+        300.0, changes=NOTHING, lightning=False, check=at_least(0, "0: no time-based checkpoints")
+    )
+    checkpoint_every_n_epochs: int = setting(
+        0, changes=NOTHING, lightning=False, check=at_least(0, "0: no resumable checkpoints")
+    )
+    # true: torch.compile the model (nn.Module.compile), per process.
+    compile: bool = setting(False, lightning=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -235,12 +281,9 @@ class Variant(str, Enum):
     paper_b = "paper_b"  # what paper B's published code does
 
 
-# The prune.* options each paper rule's published code does not have: the rule ignores them,
-# and the report blanks them in its rows.
-IGNORED_BY_VARIANT = {
-    Variant.paper_a.value: ("normalize", "complementary", "norm_std"),
-    Variant.paper_b.value: ("normalize", "complementary"),
-}
+# The distinctiveness options a paper rule's published code does not have: the rule ignores them
+# (``applies``), so they split neither the dense cache nor the report's rows.
+HONEST = when("prune.variant", Variant.honest.value)
 
 
 class UnitNormalize(str, Enum):
@@ -252,6 +295,10 @@ class UnitNormalize(str, Enum):
 ANGLE_MAX = 90.0
 
 
+GRADUAL = when("prune.schedule", PruneSchedule.gradual.value)
+STABILITY = when("prune.stability", True)
+
+
 @dataclass
 class PruneConfig:
     """What to prune after the dense fine-tune, and which weights to retrain from.
@@ -261,19 +308,31 @@ class PruneConfig:
     """
 
     method: PruneMethod = PruneMethod.magnitude
-    ratio: float = 0.0  # fraction of prunable weights to remove (magnitude, random); 0: dense only
+    # Fraction of prunable weights to remove (magnitude, random); 0: dense only.
+    ratio: float = setting(0.0, check=between(0, 1, high_inclusive=False))
     scope: PruneScope = PruneScope["global"]
     include: list[str] = field(default_factory=lambda: ["*"])  # module-name globs of the
     # conv/linear weights that may be pruned
     rewind: RewindMode = RewindMode.none
-    rewind_epoch: int = 1  # k for rewind=epoch: the weights after k dense epochs
-    iterations: int = 1  # >1: IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains
-    retrain_epochs: int | None = None  # null: trainer.max_epochs; 0: test the pruned model as is
+    # k for rewind=epoch: the weights after k dense epochs (0..trainer.max_epochs: config.checks).
+    rewind_epoch: int = setting(1, applies=when("prune.rewind", "epoch"))
+    # >1: IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains.
+    iterations: int = setting(1, check=at_least(1))
+    # null: trainer.max_epochs; 0: test the pruned model as is.
+    retrain_epochs: int | None = setting(None, check=at_least(0, null=True))
     # Distinctiveness (Gedeon): angle threshold tau in degrees, and its options.
-    angle: float = 15.0
-    complementary: bool = False  # also remove pairs at more than 180 - tau
-    normalize: UnitNormalize = UnitNormalize.minmax
-    norm_std: float | None = None  # paper B's pre-filter: k standard deviations of the norms
+    angle: float = setting(
+        15.0, check=between(0, ANGLE_MAX, "tau, in degrees", low_inclusive=False, finite=True)
+    )
+    # Also remove pairs at more than 180 - tau.
+    complementary: bool = setting(False, applies=HONEST)
+    normalize: UnitNormalize = setting(UnitNormalize.minmax, applies=HONEST)
+    # Paper B's pre-filter: k standard deviations of the norms.
+    norm_std: float | None = setting(
+        None,
+        applies=unless("prune.variant", Variant.paper_a.value),
+        check=at_least(0, null=True),
+    )
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
     seed: int | None = None  # random pruning / re-init seed; null: the run's seed
@@ -281,11 +340,11 @@ class PruneConfig:
     # retrain_epochs, pruned at each epoch start from gradual_start to gradual_end (null: half
     # the stage) to s = ratio * (1 - (1 - (e - start) / (end - start))^3), then at ratio.
     schedule: PruneSchedule = PruneSchedule.oneshot
-    gradual_start: int = 0
-    gradual_end: int | None = None
+    gradual_start: int = setting(0, applies=GRADUAL)
+    gradual_end: int | None = setting(None, applies=GRADUAL)
     # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
     # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
-    retrain_lr: RetrainLR = RetrainLR.restart
+    retrain_lr: RetrainLR = setting(RetrainLR.restart, applies=unless("optim.scheduler", "none"))
     # weight: single weights; unit: whole neurons and channels (magnitude: L1 of the incoming
     # filter; gradient: its summed score; random), ratio = the fraction of units removed.
     granularity: Granularity = Granularity.weight
@@ -294,15 +353,16 @@ class PruneConfig:
     score_at: ScoreAt = ScoreAt.finetuned
     # A layer left with less than this fraction of its weights is warned about and counted
     # (prune/layers_near_collapse): layer collapse, a known failure of global criteria.
-    min_layer_density: float = 0.01
+    min_layer_density: float = setting(0.01, changes=NOTHING, check=between(0, 1, "a fraction"))
     # Linear mode connectivity (Frankle et al. 2020): retrain the pruned network a second time
     # (stage ``stability``) from the same start weights and mask with other SGD noise (batch
     # order, augmentation and dropout seeded by stability_seed; null: derived from seed), then
     # evaluate the straight line between the two retrained models at stability_points values of
     # alpha, BatchNorm statistics recomputed on the training split at each point.
     stability: bool = False
-    stability_seed: int | None = None
-    stability_points: int = 11
+    stability_seed: int | None = setting(None, applies=STABILITY)
+    # Odd and at least 3, so that alpha=0.5 is on the path (config.checks).
+    stability_points: int = setting(11, applies=STABILITY)
 
 
 @dataclass
@@ -314,21 +374,21 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     seed: int = 1
     # Face crops (crops/) and dense fine-tunes shared by sweep jobs (dense/) live here.
-    cache_dir: str = "${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}"
+    cache_dir: str = setting("${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}", changes=NOTHING)
     # Reuse a dense fine-tune with the same data/model/optim/trainer/seed config (sweeps).
-    cache_dense: bool = True
+    cache_dense: bool = setting(True, changes=NOTHING)
     # How long a job waits for another job that is training the same dense model (seconds).
-    cache_lock_timeout_s: float = 14400.0
+    cache_lock_timeout_s: float = setting(14400.0, changes=NOTHING, check=above(0, "seconds"))
     # torch CPU threads for the job; null: every CPU the process may use, except for a GPU job
     # packed by joblib with n_jobs=K > 1, which takes CPUs // K (its numbers do not depend on
     # it). CPU float results depend on it, so for a CPU job it is the same under every launcher;
     # it is recorded.
-    threads: int | None = None
+    threads: int | None = setting(None, check=at_least(1, "null: every CPU", null=True))
     # A preset's published numbers (paper, table, rows); read by the report, never by training.
-    published: Any = None
+    published: Any = setting(None, changes=NOTHING)
     # A "beyond the papers" preset's study: title, question, and the keys its table rows are
     # grouped by (match); read by the report, never by training.
-    study: Any = None
+    study: Any = setting(None, changes=NOTHING)
 
 
 def enum_value(value: Any) -> str:

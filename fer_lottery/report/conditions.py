@@ -2,8 +2,9 @@
 
 A *condition* is one setting of the keys that vary between jobs, except the seed and the fold:
 its jobs are repeats, summarised as mean, std, n and a 95% confidence interval. Keys that do not
-apply to a job's method (``prune.angle`` for magnitude pruning, every ``prune.*`` key of a dense
-run) are blanked first, so they neither split rows nor show up in them.
+apply to a job (``prune.angle`` for magnitude pruning, every ``prune.*`` key of a dense run) are
+blanked first, and keys that change no number are left out (both declared in the schema and read
+through ``config.settings``), so they neither split rows nor show up in them.
 
 The independent repeats are the seeds and folds. Jobs of one seed and fold share a dense model
 and a test split, so a row that holds several of them (a paper table pools its other swept keys;
@@ -17,23 +18,10 @@ import json
 import statistics
 from dataclasses import dataclass, field
 
-from fer_lottery.config.schema import IGNORED_BY_VARIANT
-from fer_lottery.core.criteria import STRATEGIES, prunes
+from fer_lottery.config import settings
 from fer_lottery.report.collect import REPEAT_KEYS, Job
 from fer_lottery.report.stats import FRACTION_KEYS, METRICS, Stat
 
-# Config keys that never define an experimental condition.
-IGNORE_PREFIXES = (
-    "published",
-    "study",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-    "trainer.checkpoint_every_n_epochs",  # when a checkpoint is written changes no number
-    "trainer.checkpoint_every_s",
-    "cache_",
-    "data.num_workers",
-    "prune.min_layer_density",  # a warning threshold: it changes no number
-)
 # What names the rows of a report over one condition, where no key varies: without them a
 # reader could tell the dense row from the pruned one by its sparsity alone.
 DESCRIBE_KEYS = (
@@ -44,32 +32,13 @@ DESCRIBE_KEYS = (
     "prune.angle",
     "prune.rewind",
 )
-# prune.* keys that belong to one criterion or another (``core.criteria``: each entry's options).
-CRITERION_KEYS = {key for entry in STRATEGIES.values() for key in entry.options}
 
 
 def applicable(config: dict) -> dict:
-    """The config with keys that do not apply to this run's method set to None."""
-    out = dict(config)
-    method = out.get("prune.method")
-    dense_only = method is not None and not prunes(method, out.get("prune.ratio"))
-    # Another criterion's options, when the method is one the registry knows.
-    foreign = CRITERION_KEYS - set(STRATEGIES[method].options) if method in STRATEGIES else set()
-    if out.get("optim.scheduler", "none") != "step":
-        out.update({k: None for k in ("optim.step_size", "optim.step_gamma") if k in out})
-    for key in [k for k in out if k.startswith("prune.")]:
-        name = key.split(".", 1)[1].split(".")[0]
-        if dense_only or name in foreign:
-            out[key] = None
-        elif name == "rewind_epoch" and out.get("prune.rewind") != "epoch":
-            out[key] = None
-        elif name.startswith("gradual_") and out.get("prune.schedule", "oneshot") != "gradual":
-            out[key] = None
-        elif name == "retrain_lr" and out.get("optim.scheduler", "none") == "none":
-            out[key] = None  # a constant learning rate: restart and final are the same run
-    for name in IGNORED_BY_VARIANT.get(out.get("prune.variant"), ()):  # the paper rules' gaps
-        out[f"prune.{name}"] = None
-    return out
+    """The config with the keys that do not apply to this job set to None (``config.settings``:
+    another criterion's options, ``prune.rewind_epoch`` without ``prune.rewind=epoch``, every
+    ``prune.*`` key of a dense job, ...)."""
+    return {k: (v if settings.applies(k, config) else None) for k, v in config.items()}
 
 
 def condition_keys(jobs: list[Job]) -> list[str]:
@@ -79,7 +48,7 @@ def condition_keys(jobs: list[Job]) -> list[str]:
     keys = sorted({k for j in jobs for k in j.condition})
     out = []
     for k in keys:
-        if k in REPEAT_KEYS or k.startswith(IGNORE_PREFIXES):
+        if k in REPEAT_KEYS or settings.no_effect(k):
             continue
         if len({json.dumps(j.condition.get(k), default=str) for j in jobs}) > 1:
             out.append(k)

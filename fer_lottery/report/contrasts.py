@@ -41,7 +41,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_lottery.config import NO_EFFECT
+from fer_lottery.config import settings
+from fer_lottery.config.declaration import DENSE
 from fer_lottery.core.errors import FerLotteryError
 from fer_lottery.core.paths import predictions_csv
 from fer_lottery.report.collect import Job
@@ -52,7 +53,6 @@ from fer_lottery.store.predictions import read_predictions, run_predictions
 
 CSV_NAME = "paired.csv"
 SPLIT_KEYS = ("data.split_seed", "data.split", "data.folds")
-DENSE_PREFIXES = ("data.", "model.", "optim.", "trainer.", "seed", "device.accelerator")
 _ABSENT = object()  # stands in for a key's value to ask whether the key applies at all
 
 
@@ -186,11 +186,8 @@ def _repeat_order(repeat: tuple) -> tuple:
 
 def _dense_settings(job: Job) -> dict:
     """What a job's dense model is trained from, where it records no ``dense/cache_key``."""
-    return {
-        k: v
-        for k, v in job.config.items()
-        if k.startswith(DENSE_PREFIXES) and not k.startswith(NO_EFFECT) and k != "data.fold"
-    }
+    dense = settings.effective(job.config, (DENSE,))
+    return {k: v for k, v in dense.items() if k != "data.fold"}
 
 
 def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
@@ -201,7 +198,7 @@ def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
     splits = {json.dumps([j.config.get(k) for k in SPLIT_KEYS], default=str) for j in jobs}
     if len(splits) > 1:
         return "different test split (" + ", ".join(SPLIT_KEYS) + ")"
-    if key.startswith(DENSE_PREFIXES) and key not in SPLIT_KEYS:
+    if settings.changes(key) == DENSE and key not in SPLIT_KEYS:
         return None
     keys = [j.results.get("dense/cache_key") for j in jobs]
     if all(keys):

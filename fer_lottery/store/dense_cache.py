@@ -29,8 +29,10 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fer_lottery.config import flatten, resolved, settings
+from fer_lottery.config.declaration import DENSE
 from fer_lottery.core import paths
 from fer_lottery.core.errors import CacheError
 from fer_lottery.core.seeding import resolve_threads
@@ -39,20 +41,7 @@ from fer_lottery.store.atomic import move_aside, save_torch, write_json_atomic
 log = logging.getLogger(__name__)
 
 # Bump when the dense stage's training changes, so stale entries stop matching.
-CACHE_VERSION = 2
-# Settings that do not change what the dense stage computes.
-_IGNORED = {
-    # Settings that change no number: when and how often the stage reports or checkpoints.
-    "trainer": (
-        "enable_progress_bar",
-        "log_every_n_steps",
-        "num_sanity_val_steps",
-        "checkpoint_every_n_epochs",
-        "checkpoint_every_s",
-        "devices",  # always one device (config.checks); which one changes no number
-    ),
-    "data": ("num_workers", "detect_batch_size"),
-}
+CACHE_VERSION = 3
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -78,7 +67,8 @@ def dense_key(
     snapshot_epoch: int | None,
     weights_sha256: str | None = None,
 ) -> str:
-    """Hash of data, model, optim, trainer and seed, with the values they resolve to.
+    """Hash of the settings that change the dense stage and apply to this job (declared in the
+    schema, read by ``config.settings``), with the values they resolve to.
 
     ``data_fingerprint`` (a hash of the split tensors) makes the key follow the data itself, so
     a changed crop or synthetic generator cannot reuse a model trained on other images.
@@ -89,28 +79,25 @@ def dense_key(
     ``model.weights`` name resolved to (``models.weights``): ``imagenet`` may come from a
     download on one machine and a packaged port on another, which are not the same theta0.
     """
-    parts = {}
-    for section in ("data", "model", "optim", "trainer"):
-        node = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
-        for key in _IGNORED.get(section, ()):
-            node.pop(key, None)
-        parts[section] = node
-    weights = parts["model"]["weights"]
+    # What changes the dense stage and applies to this job (config.settings), as set.
+    flat = flatten(resolved(cfg))
+    parts: dict[str, object] = {
+        k: v for k, v in settings.effective(flat, (DENSE,)).items() if v is not None
+    }
+    weights = parts.get("model.weights")
     if weights and Path(str(weights)).expanduser().is_file():
-        parts["model"]["weights"] = "sha256:" + file_sha256(Path(str(weights)).expanduser())
+        parts["model.weights"] = "sha256:" + file_sha256(Path(str(weights)).expanduser())
     elif weights and weights_sha256:
-        parts["model"]["weights"] = f"{weights}@sha256:{weights_sha256}"
-    if parts["data"].get("split") != "official":  # read only by the official protocol
-        parts["data"].pop("official_val_fraction", None)
-    if parts["data"]["name"] == "synthetic":  # generated, not read: where it would be is moot
-        parts["data"].pop("root", None)
-    else:
-        parts["data"]["root"] = str(Path(str(parts["data"]["root"])).expanduser().resolve())
-    parts["trainer"]["precision"] = str(precision)
-    parts["trainer"]["accelerator"] = device
+        parts["model.weights"] = f"{weights}@sha256:{weights_sha256}"
+    if "data.root" in parts:
+        parts["data.root"] = str(Path(str(parts["data.root"])).expanduser().resolve())
+    # What the device settings resolve to; the thread count only matters on a CPU.
+    parts["trainer.precision"] = str(precision)
+    parts["trainer.accelerator"] = device
+    parts.pop("threads", None)
     if device == "cpu":
         parts["threads"] = resolve_threads(cfg.get("threads"))
-    parts.update(seed=cfg.seed, snapshot_epoch=snapshot_epoch, version=CACHE_VERSION)
+    parts.update(snapshot_epoch=snapshot_epoch, version=CACHE_VERSION)
     parts["data_fingerprint"] = data_fingerprint
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from fer_lottery.config import settings
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import paths
 from fer_lottery.core.devices import (
@@ -41,15 +42,12 @@ log = logging.getLogger(__name__)
 # The tag prefix of the final metrics in TensorBoard's hparams tab (``hp/test/acc``, ...).
 HPARAMS_PREFIX = "hp/"
 
-# fer_lottery's keys under ``trainer`` that are not Lightning Trainer arguments.
-OWN_KEYS = ("checkpoint_every_n_epochs", "checkpoint_every_s", "compile")
-
 
 def trainer_kwargs(cfg: DictConfig, max_epochs: int | None = None) -> dict:
     """Lightning Trainer arguments from ``cfg.trainer``, with GPU-friendly defaults."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
     extra = kwargs.pop("extra") or {}
-    for key in OWN_KEYS:
+    for key in settings.trainer_own_keys():  # fer_lottery's, not Lightning's (lightning=False)
         kwargs.pop(key, None)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "precision" not in kwargs:

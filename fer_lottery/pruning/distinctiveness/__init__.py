@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fer_lottery.config import check_angle, check_norm_std, choices, enum_value
-from fer_lottery.config.schema import IGNORED_BY_VARIANT, UnitNormalize, Variant
+from fer_lottery.config import check_angle, check_norm_std, choices, enum_value, settings
+from fer_lottery.config.schema import UnitNormalize, Variant
 from fer_lottery.core.errors import ConfigError
 from fer_lottery.models.units import PrunableUnit, prunable_units
 from fer_lottery.pruning.distinctiveness import honest, paper_a, paper_b
@@ -134,7 +134,8 @@ RULES: dict[str, Rule] = {
 }
 assert set(RULES) == set(choices(Variant)), "a Variant without a rule, or a rule without one"
 
-# The warning when a paper rule is given an option it ignores (config.schema.IGNORED_BY_VARIANT).
+# The warning when a paper rule is given an option it ignores (the options' ``applies`` in the
+# schema).
 _IGNORED_WARNING = {
     "paper_a": "complementary and norm_std are not in paper A; ignored",
     "paper_b": "it merges complementary pairs; complementary ignored",
@@ -305,7 +306,8 @@ def _warn_ignored(variant: str, complementary: bool, norm_std: float | None) -> 
     """One warning when a paper rule is given an option its code does not have."""
     # normalize always has a value (minmax by default), so it is never warned about.
     given = {"complementary": bool(complementary), "norm_std": norm_std is not None}
-    if any(given.get(n) for n in IGNORED_BY_VARIANT.get(variant, ())):
+    flat = {"prune.method": "distinctiveness", "prune.variant": variant}
+    if any(on and not settings.applies(f"prune.{n}", flat) for n, on in given.items()):
         log.warning("distinctiveness %s: %s", variant, _IGNORED_WARNING[variant])
 
 
