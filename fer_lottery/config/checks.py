@@ -60,7 +60,8 @@ def check_known_keys(cfg: DictConfig) -> None:
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, object]:
-    """The config's leaves by dotted key, plain values (lists kept as lists)."""
+    """The config's leaves by dotted key, plain values (lists kept as lists); Hydra's own node,
+    when composed with it, is left out."""
     out: dict[str, object] = {}
 
     def walk(node: object, prefix: str) -> None:
@@ -70,7 +71,15 @@ def flatten_config(cfg: DictConfig) -> dict[str, object]:
         else:
             out[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")
+    for key in cfg:
+        if key != "hydra":
+            node = cfg[key]
+            plain = (
+                OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+                if OmegaConf.is_config(node)
+                else node
+            )
+            walk(getattr(plain, "value", plain), f"{key}.")
     return out
 
 
