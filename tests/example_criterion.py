@@ -1,5 +1,5 @@
-"""A pruning criterion that exists only for tests/test_new_criterion.py: it prunes the weights
-with the *largest* magnitude (the opposite of magnitude pruning), over the whole net.
+"""A pruning criterion that exists only for tests/end_to_end/test_new_criterion.py: it prunes
+the weights with the *largest* magnitude (the opposite of magnitude pruning), over the whole net.
 
 It shows what a new criterion is: this one module, defining ``STRATEGY``, plus one entry in
 ``fer_lottery.core.criteria.STRATEGIES``.

@@ -1,5 +1,5 @@
 """Write tests/fixtures/results/<kind>.json anew: real results.json files of tiny synthetic jobs
-of every kind, which tests/test_results_schema.py checks against the schema.
+of every kind, which tests/end_to_end/test_results_schema.py checks against the schema.
 
 Run it after a change to the keys a job writes: ``.venv/bin/python tools/results_fixtures.py``
 (about a minute on two CPU cores). Each job runs the real pipeline in a temporary folder.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.helpers import TINY_SYNTHETIC, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 REGISTER = (
     "import fer_lottery.core.criteria as r;"

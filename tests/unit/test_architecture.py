@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "fer_lottery"
 
 
@@ -173,7 +173,7 @@ def test_every_reference_to_the_design_document_names_a_section_that_exists():
     sections = {m.group(1).strip() for m in re.finditer(r"^#+ (.+)$", design, re.M)}
     anchors = {re.sub(r"[^a-z0-9 -]", "", s.lower()).replace(" ", "-") for s in sections}
     cited = []
-    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md"]:
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), ROOT / "README.md"]:
         text = path.read_text()
         cited += [(path.name, m.group(1)) for m in re.finditer(r'docs/design\.md "([^"]+)"', text)]
         cited += [

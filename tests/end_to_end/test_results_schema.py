@@ -18,7 +18,7 @@ from fer_lottery.store.results import (
     unknown_keys,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 KINDS = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 

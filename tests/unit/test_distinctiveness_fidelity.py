@@ -61,7 +61,7 @@ from fer_lottery.pruning.distinctiveness import (
     paper_b,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def load(name: str) -> tuple[dict, dict[str, np.ndarray]]:

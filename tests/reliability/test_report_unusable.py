@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fer_lottery import report
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 
 
 def _sweep(root: Path, jobs: dict[tuple[float, int], str | dict | None]) -> Path:

@@ -104,7 +104,7 @@ def test_the_report_never_pools_cpu_and_gpu_jobs(tmp_path):
     from fer_lottery.report.collect import collect
     from fer_lottery.report.conditions import condition_keys, rows_of
 
-    base = json.loads((Path(__file__).parent / "fixtures/results/magnitude.json").read_text())
+    base = json.loads((Path(__file__).parents[1] / "fixtures/results/magnitude.json").read_text())
     for kind in ("cpu", "cuda"):
         job = tmp_path / kind
         job.mkdir()

@@ -135,7 +135,7 @@ def test_full_crop_cache_keeps_only_whole_crops(tmp_path, sfew_frames):
 def test_a_report_onto_a_full_disk_is_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    fixture = Path(__file__).parent / "fixtures" / "results" / "magnitude.json"
+    fixture = Path(__file__).parents[1] / "fixtures" / "results" / "magnitude.json"
     shutil.copy(fixture, run / "results.json")
     with tmpfs(tmp_path / "disk", "40k") as disk:
         proc = subprocess.run(

@@ -86,7 +86,7 @@ def test_a_gradual_stage_killed_after_its_last_pruning_step_resumes_to_the_same_
     curves equal those of an uninterrupted run."""
     import signal
 
-    from tests.test_faults import run_cli, same_run
+    from tests.reliability.test_faults import run_cli, same_run
 
     job = (
         *TINY_SYNTHETIC,

@@ -10,9 +10,9 @@ import pytest
 
 from fer_lottery import report
 from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
-from tests.test_presets import compose_preset
+from tests.unit.test_presets import compose_preset
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 STUDY_PRESETS = (
     "future_a_units",
     "future_a_before_finetune",

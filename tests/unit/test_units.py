@@ -12,7 +12,7 @@ from fer_lottery.export.slim import slim
 from fer_lottery.models import build_model, prunable_weights
 from fer_lottery.models.units import prunable_units
 from fer_lottery.pruning.strategy import Request
-from tests.test_export import TOL, max_diff, trained_like
+from tests.end_to_end.test_export import TOL, max_diff, trained_like
 
 
 def _request(model, arch, method_ratio, scope="global", include=("*",), previous=None):

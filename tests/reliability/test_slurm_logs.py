@@ -1,8 +1,9 @@
 """Reading what SLURM and submitit leave in ``.submitit/`` (``fer_lottery.job.slurm_logs``), on
 task folders laid out as submitit lays them out, with lines in the words slurmstepd and submitit
 write them (copied from the local cluster's tasks, ``make slurm-up``). The end-to-end cases
-(a real cancel, a real time limit, a real requeue) are in tests/test_slurm.py; node failure and
-a time limit that ran out of requeues are here, since the local cluster cannot lose its node."""
+(a real cancel, a real time limit, a real requeue) are in tests/reliability/test_slurm.py;
+node failure and a time limit that ran out of requeues are here, since the local cluster cannot
+lose its node."""
 
 from __future__ import annotations
 
