@@ -1,6 +1,6 @@
 """The data path and face cropping against the usual torchvision and facenet-pytorch code.
 
-``data_path``: one training epoch of batches from ``SFEWDataModule`` (uint8 tensors in memory,
+``data_path``: one training epoch of batches from ``FaceDataModule`` (uint8 tensors in memory,
 batched on-device augmentation: flip, rotation, square crop, normalisation) against torchvision
 ``ImageFolder`` + PIL + per-image transforms + ``DataLoader`` (2 persistent workers) over the same
 crops written as PNG files. Only the batches are produced; no model runs.
@@ -25,8 +25,8 @@ from torchvision import datasets, transforms
 from benchmarks.common import alternate, bench_device, compose, emit, quiet_lightning
 from fer_lottery.core.classes import CLASSES
 from fer_lottery.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.data.faces import CropParams, crop_faces
-from fer_lottery.data.sfew import SFEWDataModule
 
 
 def data_path(repeats: int, image_size: int, per_class: int) -> None:
@@ -35,7 +35,7 @@ def data_path(repeats: int, image_size: int, per_class: int) -> None:
         f"data.image_size={image_size}",
         f"data.synthetic.per_class={per_class}",
     )
-    dm = SFEWDataModule(cfg.data, None, seed=0)
+    dm = FaceDataModule(cfg.data, None, seed=0)
     dm.setup()
     aug = cfg.data.augment
     with tempfile.TemporaryDirectory() as tmp:

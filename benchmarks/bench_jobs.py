@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import alternate, bench_device, compose, emit, quiet_lightning
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.experiment.runner import run_experiment
 from fer_lottery.models import build_model
 from fer_lottery.training.classifier import FERClassifier
@@ -69,7 +69,7 @@ def _autocast():
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, datamodule: SFEWDataModule, split: str) -> float:
+def accuracy(model: nn.Module, datamodule: FaceDataModule, split: str) -> float:
     model.eval()
     device = bench_device()
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -131,7 +131,7 @@ def stage_slopes(
         "trainer.enable_progress_bar=false",
         "+trainer.extra.enable_model_summary=false",
     )
-    datamodule = SFEWDataModule(cfg.data, None, seed=0)
+    datamodule = FaceDataModule(cfg.data, None, seed=0)
     datamodule.setup()
 
     def run_ours(epochs: int) -> float:
@@ -228,7 +228,7 @@ def job_overhead(repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose(*TINY_JOB)
             start = time.perf_counter()
-            datamodule = SFEWDataModule(cfg.data, None, seed=cfg.seed)
+            datamodule = FaceDataModule(cfg.data, None, seed=cfg.seed)
             datamodule.setup()
             data_s = time.perf_counter() - start
             torch.manual_seed(cfg.seed)

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from benchmarks.bench_training import lightning_fit
 from benchmarks.common import alternate, bench_device, compose, emit, quiet_lightning
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model, prunable_weights
-from fer_lottery.pruning.callbacks import GradualPruning
 from fer_lottery.pruning.gradient import gradient_scores
+from fer_lottery.pruning.mask_callbacks import GradualPruning
 
 
 def _data(per_class: int, image_size: int, batch_size: int = 64):
@@ -34,7 +34,7 @@ def _data(per_class: int, image_size: int, batch_size: int = 64):
         f"data.synthetic.per_class={per_class}",
         f"data.batch_size={batch_size}",
     )
-    datamodule = SFEWDataModule(cfg.data, None, seed=0)
+    datamodule = FaceDataModule(cfg.data, None, seed=0)
     datamodule.setup()
     return cfg, datamodule
 

@@ -25,10 +25,10 @@ from benchmarks.common import (
     emit,
     quiet_lightning,
 )
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model, prunable_weights
-from fer_lottery.pruning.callbacks import KeepMasked
 from fer_lottery.pruning.magnitude import magnitude_mask
+from fer_lottery.pruning.mask_callbacks import KeepMasked
 from fer_lottery.training.classifier import FERClassifier
 
 
@@ -101,7 +101,7 @@ def main() -> None:
         f"data.image_size={args.image_size}",
         f"data.synthetic.per_class={args.per_class}",
     )
-    datamodule = SFEWDataModule(cfg.data, None, seed=0)
+    datamodule = FaceDataModule(cfg.data, None, seed=0)
     datamodule.setup()
     n_train = len(datamodule.labels["train"])
 

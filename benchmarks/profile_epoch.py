@@ -21,7 +21,7 @@ from pytorch_lightning.profilers import SimpleProfiler
 from benchmarks.common import compose, device_string, quiet_lightning
 from fer_lottery.config import enum_value
 from fer_lottery.core.seeding import seeded
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.stage import train_stage
@@ -31,7 +31,7 @@ PARTS = {
     "forward + loss (train)": ["[Strategy]SingleDeviceStrategy.training_step"],
     "backward": ["[Strategy]SingleDeviceStrategy.backward"],
     "augmentation + normalisation (batched, train and val)": [
-        "[LightningDataModule]SFEWDataModule.on_after_batch_transfer"
+        "[LightningDataModule]FaceDataModule.on_after_batch_transfer"
     ],
     "validation forward": ["[Strategy]SingleDeviceStrategy.validation_step"],
     "resumable checkpoint (model + optimizer + best weights)": [
@@ -69,7 +69,7 @@ def main() -> None:
         "+trainer.extra.enable_model_summary=false",
         "+trainer.extra.profiler=simple",
     )
-    datamodule = SFEWDataModule(cfg.data, None, seed=cfg.seed)
+    datamodule = FaceDataModule(cfg.data, None, seed=cfg.seed)
     datamodule.setup()
     with seeded(cfg.seed, "model"):
         model = build_model(cfg.model.name, cfg.model.weights, cfg.model.num_classes)

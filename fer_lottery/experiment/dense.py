@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import paths
 from fer_lottery.core.devices import resolved_device
-from fer_lottery.data.sfew import SFEWDataModule
-from fer_lottery.pruning.callbacks import SnapshotAtEpoch
+from fer_lottery.data.datamodule import FaceDataModule
+from fer_lottery.pruning.mask_callbacks import SnapshotAtEpoch
 from fer_lottery.pruning.rewind import snapshot_epoch
 from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
 from fer_lottery.training.classifier import FERClassifier
@@ -43,7 +43,7 @@ def cache_key(
 
 
 def _train(
-    cfg: DictConfig, datamodule: SFEWDataModule, module: FERClassifier, out_dir: Path, k: int | None
+    cfg: DictConfig, datamodule: FaceDataModule, module: FERClassifier, out_dir: Path, k: int | None
 ) -> dict:
     """Fine-tune into ``out_dir``, writing theta_k there when epoch k >= 1 is needed."""
     callbacks = [SnapshotAtEpoch(k, out_dir / paths.THETA_K)] if k else []
@@ -55,7 +55,7 @@ def _train(
 
 def dense_stage(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     module: FERClassifier,
     run_dir: Path,
     weights_sha256: str | None = None,

@@ -3,7 +3,7 @@
 Gradual magnitude pruning (Zhu & Gupta 2017; SparseML's GMP, jaxpruner's ``PolynomialSchedule``)
 trains theta0 for ``prune.retrain_epochs`` epochs (null: ``trainer.max_epochs``) as stage
 ``gradual``, recomputing the magnitude mask at the start of each epoch on the cubic schedule
-(``pruning.callbacks.GradualPruning``) until ``prune.gradual_end``, and keeping it applied. The
+(``pruning.mask_callbacks.GradualPruning``) until ``prune.gradual_end``, and keeping it applied. The
 best validation epoch is chosen among those at the final sparsity, so the model tested is at
 exactly ``prune.ratio``. The dense stage still runs (or comes from the cache) for the report's
 dense columns; the gradual stage itself cannot come from the dense cache, since its weights
@@ -21,11 +21,11 @@ from fer_lottery.config import enum_value
 from fer_lottery.config.checks import gradual_epochs
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import paths
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.experiment.retrain import sparsity_keys
 from fer_lottery.models import prunable_weights
-from fer_lottery.pruning.callbacks import FreshOptimizer, GradualPruning
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.mask_callbacks import FreshOptimizer, GradualPruning
 from fer_lottery.pruning.rewind import check_start_weights
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.stage import train_stage
@@ -35,7 +35,7 @@ STAGE = "gradual"
 
 def gradual_prune(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     model: nn.Module,
     frozen: list[nn.Module],
     states: dict,

@@ -22,12 +22,12 @@ from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import criteria, paths
 from fer_lottery.core.devices import compute_device
 from fer_lottery.core.seeding import seeded
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.experiment.stability import clone_state, stability_analysis
 from fer_lottery.job import faults
 from fer_lottery.models import prunable_weights
-from fer_lottery.pruning.callbacks import FreshOptimizer, KeepMasked
 from fer_lottery.pruning.mask import Mask, zero_fraction
+from fer_lottery.pruning.mask_callbacks import FreshOptimizer, KeepMasked
 from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 from fer_lottery.training.classifier import FERClassifier
@@ -50,7 +50,7 @@ def prune_round(
     names: list[str],
     r: int,
     previous: Mask | None,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
 ) -> Pruned:
     """Round r's mask from the criterion, seeded by the round's name (not yet applied)."""
 
@@ -82,7 +82,7 @@ def prune_round(
 
 def retrain(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     model: nn.Module,
     frozen: list[nn.Module],
     mask: Mask,
@@ -116,7 +116,7 @@ def retrain(
 
 def prune_and_retrain(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     model: nn.Module,
     frozen: list[nn.Module],
     states: dict,
@@ -181,7 +181,7 @@ def prune_and_retrain(
 
 
 def accuracy_before_retrain(
-    cfg: DictConfig, model: nn.Module, datamodule: SFEWDataModule, names: list[str], r: int, n: int
+    cfg: DictConfig, model: nn.Module, datamodule: FaceDataModule, names: list[str], r: int, n: int
 ) -> dict[str, float]:
     """Test and val accuracy of the pruned model right after pruning, before any retraining, on
     the training device in the stage's precision."""

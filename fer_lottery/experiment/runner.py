@@ -21,7 +21,7 @@ from fer_lottery.config import config_changes, enum_value, resolved, run_prunes
 from fer_lottery.core import paths
 from fer_lottery.core.devices import device_facts, new_job, used_gpu
 from fer_lottery.core.seeding import seeded, set_threads
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.experiment.dense import dense_stage
 from fer_lottery.experiment.gradual import gradual_prune
 from fer_lottery.experiment.retrain import prune_and_retrain
@@ -116,7 +116,7 @@ def _data_digest(cfg: DictConfig) -> str | None:
     return root_digest(cfg.data.root)
 
 
-def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:
+def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[FaceDataModule, float]:
     """The data module with its splits set up, and the seconds it took."""
     start = time.perf_counter()
     single = batchnorm_trains(str(cfg.model.name), cfg.model.frozen_layers)
@@ -124,7 +124,7 @@ def _load_data(cfg: DictConfig, run_dir: Path) -> tuple[SFEWDataModule, float]:
         enum_value(cfg.data.normalize), spec(str(cfg.model.name)), cfg.model.weights
     )
     log.info("input normalisation: %s (%s)", mean_std or "none, [0, 1] values", source)
-    datamodule = SFEWDataModule(
+    datamodule = FaceDataModule(
         cfg.data,
         run_dir,
         seed=cfg.seed,
@@ -147,7 +147,7 @@ def _build_model(cfg: DictConfig) -> tuple[nn.Module, list[nn.Module], Loaded]:
     return model, freeze_layers(model, arch, cfg.model.frozen_layers), weights
 
 
-def _weights_keys(cfg: DictConfig, weights: Loaded, datamodule: SFEWDataModule) -> dict:
+def _weights_keys(cfg: DictConfig, weights: Loaded, datamodule: FaceDataModule) -> dict:
     """What the start weights were and how the inputs were normalised for them."""
     mean_std = datamodule.mean_std
     return {
@@ -163,7 +163,7 @@ def _weights_keys(cfg: DictConfig, weights: Loaded, datamodule: SFEWDataModule) 
 def _results(
     cfg: DictConfig,
     model: nn.Module,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     dense: dict,
     final: dict,
     pruning: dict,

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.core.seeding import derived_seed
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.training.connectivity import error_barrier, evaluate_path, trained_batchnorms
 
@@ -48,7 +48,7 @@ def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def stability_analysis(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     model: nn.Module,
     frozen: list[nn.Module],
     mask: Mask,

@@ -12,8 +12,8 @@ lukemelas numbers its blocks 0..N-1 through the whole net; timm numbers them by 
 | ``_project_conv``, ``_bn2`` | ``conv_pw``, ``bn2`` | ``conv_pwl``, ``bn3`` |
 
 and ``_conv_stem``, ``_bn0``, ``_conv_head``, ``_bn1``, ``_fc`` become ``conv_stem``, ``bn1``,
-``conv_head``, ``bn2``, ``classifier``. ``tests/end_to_end/test_backbones.py`` checks the result on real
-photos.
+``conv_head``, ``bn2``, ``classifier``. ``tests/end_to_end/test_backbones.py`` checks the result
+on real photos.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Then ``check_start_weights`` checks, bit for bit, that the model holds what the 
 every surviving entry equals its target, every pruned entry is 0. A rewind that silently did not
 rewind (a state loaded into a copy, a mask applied to the wrong tensors) stops the job there
 (``RewindError``). The optimizer side (a fresh state for the retraining) is checked by
-``pruning.callbacks.FreshOptimizer`` when the retraining starts.
+``pruning.mask_callbacks.FreshOptimizer`` when the retraining starts.
 """
 
 from __future__ import annotations

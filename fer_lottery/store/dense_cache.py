@@ -273,7 +273,7 @@ class DenseEntry:
 
     @property
     def theta_k_path(self) -> Path:
-        """Where the training writes theta_k (``pruning.callbacks.SnapshotAtEpoch``)."""
+        """Where the training writes theta_k (``pruning.mask_callbacks.SnapshotAtEpoch``)."""
         return self.partial / paths.THETA_K
 
     def publish(self, metrics: dict, best: dict[str, torch.Tensor]) -> None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lottery.core.devices import compute_device
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.training.stage import autocast_dtype, split_logits, trainer_kwargs
 
 
@@ -59,7 +59,7 @@ def trained_batchnorms(
 
 @torch.no_grad()
 def recompute_batchnorm(
-    model: nn.Module, frozen: list[nn.Module], datamodule: SFEWDataModule, cfg: DictConfig
+    model: nn.Module, frozen: list[nn.Module], datamodule: FaceDataModule, cfg: DictConfig
 ) -> int:
     """Recompute the running statistics of the model's trained BatchNorm layers from one pass
     over the training split (no augmentation, dropout off); returns the number of layers."""
@@ -97,7 +97,7 @@ def recompute_batchnorm(
 
 
 def point_metrics(
-    model: nn.Module, datamodule: SFEWDataModule, cfg: DictConfig, split: str
+    model: nn.Module, datamodule: FaceDataModule, cfg: DictConfig, split: str
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on a split."""
     logits, labels = split_logits(model, datamodule, split, cfg)
@@ -113,7 +113,7 @@ def evaluate_path(
     a: dict[str, torch.Tensor],
     b: dict[str, torch.Tensor],
     alphas: list[float],
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     cfg: DictConfig,
     recompute_bn: bool = True,
 ) -> list[dict[str, float]]:

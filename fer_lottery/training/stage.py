@@ -25,16 +25,16 @@ from fer_lottery.core.devices import (
     resolved_device,
 )
 from fer_lottery.core.seeding import seed_all
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.job import termination
 from fer_lottery.models.units import depthwise
 from fer_lottery.store.atomic import write_json_atomic
 from fer_lottery.store.predictions import Predictions, write_predictions
 from fer_lottery.store.weights import load_weights, save_weights
 from fer_lottery.training import stage_logs
-from fer_lottery.training.callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.host_heap import keep_freed_memory, setup_heap_frozen
+from fer_lottery.training.stage_callbacks import BestWeights, FaultPoint, ResumeCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def autocast_dtype(precision: object) -> torch.dtype | None:
 
 @torch.no_grad()
 def split_logits(
-    model: torch.nn.Module, datamodule: SFEWDataModule, split: str, cfg: DictConfig
+    model: torch.nn.Module, datamodule: FaceDataModule, split: str, cfg: DictConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) of ``model`` on a split, in order, on the CPU, in float32: eval mode,
     no augmentation, plain PyTorch.
@@ -125,7 +125,7 @@ def split_logits(
 
 
 def evaluate(
-    model: torch.nn.Module, datamodule: SFEWDataModule, split: str, cfg: DictConfig
+    model: torch.nn.Module, datamodule: FaceDataModule, split: str, cfg: DictConfig
 ) -> float:
     """Accuracy of ``model`` on a split (``split_logits``)."""
     logits, labels = split_logits(model, datamodule, split, cfg)
@@ -134,7 +134,7 @@ def evaluate(
 
 def _write_predictions(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     module: FERClassifier,
     out_dir: Path,
     stage: str,
@@ -163,7 +163,7 @@ def _write_predictions(
 
 def _report_stage(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     module: FERClassifier,
     metrics: dict[str, object],
     tb: TensorBoardLogger,
@@ -202,7 +202,7 @@ def _report_stage(
 
 def train_stage(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     module: FERClassifier,
     out_dir: Path,
     stage: str,
@@ -340,7 +340,7 @@ def _finished(ckpt_dir: Path, stage: str) -> tuple[dict, dict] | None:
 
 def test_stage(
     cfg: DictConfig,
-    datamodule: SFEWDataModule,
+    datamodule: FaceDataModule,
     module: FERClassifier,
     out_dir: Path,
     stage: str,

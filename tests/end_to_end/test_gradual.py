@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fer_lottery.config import validate
 from fer_lottery.core.errors import ConfigError
-from fer_lottery.pruning.callbacks import cubic_sparsity
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.mask_callbacks import cubic_sparsity
 from fer_lottery.store.weights import load_weights
 from tests.helpers import TINY_SYNTHETIC
 

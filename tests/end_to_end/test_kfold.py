@@ -10,7 +10,7 @@ import pytest
 
 from fer_lottery.config import validate
 from fer_lottery.core.errors import ConfigError
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.data.split import kfold_split
 from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
 
@@ -97,7 +97,7 @@ def test_validate_accepts_good_folds(compose_cfg):
 
 def test_datamodule_loads_one_fold_and_records_it(compose_cfg, tmp_path):
     cfg = compose_cfg(*KFOLD_JOB, "data.folds=3", "data.fold=1")
-    dm = SFEWDataModule(cfg.data, tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
+    dm = FaceDataModule(cfg.data, tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     assert dm.stats["data/folds"] == 3 and dm.stats["data/fold"] == 1
     assert sum(dm.stats[f"data/n_{n}"] for n in ("train", "val", "test")) == 70
@@ -108,7 +108,7 @@ def test_datamodule_loads_one_fold_and_records_it(compose_cfg, tmp_path):
 
 def test_datamodule_needs_a_fold_when_folds_is_set(compose_cfg, tmp_path):
     cfg = compose_cfg(*KFOLD_JOB, "data.folds=3")
-    dm = SFEWDataModule(cfg.data, None, seed=0, cache_dir=tmp_path / "cache")
+    dm = FaceDataModule(cfg.data, None, seed=0, cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="data.fold=0..2"):
         dm.setup()
 

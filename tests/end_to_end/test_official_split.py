@@ -16,7 +16,7 @@ from PIL import Image
 
 from fer_lottery.core.classes import CLASSES
 from fer_lottery.core.errors import DataError
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.data.split import official_split
 from fer_lottery.report.build import build, protocol_line
 from fer_lottery.report.collect import Job
@@ -44,7 +44,7 @@ def _ids(root: Path, folder: str) -> set[str]:
 
 def _datamodule(compose_cfg, root, tmp_path, *overrides, run="run"):
     cfg = compose_cfg(f"data.root={root}", "data.split=official", *UNCROPPED, *overrides)
-    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
+    dm = FaceDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     return dm, json.loads((tmp_path / run / "split.json").read_text())
 
@@ -130,7 +130,7 @@ def test_official_on_the_single_folder_layout_exits_2_in_one_line(tmp_path):
 def test_the_default_protocol_is_recorded_and_pools_train_and_val(compose_cfg, tmp_path):
     root = write_sfew2(tmp_path / "SFEW2", train=3, val=3)
     cfg = compose_cfg(f"data.root={root}", *UNCROPPED)
-    dm = SFEWDataModule(cfg.data, tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
+    dm = FaceDataModule(cfg.data, tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["protocol"] == dm.stats["data/protocol"] == "fractions"
@@ -141,7 +141,7 @@ def test_the_default_protocol_is_recorded_and_pools_train_and_val(compose_cfg, t
 
 def test_kfold_records_its_protocol(compose_cfg, tmp_path):
     cfg = compose_cfg("data=synthetic", "data.image_size=32", "data.folds=3", "data.fold=1")
-    dm = SFEWDataModule(cfg.data, tmp_path / "run", seed=0)
+    dm = FaceDataModule(cfg.data, tmp_path / "run", seed=0)
     dm.setup()
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["protocol"] == dm.stats["data/protocol"] == "kfold" and split["fold"] == 1

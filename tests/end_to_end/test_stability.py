@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model, freeze_layers
 from fer_lottery.store.predictions import read_predictions
 from fer_lottery.store.weights import run_weights
@@ -99,7 +99,7 @@ def test_other_noise_gives_a_barrier(learnt):
     from fer_lottery.training.stage import evaluate
 
     cfg = learnt[2]
-    dm = SFEWDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    dm = FaceDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
     dm.setup()
     model = build_model("resnet18", None, 7)
     model.load_state_dict(run_weights(run_dir))
@@ -120,7 +120,7 @@ def test_error_barrier_by_hand():
 
 def _datamodule(compose_cfg, tmp_path, *overrides):
     cfg = compose_cfg(*TINY_SYNTHETIC, f"cache_dir={tmp_path / 'cache'}", *overrides)
-    dm = SFEWDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    dm = FaceDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
     dm.setup()
     return cfg, dm
 
@@ -174,7 +174,7 @@ def test_midpoint_needs_recomputed_statistics(learnt):
     # function too, once its statistics are measured; averaging the ends' statistics instead
     # (variance (1 + 64) / 2 = 32.5 where (1 + 8)^2 / 4 = 20.25 is true) mis-scales each layer.
     _, run_dir, cfg = learnt
-    dm = SFEWDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    dm = FaceDataModule(cfg.data, None, seed=cfg.seed, cache_dir=cfg.cache_dir)
     dm.setup()
     model = build_model("resnet18", None, 7)
     a = run_weights(run_dir)  # the retrained ticket

@@ -10,14 +10,14 @@ import shutil
 import pytest
 
 from fer_lottery.core.errors import DataError
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 
 UNCROPPED = ("data.crop=none", "data.image_size=32", "data.batch_size=8")
 
 
 def _setup(compose_cfg, root, tmp_path, *overrides, run="run"):
     cfg = compose_cfg(f"data.root={root}", *UNCROPPED, *overrides)
-    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
+    dm = FaceDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=tmp_path / "cache")
     dm.setup()
     split = json.loads((tmp_path / run / "split.json").read_text())
     where = {item: name for name in ("train", "val", "test") for item in split[name]}

@@ -120,14 +120,14 @@ def test_evaluate_runs_in_the_stage_precision_and_puts_the_model_back(compose_cf
     forward pass runs under autocast, as the stage's own test does, and in fp32 with 32-true."""
     import torch
 
-    from fer_lottery.data.sfew import SFEWDataModule
+    from fer_lottery.data.datamodule import FaceDataModule
     from fer_lottery.models import build_model
     from fer_lottery.training.stage import evaluate
 
     seen = []
     for precision in ("bf16-mixed", "32-true"):
         cfg = compose_cfg(*TINY_SYNTHETIC, f"trainer.precision={precision}")
-        dm = SFEWDataModule(cfg.data, None, seed=0)
+        dm = FaceDataModule(cfg.data, None, seed=0)
         dm.setup()
         model = build_model("resnet18", None, 7).train()
         hook = model.fc.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model
 from fer_lottery.training import host_heap
 from fer_lottery.training.classifier import FERClassifier
@@ -54,7 +54,7 @@ class FreezeProbe(pl.Callback):
 
 def test_a_real_fit_runs_with_the_setup_heap_frozen(compose_cfg, tmp_path: Path):
     cfg = compose_cfg(*TINY_SYNTHETIC, "trainer.max_epochs=2")
-    dm = SFEWDataModule(cfg.data, None, seed=0)
+    dm = FaceDataModule(cfg.data, None, seed=0)
     dm.setup()
     module = FERClassifier(build_model("resnet18", None, 7), cfg.optim, dm.class_names)
     probe = FreezeProbe()

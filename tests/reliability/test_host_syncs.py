@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model
 from fer_lottery.training.classifier import FERClassifier
 from tests.helpers import TINY_SYNTHETIC
@@ -41,7 +41,7 @@ def _counting(monkeypatch) -> dict[str, int]:
 
 def test_a_training_step_copies_once_and_reads_nothing_back(compose_cfg, monkeypatch):
     cfg = compose_cfg(*TINY_SYNTHETIC)
-    dm = SFEWDataModule(cfg.data, None, seed=0)
+    dm = FaceDataModule(cfg.data, None, seed=0)
     dm.setup()
     module = FERClassifier(build_model("resnet18", None, 7), cfg.optim, dm.class_names)
     batches = list(dm.train_dataloader())

@@ -1,4 +1,4 @@
-"""SFEWDataModule on real frames: counts, unreadable files, split identity, batches."""
+"""FaceDataModule on real frames: counts, unreadable files, split identity, batches."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import torch
 
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 
 
 def _datamodule(compose_cfg, root, cache, tmp_path, *overrides, run="run"):
@@ -17,7 +17,7 @@ def _datamodule(compose_cfg, root, cache, tmp_path, *overrides, run="run"):
         "data.batch_size=8",
         *overrides,
     )
-    dm = SFEWDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=cache)
+    dm = FaceDataModule(cfg.data, tmp_path / run, seed=0, cache_dir=cache)
     dm.setup()
     return dm
 
@@ -67,7 +67,7 @@ def test_sfew2_layout_and_split_json_identical_across_jobs(
 
 def test_batches_are_normalised_and_augmented_only_in_training(compose_cfg, tmp_path):
     cfg = compose_cfg("data=synthetic", "data.synthetic.per_class=10", "data.image_size=32")
-    dm = SFEWDataModule(cfg.data, None, seed=0)
+    dm = FaceDataModule(cfg.data, None, seed=0)
     dm.setup()
     images, labels = next(iter(dm.val_dataloader()))
     assert images.dtype == torch.uint8 and labels.dtype == torch.long

@@ -6,11 +6,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from fer_lottery.data.sfew import SFEWDataModule
+from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model, freeze_layers, prunable_weights
-from fer_lottery.pruning.callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.magnitude import magnitude_mask
 from fer_lottery.pruning.mask import Mask
+from fer_lottery.pruning.mask_callbacks import KeepMasked, SnapshotAtEpoch
 from fer_lottery.pruning.rewind import set_start_weights
 from fer_lottery.training.classifier import FERClassifier
 
@@ -31,7 +31,7 @@ def datamodule():
                 "data.batch_size=16",
             ],
         )
-    dm = SFEWDataModule(cfg.data, None, seed=0)
+    dm = FaceDataModule(cfg.data, None, seed=0)
     dm.setup()
     return dm
 

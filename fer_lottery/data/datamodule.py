@@ -1,4 +1,5 @@
-"""SFEWDataModule: folder layout -> face crops -> stratified split -> uint8 tensors -> augmentation.
+"""FaceDataModule, the faces a job trains on: SFEW frames (folder layout -> face crops) or the
+built-in synthetic faces -> stratified split -> uint8 tensors -> augmentation.
 
 The split is one of three protocols (``data.split.PROTOCOLS``): fractions of the pooled images,
 k-fold, or SFEW 2.0's official one (``data.split=official``: test on Val, train on Train).
@@ -45,7 +46,7 @@ from fer_lottery.data.split import (
 log = logging.getLogger(__name__)
 
 
-class SFEWDataModule(pl.LightningDataModule):
+class FaceDataModule(pl.LightningDataModule):
     """SFEW (or the built-in synthetic faces) as in-memory tensors with a fixed stratified split."""
 
     def __init__(
