@@ -158,7 +158,7 @@ def _table(layers: dict[str, dict[str, float]]) -> list[str]:
 
 
 def _heatmap(results: dict[str, dict], out: Path) -> None:
-    from fer_lottery.report.plots import overlap_heatmap, plt
+    from fer_lottery.plotting.charts import overlap_heatmap, plt
 
     overlap_heatmap(results, out)
     plt.close("all")

@@ -11,7 +11,7 @@ Modules, in the order data flows through them:
 - ``contrasts`` (on ``paired``): conditions compared seed by seed, and ``paired.csv``;
 - ``studies`` (with ``overlaps``): the study presets' sections and their mask overlap;
 - ``stability``: the linear mode connectivity of ``prune.stability`` jobs;
-- ``figures`` and ``per_class``: which data each plot shows; ``plots`` draws it;
+- ``figures`` and ``per_class``: which data each plot shows; ``plotting.charts`` draws it;
 - ``build``: report.md from all of these; ``cli``: the command line.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer_lottery.report import plots
+from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job, Problem, collect
 from fer_lottery.report.conditions import (
     Row,
@@ -62,7 +62,7 @@ def _paper_sections(blocks: list[dict], jobs: list[Job], out: Path, figures: lis
         name = "".join(c if c.isalnum() else "_" for c in name).strip("_") + ".png"
         if block.get("rows") and plot_setting(block, comp, out / name) is not None:
             figures.append((f"{title}, ours and the paper's", name))
-            plots.plt.close("all")
+            charts.plt.close("all")
     return md
 
 
@@ -150,7 +150,7 @@ def build(
     )
     if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
         figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
-        plots.plt.close("all")
+        charts.plt.close("all")
     drawn = plot_layer_sparsity(rows, keys, out / "layer_sparsity.png", limit) if pruned else 0
     if drawn:
         profiled = sum(
@@ -159,7 +159,7 @@ def build(
         if profiled > drawn:
             md.append(f"Per-layer plot: the first {drawn} of {profiled} pruned conditions.\n")
         figures.append(("Weights remaining per layer, per condition", "layer_sparsity.png"))
-        plots.plt.close("all")
+        charts.plt.close("all")
     chosen = _choose(rows, curves) if curves else rows
     if len(chosen) > limit:
         md.append(
@@ -168,7 +168,7 @@ def build(
         )
     if plot_convergence(chosen, dense, keys, out / "convergence.png", limit):
         figures.append(("Validation accuracy per epoch", "convergence.png"))
-        plots.plt.close("all")
+        charts.plt.close("all")
     md += per_class_section(blocks, rows, dense, keys, out, figures)
     if figures:
         md += ["## Figures\n"] + [f"- {text}: ![{text}]({name})" for text, name in figures] + [""]

@@ -1,5 +1,6 @@
 """The report's figures from its rows: accuracy vs weights remaining, vs a paper table's own
-setting, and convergence curves. ``plots`` draws them; this module picks and shapes the data.
+setting, and convergence curves. ``plotting.charts`` draws them; this module picks and shapes
+the data.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from fer_lottery.report import plots
+from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, condition_label, repeats
 from fer_lottery.report.curves import final_stage, mean_curve, val_curve
@@ -66,7 +67,7 @@ def plot_remaining(rows: list[Row], dense: list[Row], keys: list[str], out: Path
         accs = [j.results["dense/test/acc"] for r in dense for j in r.jobs]
         stat = Stat.of(accs)
         dense_ref = (stat.mean * 100, 0.0 if math.isnan(stat.std) else stat.std * 100)
-    return plots.accuracy_vs_remaining(data, out, dense=dense_ref, paper_dense=paper_dense)
+    return charts.accuracy_vs_remaining(data, out, dense=dense_ref, paper_dense=paper_dense)
 
 
 def plot_setting(block: dict, rows: list[Row], out: Path):
@@ -99,7 +100,7 @@ def plot_setting(block: dict, rows: list[Row], out: Path):
         "ours (mean ± std over repeats) and the paper's"
     )
     xlabel = AXIS_LABELS.get(key, key)
-    return plots.accuracy_vs_setting(series, out, xlabel=xlabel, title=title)
+    return charts.accuracy_vs_setting(series, out, xlabel=xlabel, title=title)
 
 
 def _repeat_curves(jobs: list[Job], stage_of) -> list[dict[int, float]]:
@@ -133,7 +134,7 @@ def plot_convergence(rows: list[Row], dense: list[Row], keys: list[str], out: Pa
             curves.append(_curve(condition_label(row, keys), epochs, mean, std, len(runs)))
     if not curves:
         return None
-    return plots.convergence_curves(curves, out)
+    return charts.convergence_curves(curves, out)
 
 
 def _curve(label, epochs, mean, std, n) -> dict:
@@ -178,5 +179,5 @@ def plot_layer_sparsity(rows: list[Row], keys: list[str], out: Path, limit: int 
     ]
     floors = {row.jobs[0].config.get("prune.min_layer_density") for row, _ in profiled}
     floor = floors.pop() if len(floors) == 1 else None
-    plots.layer_profile(series, layers, out, floor=floor if isinstance(floor, float) else None)
+    charts.layer_profile(series, layers, out, floor=floor if isinstance(floor, float) else None)
     return len(profiled)

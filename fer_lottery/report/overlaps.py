@@ -133,9 +133,9 @@ def overlap_section(
         md += ["Not paired:\n", *unpaired_lines, ""]
     slug = "_".join((short_name(spec.key), spec.a, spec.b))
     name = "overlap_" + "".join(c if c.isalnum() else "_" for c in slug) + ".png"
-    from fer_lottery.report import plots
+    from fer_lottery.plotting import charts
 
-    plots.overlap_heatmap(heat, out / name, title=f"{title}: {spec.a} vs {spec.b}")
-    plots.plt.close("all")
+    charts.overlap_heatmap(heat, out / name, title=f"{title}: {spec.a} vs {spec.b}")
+    charts.plt.close("all")
     figures.append((f"Mask overlap, {title}, layers × conditions (× chance)", name))
     return md

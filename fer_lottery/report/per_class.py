@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from fer_lottery.core.classes import CLASSES
-from fer_lottery.report import plots
+from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, condition_label, repeat_means, repeats
 from fer_lottery.report.tables import markdown_table
@@ -62,7 +62,7 @@ def per_class_section(
     if paper:
         lines += [[f"{s} (paper)", *(f"{v:.2f}" for v in paper[s])] for s in paper]
     md += [markdown_table(["score", *CLASSES], lines), ""]
-    plots.per_class_table(
+    charts.per_class_table(
         mean,
         list(CLASSES),
         out / "per_class.png",
@@ -73,12 +73,12 @@ def per_class_section(
     figures.append(("Per-class precision, recall, specificity", "per_class.png"))
     matrix = _confusion_sum(best.jobs, prefix)
     if matrix:
-        plots.confusion(
+        charts.confusion(
             matrix,
             list(CLASSES),
             out / "confusion.png",
             title=f"Confusion ({prefix}), {best_label}, summed over {len(best.jobs)} run(s)",
         )
         figures.append(("Confusion matrix", "confusion.png"))
-    plots.plt.close("all")
+    charts.plt.close("all")
     return md

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from fer_lottery.report import plots
+from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job
 from fer_lottery.report.conditions import Row, repeats
 from fer_lottery.report.tables import markdown_table
@@ -113,7 +113,7 @@ def stability_section(rows: list[Row], keys: list[str], out: Path, figures: list
             )
     md = ["## Linear mode connectivity (prune.stability)\n", INTRO + "\n"]
     md += [markdown_table(["condition", *HEAD], lines), ""]
-    if curves and plots.accuracy_along_path(curves, out / "stability.png"):
+    if curves and charts.accuracy_along_path(curves, out / "stability.png"):
         figures.append(("Test accuracy along the line between two retrainings", "stability.png"))
-        plots.plt.close("all")
+        charts.plt.close("all")
     return md

@@ -12,7 +12,7 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from fer_lottery.core.classes import CLASSES
-from fer_lottery.report import plots as rp
+from fer_lottery.plotting import charts as rp
 
 NAN = float("nan")
 

@@ -1,4 +1,5 @@
-"""The PNG figures: accuracy vs sparsity / setting, convergence, per-class table, confusion.
+"""The charts of the report and the analysis, drawn: accuracy vs sparsity / setting,
+convergence, accuracy along a path, mask overlap, per-class table, confusion, layer profile.
 
 Every function takes plain Python data (lists, dicts, tuples), builds a matplotlib
 ``Figure``, saves it as a PNG at ``out_path`` (parent folders are created) and returns the

@@ -1,8 +1,10 @@
-"""matplotlib, headless (Agg), shared by training and the report: saving, rendering to pixels,
-and the confusion-matrix figure that every stage logs (PNG and TensorBoard) and the report draws.
+"""Every figure fer_lottery draws, in one home: matplotlib, headless (Agg), with saving,
+rendering to pixels, and the confusion-matrix figure that every stage logs (PNG and TensorBoard)
+and the report draws; the report's and the analysis' charts are in ``plotting.charts``.
 
 Training draws the confusion matrix of each stage's test; the report builds on the same figure.
-Both import it from here, so the producer of the runs never imports its consumer.
+Both import it from here, so the producer of the runs never imports its consumer. Which figures
+a report holds, and from which rows, is the report's (``report.figures``).
 """
 
 from __future__ import annotations
