@@ -77,7 +77,7 @@ bench-packing: $(STAMP) ## K sweep jobs at once on one device (joblib n_jobs=1,2
 # ARGS must not carry its own -m (pytest keeps the last -m) nor --pdb (xdist refuses it): run
 # $(PY) -m pytest directly for those.
 test: $(STAMP) ## Run the test suite (unit, compose and end-to-end tests)
-	@a=0; $(PY) -m pytest -q -n 2 --dist loadfile -m "not slurm" $(ARGS) || a=$$?; \
+	@a=0; $(PY) -m pytest -q -n 2 --dist loadfile -m "not slurm" --durations=20 $(ARGS) || a=$$?; \
 	[ $$a -eq 0 ] || [ $$a -eq 5 ] || exit $$a; \
 	b=0; $(PY) -m pytest -q -m slurm --durations=10 $(ARGS) || b=$$?; \
 	[ $$b -eq 0 ] || { [ $$b -eq 5 ] && [ $$a -eq 0 ]; } || exit $$b
