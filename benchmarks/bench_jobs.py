@@ -36,7 +36,7 @@ from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.experiment.runner import run_experiment
 from fer_lottery.models import build_model
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import train_stage
+from fer_lottery.training.stage import Stage, train_stage
 
 TINY_JOB = (
     "data=synthetic",
@@ -137,7 +137,9 @@ def stage_slopes(
     def run_ours(epochs: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             module = FERClassifier(make_model(), cfg.optim, datamodule.class_names)
-            metrics = train_stage(cfg, datamodule, module, Path(tmp), "dense", max_epochs=epochs)
+            metrics = train_stage(
+                cfg, datamodule, module, Path(tmp), Stage("dense", max_epochs=epochs)
+            )
             return float(metrics["time/train_s"])
 
     def run_plain(epochs: int) -> float:

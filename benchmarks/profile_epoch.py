@@ -24,7 +24,7 @@ from fer_lottery.core.seeding import seeded
 from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import train_stage
+from fer_lottery.training.stage import Stage, train_stage
 
 # Profiler actions per part of the epoch; each action's total is summed over the epochs.
 PARTS = {
@@ -76,7 +76,8 @@ def main() -> None:
     module = FERClassifier(model, cfg.optim, datamodule.class_names)
     grab = GrabProfiler()
     with tempfile.TemporaryDirectory() as tmp:
-        train_stage(cfg, datamodule, module, Path(tmp), "dense", [grab], max_epochs=args.epochs)
+        stage = Stage("dense", callbacks=[grab], max_epochs=args.epochs)
+        train_stage(cfg, datamodule, module, Path(tmp), stage)
     profiler = grab.profiler
     epochs = args.epochs
     # run_training_epoch holds the batches and the validation; the epoch-end hooks (logging,

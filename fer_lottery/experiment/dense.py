@@ -20,7 +20,7 @@ from fer_lottery.pruning.mask_callbacks import SnapshotAtEpoch
 from fer_lottery.pruning.rewind import snapshot_epoch
 from fer_lottery.store.dense_cache import DenseEntry, dense_key, load_state
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import train_stage, trainer_kwargs
+from fer_lottery.training.stage import Stage, train_stage, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ def _train(
     """Fine-tune into ``out_dir``, writing theta_k there when epoch k >= 1 is needed."""
     callbacks = [SnapshotAtEpoch(k, out_dir / paths.THETA_K)] if k else []
     hparams = {n: v for n, v in swept_params(cfg).items() if not n.startswith("prune.")}
-    return train_stage(
-        cfg, datamodule, module, out_dir, "dense", callbacks=callbacks, hparams=hparams
-    )
+    stage = Stage("dense", callbacks=callbacks, hparams=hparams)
+    return train_stage(cfg, datamodule, module, out_dir, stage)
 
 
 def dense_stage(

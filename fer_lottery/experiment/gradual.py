@@ -28,7 +28,7 @@ from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.mask_callbacks import FreshOptimizer, GradualPruning
 from fer_lottery.pruning.rewind import check_start_weights
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import train_stage
+from fer_lottery.training.stage import Stage, train_stage
 
 STAGE = "gradual"
 
@@ -48,17 +48,14 @@ def gradual_prune(
     epochs, start, end = gradual_epochs(cfg.prune, cfg.trainer.max_epochs)
     pruning = GradualPruning(names, cfg.prune.ratio, enum_value(cfg.prune.scope), start, end)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
-    final = train_stage(
-        cfg,
-        datamodule,
-        module,
-        run_dir,
+    stage = Stage(
         STAGE,
         callbacks=[pruning, FreshOptimizer()],
         max_epochs=epochs,
         hparams=swept_params(cfg),
         best_from_epoch=end,
     )
+    final = train_stage(cfg, datamodule, module, run_dir, stage)
     mask = pruning.mask
     mask.save(run_dir / paths.MASK)
     info: dict[str, object] = {"prune/rewind_check": check}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from fer_lottery.pruning.rewind import frozen_state_names, set_start_weights
 from fer_lottery.pruning.strategy import Pruned, Request, Strategy
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.schedule import retrain_optim
-from fer_lottery.training.stage import evaluate, test_stage, train_stage
+from fer_lottery.training.stage import Stage, evaluate, test_stage, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,9 @@ def retrain(
     extra = {"prune/sparsity": zero_fraction(model, names)}
     hparams = swept_params(cfg)
     if cfg.prune.retrain_epochs == 0:  # paper B: the pruned model is tested as it is
-        return test_stage(
-            cfg, datamodule, module, run_dir, "pruned", hparams=hparams, extra_metrics=extra
-        )
-    return train_stage(
-        cfg,
-        datamodule,
-        module,
-        run_dir,
+        pruned = Stage("pruned", hparams=hparams, extra_metrics=extra)
+        return test_stage(cfg, datamodule, module, run_dir, pruned)
+    retraining = Stage(
         stage,
         callbacks=[KeepMasked(mask), FreshOptimizer()],
         max_epochs=cfg.prune.retrain_epochs,
@@ -112,6 +107,27 @@ def retrain(
         extra_metrics=extra,
         noise=noise,
     )
+    return train_stage(cfg, datamodule, module, run_dir, retraining)
+
+
+@dataclass
+class _Seconds:
+    """Where a job's pruning rounds spent their time, summed over the rounds."""
+
+    prune: float = 0.0
+    retrain: float = 0.0
+    test: float = 0.0
+
+    def add_stage(self, metrics: dict) -> None:
+        self.retrain += metrics["time/train_s"]
+        self.test += metrics["time/test_s"]
+
+    def keys(self) -> dict[str, float]:
+        return {
+            "time/prune_s": round(self.prune, 3),
+            "time/retrain_s": round(self.retrain, 3),
+            "time/test_s": round(self.test, 3),
+        }
 
 
 def prune_and_retrain(
@@ -125,7 +141,8 @@ def prune_and_retrain(
     """Prune the dense model (``prune.iterations`` rounds), rewind or continue, retrain each round.
 
     With ``prune.score_at=pretrained`` the criterion scores theta0 instead (one round), and the
-    masked theta0 retrains (``prune.rewind=pretrained``): pruning before fine-tuning.
+    masked theta0 retrains (``prune.rewind=pretrained``): pruning before fine-tuning. With
+    ``prune.stability=true`` the last round retrains once more (``stability_analysis``).
 
     Returns the final stage's metrics and the pruning keys for results.json.
     """
@@ -136,37 +153,25 @@ def prune_and_retrain(
     mask: Mask | None = None
     rounds: list[Pruned] = []
     info: dict[str, object] = {}
-    seconds = {"prune": 0.0, "retrain": 0.0, "test": 0.0}
+    seconds = _Seconds()
     final: dict = {}
     if enum_value(cfg.prune.score_at) == "pretrained":  # prune before fine-tuning: score theta0
         model.load_state_dict(states["theta0"])
     for r in range(1, n + 1):
-        start = time.perf_counter()
-        pruned = prune_round(cfg, strategy, model, names, r, mask, datamodule)
+        pruned, before = _prune(cfg, strategy, model, names, r, mask, datamodule, seconds)
         mask = pruned.mask
-        mask.apply(model)
-        seconds["prune"] += time.perf_counter() - start
-        faults.at("prune")
-        before = accuracy_before_retrain(cfg, model, datamodule, names, r, n)
         info["prune/rewind_check"] = set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
         start_state = clone_state(model) if cfg.prune.stability and r == n else None
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
-        seconds["retrain"] += final["time/train_s"]
-        seconds["test"] += final["time/test_s"]
+        seconds.add_stage(final)
         rounds.append(replace(pruned, mask=Mask({})))  # its keys and units; the mask is ``mask``
         info.update(strategy.rounds_metrics(rounds))
         info.update(before)
         if n > 1:  # IMP: each round's own keys, and its mask (how the rounds nest)
-            if r < n:
-                mask.save(paths.round_mask(run_dir, r))
-            info[f"round{r}/prune/sparsity"] = zero_fraction(model, names)
-            info[f"round{r}/prune/acc_before_retrain"] = before["prune/acc_before_retrain"]
-            info[f"round{r}/test/acc"] = final["test/acc"]
-            info[f"round{r}/val/acc_best"] = final["val/acc_best"]
-            info.update({f"round{r}/{k}": v for k, v in pruned.metrics.items()})
+            info.update(_imp_round(run_dir, model, names, r, n, pruned, before, final))
     assert mask is not None
-    if start_state is not None:  # prune.stability: the last round retrains once more
+    if start_state is not None:
         info.update(
             stability_analysis(
                 cfg, datamodule, model, frozen, mask, start_state, stage, run_dir, names, retrain
@@ -174,10 +179,50 @@ def prune_and_retrain(
         )
     mask.save(run_dir / paths.MASK)
     info.update(sparsity_keys(model, names, mask, cfg.prune.min_layer_density))
-    info["time/prune_s"] = round(seconds["prune"], 3)
-    info["time/retrain_s"] = round(seconds["retrain"], 3)
-    info["time/test_s"] = round(seconds["test"], 3)
+    info.update(seconds.keys())
     return final, info
+
+
+def _prune(
+    cfg: DictConfig,
+    strategy: Strategy,
+    model: nn.Module,
+    names: list[str],
+    r: int,
+    previous: Mask | None,
+    datamodule: FaceDataModule,
+    seconds: _Seconds,
+) -> tuple[Pruned, dict[str, float]]:
+    """Round r: its mask from the criterion, applied to ``model``, and the accuracy right after."""
+    start = time.perf_counter()
+    pruned = prune_round(cfg, strategy, model, names, r, previous, datamodule)
+    pruned.mask.apply(model)
+    seconds.prune += time.perf_counter() - start
+    faults.at("prune")
+    return pruned, accuracy_before_retrain(cfg, model, datamodule, names, r, cfg.prune.iterations)
+
+
+def _imp_round(
+    run_dir: Path,
+    model: nn.Module,
+    names: list[str],
+    r: int,
+    n: int,
+    pruned: Pruned,
+    before: dict[str, float],
+    final: dict,
+) -> dict[str, object]:
+    """IMP round r of n: its mask saved (all but the last round's, which is ``mask.pt``) and its
+    own ``round<r>/`` keys."""
+    if r < n:
+        pruned.mask.save(paths.round_mask(run_dir, r))
+    return {
+        f"round{r}/prune/sparsity": zero_fraction(model, names),
+        f"round{r}/prune/acc_before_retrain": before["prune/acc_before_retrain"],
+        f"round{r}/test/acc": final["test/acc"],
+        f"round{r}/val/acc_best": final["val/acc_best"],
+        **{f"round{r}/{k}": v for k, v in pruned.metrics.items()},
+    }
 
 
 def accuracy_before_retrain(

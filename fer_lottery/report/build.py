@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from fer_lottery.plotting import charts
@@ -89,6 +90,20 @@ def protocol_line(jobs: list[Job]) -> str:
     return f"Protocol: {'; '.join(parts)}.\n"
 
 
+@dataclass
+class _Grouped:
+    """The jobs grouped into conditions: the keys that vary, the keys that label the rows, the
+    pruned conditions (or every one, when none prunes), their dense rows, and the presets'
+    published tables."""
+
+    varying: list[str]
+    keys: list[str]
+    rows: list[Row]
+    dense: list[Row]
+    pruned: bool
+    blocks: list[dict]
+
+
 def build(
     dirs: list[Path],
     out: Path,
@@ -98,6 +113,34 @@ def build(
 ) -> str:
     """Collect, aggregate, write report.md, report.csv (and paired.csv) and the PNGs into
     ``out``; return the md. ``paired``: contrasts ``KEY=V1,V2`` besides the natural ones."""
+    jobs, problems = _collect(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    grouped = _group(jobs)
+    rows, dense, keys = grouped.rows, grouped.dense, grouped.keys
+    paired_md = paired_section(rows, keys, paired, out)
+    _attach_published(grouped)
+    figures: list[tuple[str, str]] = []
+    md = _header(dirs, jobs, problems, grouped.varying)
+    md += _paper_sections(grouped.blocks, jobs, out, figures)
+    md += study_sections(jobs, out, figures)
+    md += ["## All conditions\n", main_table(dense + rows, keys), ""]
+    md += [repeat_note(jobs, []), ""]
+    md += paired_md
+    md += stability_section(rows, keys, out, figures)
+    md += _overview_figures(grouped, out, curves, limit, figures)
+    md += per_class_section(grouped.blocks, rows, dense, keys, out, figures)
+    if figures:
+        md += ["## Figures\n"] + [f"- {text}: ![{text}]({name})" for text, name in figures] + [""]
+    md += _problems_md(problems)
+    write_csv(out / "report.csv", dense + rows, keys)
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def _collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
+    """The finished jobs under ``dirs`` and the ones without usable results; an error that
+    lists the latter when no job is usable."""
     jobs, problems = collect(dirs)
     if not jobs:
         where = ", ".join(map(str, dirs))
@@ -108,20 +151,30 @@ def build(
         )
         lines = [f"  {p.name}: {p.reason}" for p in problems]
         raise FileNotFoundError("\n".join([head, *lines]))
-    out.mkdir(parents=True, exist_ok=True)
+    return jobs, problems
+
+
+def _group(jobs: list[Job]) -> _Grouped:
+    """The conditions of ``jobs``: pruned ones beside their dense rows, or all when none prunes."""
     varying = condition_keys(jobs)
     keys = label_keys(jobs, varying)
     pruned = [j for j in jobs if j.pruned]
     dense = dense_rows(pruned, keys) if pruned else []
     rows = rows_of(pruned, keys) if pruned else rows_of(jobs, keys)
-    paired_md = paired_section(rows, keys, paired, out)
-    blocks = published_blocks(jobs)
-    for block in blocks:
+    return _Grouped(varying, keys, rows, dense, bool(pruned), published_blocks(jobs))
+
+
+def _attach_published(grouped: _Grouped) -> None:
+    """Each row of a preset's jobs gets the published numbers of its own condition."""
+    for block in grouped.blocks:
         match = block.get("match") or []
-        for row in rows:
+        for row in grouped.rows:
             if any(j.results.get("config", {}).get("published") == block for j in row.jobs):
                 row.paper = paper_values(block, {k: row.jobs[0].config.get(k) for k in match})
 
+
+def _header(dirs: list[Path], jobs: list[Job], problems: list[Problem], varying: list[str]):
+    """The report's title, what it holds and how to read its numbers, and the protocol."""
     md = [f"# fer_lottery report\n\nRuns under: {', '.join(f'`{d}`' for d in dirs)}  "]
     md.append(
         f"{len(jobs)} finished job(s), {len(problems)} without usable results; "
@@ -133,25 +186,30 @@ def build(
         "(seeds share one test split; folds add theirs).\n"
     )
     md.append(protocol_line(jobs))
-    figures: list[tuple[str, str]] = []
-    md += _paper_sections(blocks, jobs, out, figures)
-    md += study_sections(jobs, out, figures)
-    md += ["## All conditions\n", main_table(dense + rows, keys), ""]
-    md += [repeat_note(jobs, []), ""]
-    md += paired_md
-    md += stability_section(rows, keys, out, figures)
+    return md
+
+
+def _overview_figures(
+    grouped: _Grouped, out: Path, curves: list[str] | None, limit: int, figures: list
+) -> list[str]:
+    """Accuracy against weights remaining, weights remaining per layer, and convergence, drawn
+    into ``out`` and listed in ``figures``; the notes on what each leaves out."""
+    rows, dense, keys = grouped.rows, grouped.dense, grouped.keys
+    md: list[str] = []
     paper_dense = next(
         (
             (float(b["dense"]["test/acc"]), float(b["dense"].get("std", 0)))
-            for b in blocks
+            for b in grouped.blocks
             if b.get("dense")
         ),
         None,
     )
-    if pruned and plot_remaining(rows, dense, keys, out / "accuracy_vs_remaining.png", paper_dense):
+    remaining = out / "accuracy_vs_remaining.png"
+    if grouped.pruned and plot_remaining(rows, dense, keys, remaining, paper_dense):
         figures.append(("Test accuracy vs weights remaining", "accuracy_vs_remaining.png"))
         charts.plt.close("all")
-    drawn = plot_layer_sparsity(rows, keys, out / "layer_sparsity.png", limit) if pruned else 0
+    layers = out / "layer_sparsity.png"
+    drawn = plot_layer_sparsity(rows, keys, layers, limit) if grouped.pruned else 0
     if drawn:
         profiled = sum(
             1 for r in rows if any(k.startswith("prune/sparsity/") for k in r.jobs[0].results)
@@ -169,14 +227,7 @@ def build(
     if plot_convergence(chosen, dense, keys, out / "convergence.png", limit):
         figures.append(("Validation accuracy per epoch", "convergence.png"))
         charts.plt.close("all")
-    md += per_class_section(blocks, rows, dense, keys, out, figures)
-    if figures:
-        md += ["## Figures\n"] + [f"- {text}: ![{text}]({name})" for text, name in figures] + [""]
-    md += _problems_md(problems)
-    write_csv(out / "report.csv", dense + rows, keys)
-    text = "\n".join(md)
-    (out / "report.md").write_text(text)
-    return text
+    return md
 
 
 def _choose(rows: list[Row], filters: list[str]) -> list[Row]:

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -161,23 +162,51 @@ def _write_predictions(
     write_predictions(out_dir, stage, datamodule.class_names, splits)
 
 
+@dataclass
+class Stage:
+    """What one stage is, beyond a plain fit: its name (``dense``, ``retrain``, ``gradual``, ...),
+    the callbacks that give it its timing (a mask kept, pruning steps, a fresh optimizer), its
+    epochs (None: ``trainer.max_epochs``), the first epoch that may be the best (gradual
+    pruning: those at the final sparsity), the (seed, name) of its SGD noise (None: the job's
+    seed and the stage's name; the stability analysis gives its second retraining another seed
+    under the first one's name), and what its TensorBoard hparams tab shows (``hparams``; None:
+    the job's swept keys) beside its final metrics and ``extra_metrics``."""
+
+    name: str
+    callbacks: list[pl.Callback] = field(default_factory=list)
+    max_epochs: int | None = None
+    best_from_epoch: int = 0
+    noise: tuple[int, str] | None = None
+    hparams: dict[str, object] | None = None
+    extra_metrics: dict[str, float] | None = None
+
+
+@dataclass
+class _Run:
+    """A stage's Trainer with what it keeps: the best weights, the resumable checkpoint, the
+    epoch boundary signals wait for, its logs and where it resumes from."""
+
+    trainer: pl.Trainer
+    best: BestWeights
+    boundary: termination.EpochBoundary
+    tb: TensorBoardLogger
+    resume: stage_logs.Resume
+
+
 def _report_stage(
     cfg: DictConfig,
     datamodule: FaceDataModule,
     module: FERClassifier,
     metrics: dict[str, object],
     tb: TensorBoardLogger,
-    out_dir: Path,
-    stage: str,
     step: int,
-    hparams: dict[str, object] | None,
-    extra_metrics: dict[str, float] | None,
+    out_dir: Path,
+    stage: Stage,
 ) -> None:
     """Confusion image (TensorBoard and PNG), per-image predictions, and the hparams tab: swept
     keys + final metrics."""
-    _write_predictions(cfg, datamodule, module, out_dir, stage, module.test_probs)
-    if hparams is None:
-        hparams = swept_params(cfg)
+    _write_predictions(cfg, datamodule, module, out_dir, stage.name, module.test_probs)
+    hparams = swept_params(cfg) if stage.hparams is None else stage.hparams
     # Imported here, after training: matplotlib is not needed before.
     from PIL import Image
 
@@ -186,13 +215,13 @@ def _report_stage(
     figure = confusion_figure(
         metrics["test/confusion"],
         datamodule.class_names,
-        title=f"{stage}: test confusion (acc={metrics['test/acc']:.3f})",
+        title=f"{stage.name}: test confusion (acc={metrics['test/acc']:.3f})",
     )
     pixels = render(figure)
-    Image.fromarray(pixels).save(paths.confusion_png(out_dir, stage))
+    Image.fromarray(pixels).save(paths.confusion_png(out_dir, stage.name))
     tb.experiment.add_image("test/confusion", pixels, global_step=step, dataformats="HWC")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    scalars.update(extra_metrics or {})
+    scalars.update(stage.extra_metrics or {})
     # The hparams tab's final metrics get tags of their own: Lightning logs them at step 0, and
     # under a curve's own tag (val/acc_best) that point after the last epoch would break the
     # curve in TensorBoard's server.
@@ -205,107 +234,114 @@ def train_stage(
     datamodule: FaceDataModule,
     module: FERClassifier,
     out_dir: Path,
-    stage: str,
-    callbacks: list[pl.Callback] | None = None,
-    max_epochs: int | None = None,
-    hparams: dict[str, object] | None = None,
-    extra_metrics: dict[str, float] | None = None,
-    best_from_epoch: int = 0,
-    noise: tuple[int, str] | None = None,
+    stage: Stage | str,
 ) -> dict[str, object]:
     """Train ``module`` for one stage, then test its best-validation weights on the held-out split.
-
-    Only epochs from ``best_from_epoch`` on may be the best (gradual pruning: those at the final
-    sparsity). ``noise``: the (seed, name) that seed the stage's SGD noise (its start, batch
-    order, augmentation and dropout); default ``(cfg.seed, stage)``. The stability analysis
-    gives its second retraining another seed under the first one's name.
 
     The best epoch's weights are kept in memory (``BestWeights``): no file is written when
     validation improves. A resumable checkpoint (``out_dir/checkpoints/<stage>/last.ckpt``:
     model, optimizer, epoch, the best weights and score, callback state such as the mask) is
     written when one is due (``trainer.checkpoint_every_s``, ``checkpoint_every_n_epochs``). A
     stage that was killed resumes from it and ends with the same numbers as an uninterrupted
-    one: every epoch reseeds the RNGs
-    and reshuffles from (seed, stage, epoch), so the epochs after the checkpoint run again
-    exactly. Its CSV and TensorBoard curves keep the epochs up to the checkpoint
-    (``stage_logs``). A finished stage leaves its result in the same folder, so a job killed
-    later reruns without training it again.
+    one: every epoch reseeds the RNGs and reshuffles from (seed, stage, epoch), so the epochs
+    after the checkpoint run again exactly. Its CSV and TensorBoard curves keep the epochs up to
+    the checkpoint (``stage_logs``). A finished stage leaves its result in the same folder, so a
+    job killed later reruns without training it again.
+
     Returns ``test/*``, ``val/acc_best``, ``time/train_s``, ``time/test_s`` and ``stage``, and
-    writes ``predictions_<stage>.csv`` (``store.predictions``),
-    TensorBoard scalars, a confusion-matrix image and ``hparams`` (default: the job's swept keys,
-    ``config.sweeps.swept_params``)
-    with the stage's final metrics (plus ``extra_metrics``) under ``out_dir/tb/<stage>``.
-    On return the module holds the best weights.
+    writes ``predictions_<stage>.csv`` (``store.predictions``), TensorBoard scalars, a
+    confusion-matrix image and the hparams tab under ``out_dir/tb/<stage>``. On return the
+    module holds the best weights.
     """
-    ckpt_dir = paths.stage_checkpoints(out_dir, stage)
-    finished = _finished(ckpt_dir, stage)
+    stage = stage if isinstance(stage, Stage) else Stage(stage)
+    ckpt_dir = paths.stage_checkpoints(out_dir, stage.name)
+    finished = _finished(ckpt_dir, stage.name)
     if finished is not None:
         metrics, weights = finished
         module.model.load_state_dict(weights)
-        log.info("%s: finished in an earlier attempt of this job; loaded its result", stage)
+        log.info("%s: finished in an earlier attempt of this job; loaded its result", stage.name)
         return metrics
     keep_freed_memory()
-    resume, tb, csv = stage_logs.prepare(out_dir, stage)
-    best = BestWeights("val/acc", from_epoch=best_from_epoch)
+    run = _start(cfg, datamodule, out_dir, ckpt_dir, stage)
+    module = prepare_model(cfg, module)
+    train_s = _fit(run, cfg, module, datamodule, stage)
+    metrics, test_s = _test_best(run, module, datamodule)
+    metrics.update(
+        {"stage": stage.name, "time/train_s": round(train_s, 3), "time/test_s": round(test_s, 3)}
+    )
+    _report_stage(cfg, datamodule, module, metrics, run.tb, run.trainer.global_step, out_dir, stage)
+    _keep_finished(ckpt_dir, module, metrics)
+    run.boundary.act()  # a signal in the last epoch waited for the stage's result to be kept
+    return metrics
+
+
+def _start(
+    cfg: DictConfig, datamodule: FaceDataModule, out_dir: Path, ckpt_dir: Path, stage: Stage
+) -> _Run:
+    """The stage's Trainer, its callbacks and logs, and the epochs' seeds."""
+    resume, tb, csv = stage_logs.prepare(out_dir, stage.name)
+    best = BestWeights("val/acc", from_epoch=stage.best_from_epoch)
     every = int(cfg.trainer.get("checkpoint_every_n_epochs", 0))
     every_s = float(cfg.trainer.get("checkpoint_every_s", 0))
     boundary = termination.EpochBoundary()  # what a signal asks of the running epoch
     resumable = ResumeCheckpoint(ckpt_dir / paths.LAST_CKPT, every, every_s, boundary)
-    noise_seed, noise_name = noise if noise is not None else (cfg.seed, stage)
-    datamodule.seed_epochs(noise_seed, noise_name)
+    datamodule.seed_epochs(*_noise(cfg, stage))
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
         logger=[tb, csv],
         callbacks=[
             best,
             resumable,
-            FaultPoint(stage),
+            FaultPoint(stage.name),
             LearningRateMonitor(logging_interval="epoch"),
-            *(callbacks or []),
+            *stage.callbacks,
         ],
         default_root_dir=out_dir,
-        **trainer_kwargs(cfg, max_epochs),
+        **trainer_kwargs(cfg, stage.max_epochs),
     )
-    module = prepare_model(cfg, module)
-    if resume.ckpt is not None:
-        log.info("%s: resuming after epoch %d from %s", stage, resume.epoch, resume.ckpt)
+    return _Run(trainer, best, boundary, tb, resume)
+
+
+def _noise(cfg: DictConfig, stage: Stage) -> tuple[int, str]:
+    """The (seed, name) that seed the stage's SGD noise."""
+    return stage.noise if stage.noise is not None else (cfg.seed, stage.name)
+
+
+def _fit(
+    run: _Run, cfg: DictConfig, module: FERClassifier, datamodule: FaceDataModule, stage: Stage
+) -> float:
+    """Fit (or resume) the stage; the seconds it took. The best weights are restored after."""
+    if run.resume.ckpt is not None:
+        log.info(
+            "%s: resuming after epoch %d from %s", stage.name, run.resume.epoch, run.resume.ckpt
+        )
     start = time.perf_counter()
     # Seeded right before fit, by the stage's name alone: what the stage draws does not depend
     # on whether the dense stage ran in this process or came from the cache.
-    seed_all(noise_seed, noise_name)
-    with termination.epoch_boundary(boundary), setup_heap_frozen():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt)
-    if boundary.stop is not None and trainer.should_stop:
-        boundary.act()  # a signal stopped the fit after an epoch and its checkpoint
-    train_s = time.perf_counter() - start
+    seed_all(*_noise(cfg, stage))
+    with termination.epoch_boundary(run.boundary), setup_heap_frozen():
+        run.trainer.fit(module, datamodule=datamodule, ckpt_path=run.resume.ckpt)
+    if run.boundary.stop is not None and run.trainer.should_stop:
+        run.boundary.act()  # a signal stopped the fit after an epoch and its checkpoint
+    seconds = time.perf_counter() - start
+    best = run.best
     if best.weights is None:
-        log.warning("%s: no validation ran; testing the last weights", stage)
-    log.info("%s: best val/acc %.4f (epoch %d)", stage, best.score or 0.0, best.epoch)
+        log.warning("%s: no validation ran; testing the last weights", stage.name)
+    log.info("%s: best val/acc %.4f (epoch %d)", stage.name, best.score or 0.0, best.epoch)
     best.restore(module)
-    # The held-out test split is evaluated once per stage, with the best-validation weights.
+    return seconds
+
+
+def _test_best(
+    run: _Run, module: FERClassifier, datamodule: FaceDataModule
+) -> tuple[dict[str, object], float]:
+    """The held-out test split, evaluated once per stage, with the best-validation weights: its
+    metrics and ``val/acc_best``, and the seconds it took."""
     start = time.perf_counter()
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    test_s = time.perf_counter() - start
+    run.trainer.test(module, datamodule=datamodule, verbose=False)
     metrics: dict[str, object] = dict(module.test_results)
-    metrics["val/acc_best"] = float(best.score or 0.0)
-    metrics["stage"] = stage
-    metrics["time/train_s"] = round(train_s, 3)
-    metrics["time/test_s"] = round(test_s, 3)
-    _report_stage(
-        cfg,
-        datamodule,
-        module,
-        metrics,
-        tb,
-        out_dir,
-        stage,
-        trainer.global_step,
-        hparams,
-        extra_metrics,
-    )
-    _keep_finished(ckpt_dir, module, metrics)
-    boundary.act()  # a signal in the last epoch waited for the stage's result to be kept
-    return metrics
+    metrics["val/acc_best"] = float(run.best.score or 0.0)
+    return metrics, time.perf_counter() - start
 
 
 def _keep_finished(ckpt_dir: Path, module: FERClassifier, metrics: dict[str, object]) -> None:
@@ -343,15 +379,17 @@ def test_stage(
     datamodule: FaceDataModule,
     module: FERClassifier,
     out_dir: Path,
-    stage: str,
-    hparams: dict[str, object] | None = None,
-    extra_metrics: dict[str, float] | None = None,
+    stage: Stage | str,
 ) -> dict[str, object]:
     """Test ``module`` as it is, with no training (``prune.retrain_epochs=0``, as in paper B).
 
-    Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy.
+    Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy. Of
+    ``stage``, only its name and what its hparams tab shows apply.
     """
-    _, tb, csv = stage_logs.prepare(out_dir, stage)  # a rerun replaces an earlier attempt's logs
+    stage = stage if isinstance(stage, Stage) else Stage(stage)
+    _, tb, csv = stage_logs.prepare(
+        out_dir, stage.name
+    )  # a rerun replaces an earlier attempt's logs
     compute_device(cfg)
     trainer = pl.Trainer(logger=[tb, csv], default_root_dir=out_dir, **trainer_kwargs(cfg, 0))
     module = prepare_model(cfg, module)
@@ -360,8 +398,8 @@ def test_stage(
     test_s = time.perf_counter() - start
     metrics: dict[str, object] = dict(module.test_results)
     metrics["val/acc_best"] = evaluate(module.model, datamodule, "val", cfg)
-    metrics["stage"] = stage
+    metrics["stage"] = stage.name
     metrics["time/train_s"] = 0.0
     metrics["time/test_s"] = round(test_s, 3)
-    _report_stage(cfg, datamodule, module, metrics, tb, out_dir, stage, 0, hparams, extra_metrics)
+    _report_stage(cfg, datamodule, module, metrics, tb, 0, out_dir, stage)
     return metrics

@@ -51,9 +51,13 @@ def numbers(run_dir: Path) -> dict:
 
 
 def scalars(folder: Path) -> dict:
+    """Each scalar curve of a stage as its (step, value) points, in step order: a curve is the
+    same whichever of the stage's event files (read in name order: the name holds a per-process
+    file counter, whose text order flips at 9 -> 10) holds a point. A point written twice (an
+    epoch logged again after a resume) still counts twice."""
     acc = EventAccumulator(str(folder)).Reload()
     tags = [t for t in acc.Tags()["scalars"] if "time/" not in t]  # time/..., hp/time/...
-    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+    return {t: sorted((e.step, e.value) for e in acc.Scalars(t)) for t in tags}
 
 
 def same_run(resumed: Path, reference: Path, stages=("dense", "retrain")) -> None:

@@ -15,7 +15,7 @@ from fer_lottery.data.datamodule import FaceDataModule
 from fer_lottery.models import build_model
 from fer_lottery.training import host_heap
 from fer_lottery.training.classifier import FERClassifier
-from fer_lottery.training.stage import train_stage
+from fer_lottery.training.stage import Stage, train_stage
 from tests.helpers import TINY_SYNTHETIC
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -59,7 +59,7 @@ def test_a_real_fit_runs_with_the_setup_heap_frozen(compose_cfg, tmp_path: Path)
     module = FERClassifier(build_model("resnet18", None, 7), cfg.optim, dm.class_names)
     probe = FreezeProbe()
     assert gc.get_freeze_count() == 0
-    train_stage(cfg, dm, module, tmp_path, "dense", [probe])
+    train_stage(cfg, dm, module, tmp_path, Stage("dense", callbacks=[probe]))
     # Every object alive before fit (the model, the data, the libraries) was frozen...
     assert len(probe.frozen) == 2 and min(probe.frozen) > 10_000, probe.frozen
     # ...and is back under the collector afterwards, so garbage made meanwhile is collected.
