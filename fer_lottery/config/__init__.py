@@ -101,12 +101,19 @@ def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
     old_flat, new_flat = flatten(recorded), flatten(resolved(cfg))
     old, new = settings.effective(old_flat), settings.effective(new_flat)
     defaults = schema_defaults()
-    return [
+    changes = [
         f"{k}: {old.get(k)} -> {new.get(k)}"
         for k in dict.fromkeys([*new, *old])
         if old.get(k) != new.get(k)
         and not (k not in old_flat and k in defaults and new_flat[k] == defaults[k])
     ]
+    # What the dense stage writes besides its numbers: theta_k, for every job of a sweep.
+    k_old, k_new = settings.snapshot_epoch(old_flat), settings.snapshot_epoch(new_flat)
+    if k_old != k_new and not any(c.startswith("prune.rewind") for c in changes):
+        changes.append(
+            f"theta_k epoch (prune.rewind=epoch, prune.rewind_epoch): {k_old} -> {k_new}"
+        )
+    return changes
 
 
 def run_prunes(cfg) -> bool:

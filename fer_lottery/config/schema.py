@@ -162,7 +162,8 @@ class DataConfig:
     face_margin: float = setting(0.0, applies=SFEW, check=at_least(0, "a fraction"))
     # Frames larger than this (longest side, px) are shrunk for detection only.
     detect_max_side: int = setting(1024, applies=DETECTED, check=at_least(64))
-    # How many frames MTCNN takes at once: the same boxes at any size.
+    # How many frames MTCNN takes at once. The crop cache does not key on it, so a cache's crops
+    # are the same whatever it is (a batch could move a box by float rounding in NMS).
     detect_batch_size: int = setting(4, changes=NOTHING, check=at_least(1))
     image_size: int = 224  # at least the model's smallest (models.checks)
     batch_size: int = setting(64, check=at_least(1))
@@ -353,7 +354,8 @@ class PruneConfig:
     score_at: ScoreAt = ScoreAt.finetuned
     # A layer left with less than this fraction of its weights is warned about and counted
     # (prune/layers_near_collapse): layer collapse, a known failure of global criteria.
-    min_layer_density: float = setting(0.01, changes=NOTHING, check=between(0, 1, "a fraction"))
+    # (It changes prune/layers_near_collapse, a number the job records.)
+    min_layer_density: float = setting(0.01, check=between(0, 1, "a fraction"))
     # Linear mode connectivity (Frankle et al. 2020): retrain the pruned network a second time
     # (stage ``stability``) from the same start weights and mask with other SGD noise (batch
     # order, augmentation and dropout seeded by stability_seed; null: derived from seed), then

@@ -115,6 +115,13 @@ def effective(flat: Mapping[str, Any], effects: Iterable[str] = (DENSE, PRUNING)
     }
 
 
+def snapshot_epoch(flat: Mapping[str, Any]) -> int | None:
+    """The dense epoch whose weights ``prune.rewind=epoch`` needs (theta_k), else None. The
+    dense stage writes theta_k whether or not the job prunes (its dense model serves the sweep's
+    pruning jobs), so this follows from the two keys even where no ``prune.*`` key applies."""
+    return int(flat["prune.rewind_epoch"]) if flat.get("prune.rewind") == "epoch" else None
+
+
 def no_effect(key: str) -> bool:
     """Whether ``key`` changes no number."""
     return changes(key) == NOTHING

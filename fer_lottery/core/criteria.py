@@ -23,7 +23,9 @@ class Entry:
 
 
 # The options of the criteria that score weights (or units) and prune prune.ratio of them.
-WEIGHT_OPTIONS = ("ratio", "scope", "include", "score_at", "granularity")
+# (prune.include is every criterion's: it names the prunable weights that the sparsity is
+# measured over, for distinctiveness too.)
+WEIGHT_OPTIONS = ("ratio", "scope", "score_at", "granularity")
 
 STRATEGIES: dict[str, Entry] = {
     "magnitude": Entry(

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from fer_lottery.config import enum_value, prune_seed
+from fer_lottery.config import enum_value, prune_seed, settings
 from fer_lottery.core.errors import FerLotteryError
 from fer_lottery.core.seeding import seeded
 from fer_lottery.models import build_model
@@ -31,8 +31,11 @@ from fer_lottery.pruning.mask import Mask
 
 def snapshot_epoch(cfg: DictConfig) -> int | None:
     """The dense epoch whose weights ``prune.rewind=epoch`` needs (theta_k), else None."""
-    rewind = enum_value(cfg.prune.rewind)
-    return int(cfg.prune.rewind_epoch) if rewind == "epoch" else None
+    flat = {
+        "prune.rewind": enum_value(cfg.prune.rewind),
+        "prune.rewind_epoch": cfg.prune.rewind_epoch,
+    }
+    return settings.snapshot_epoch(flat)
 
 
 def frozen_state_names(model: nn.Module, frozen: list[nn.Module]) -> set[str]:

@@ -100,7 +100,6 @@ def test_a_key_lightning_does_not_take_never_reaches_the_trainer(extended, compo
         "trainer.devices=1",  # which single device: the report used to split on it
         "trainer.num_sanity_val_steps=2",  # the report used to split on it
         "data.detect_batch_size=8",  # the report used to split on it
-        "prune.min_layer_density=0.2",  # a warning threshold: the relaunch check used to see it
         "study=null",
     ],
 )
@@ -135,6 +134,22 @@ def test_a_key_that_does_not_apply_splits_neither_the_cache_nor_the_conditions(
     assert _key(base) == _key(other)
     assert config_changes(resolved(base), other) == []
     assert _conditions(base, other) == []
+
+
+def test_a_key_every_criterion_reads_applies_to_each(compose_cfg):
+    """prune.include names the weights the sparsity is measured over, for distinctiveness too."""
+    flat = flatten(resolved(compose_cfg("data=synthetic", "prune.method=distinctiveness")))
+    assert settings.applies("prune.include", flat)
+    assert not settings.applies("prune.scope", flat)  # magnitude's, gradient's, random's
+
+
+def test_a_dense_job_relaunched_to_keep_theta_k_is_another_job(compose_cfg):
+    """A dense job writes theta_k when prune.rewind=epoch, though no prune.* key applies to it."""
+    base = compose_cfg("data=synthetic")
+    other = compose_cfg("data=synthetic", "prune.rewind=epoch", "prune.rewind_epoch=2")
+    assert _conditions(base, other) == []  # the same dense numbers
+    (change,) = config_changes(resolved(base), other)
+    assert change.startswith("theta_k epoch") and change.endswith("None -> 2")
 
 
 def test_a_dense_job_is_split_by_no_prune_key(compose_cfg):
