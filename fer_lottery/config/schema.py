@@ -345,7 +345,11 @@ class PruneConfig:
     gradual_end: int | None = setting(None, applies=GRADUAL)
     # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
     # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
-    retrain_lr: RetrainLR = setting(RetrainLR.restart, applies=unless("optim.scheduler", "none"))
+    # A gradual stage fine-tunes theta0 with optim's own schedule: there is no retraining.
+    retrain_lr: RetrainLR = setting(
+        RetrainLR.restart,
+        applies=all_of(unless("optim.scheduler", "none"), unless("prune.schedule", "gradual")),
+    )
     # weight: single weights; unit: whole neurons and channels (magnitude: L1 of the incoming
     # filter; gradient: its summed score; random), ratio = the fraction of units removed.
     granularity: Granularity = Granularity.weight

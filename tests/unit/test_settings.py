@@ -119,6 +119,8 @@ def test_keys_that_change_no_number_split_nothing_anywhere(compose_cfg, override
         ("prune.rewind=none", "prune.rewind_epoch=3"),  # read only with rewind=epoch
         ("prune.schedule=oneshot", "prune.gradual_start=2"),  # read only when gradual
         ("optim.scheduler=none", "prune.retrain_lr=final"),  # a constant rate: the same run
+        # A gradual stage has no retraining: the false +0.00 condition of an earlier round.
+        ("optim.scheduler=cosine", "prune.schedule=gradual", "prune.retrain_lr=final"),
         ("prune.method=distinctiveness", "prune.variant=paper_a", "prune.normalize=center"),
         ("optim.name=adam", "optim.momentum=0.5"),  # SGD's
         ("data=synthetic", "data.crop=none"),  # SFEW's face crops
