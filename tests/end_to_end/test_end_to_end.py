@@ -4,6 +4,7 @@ where a launcher's workers need one), at small sizes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,38 @@ def test_parallel_jobs_wait_for_one_dense_run(tmp_path):
     assert sorted(r["dense/cache"] for r in results) == ["hit", "miss"]
     assert len({r["dense/test/acc"] for r in results}) == 1
     assert len(list((tmp_path / "cache" / "dense").glob("*/best.pt"))) == 1
+
+
+def test_an_in_process_cli_run_leaves_no_job_state_behind(tmp_path):
+    """run_cli in-process puts back what a job sets process-wide, so the next test's job does not
+    inherit its launcher, overrides, signal handlers or thread count."""
+    import signal
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    before = (
+        signal.getsignal(signal.SIGTERM),
+        signal.getsignal(signal.SIGINT),
+        torch.get_num_threads(),
+        os.getcwd(),
+    )
+    run_cli(
+        "-m",
+        *TINY_SYNTHETIC_BATCH32,
+        "trainer.max_epochs=1",
+        "threads=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 1
+    assert not HydraConfig.initialized() and not GlobalHydra.instance().is_initialized()
+    after = (
+        signal.getsignal(signal.SIGTERM),
+        signal.getsignal(signal.SIGINT),
+        torch.get_num_threads(),
+        os.getcwd(),
+    )
+    assert after == before
+    assert os.environ.get("FER_LOTTERY_CACHE") != str(tmp_path / "cache")  # the job's env
