@@ -271,7 +271,7 @@ def sweep_cost(repeats: int) -> None:
                 cfg = compose(
                     *[o for o in TINY_JOB if not o.startswith("trainer.max_epochs")],
                     f"trainer.max_epochs={DENSE_EPOCHS}",
-                    "prune.retrain_epochs=1",
+                    "retrain.epochs=1",
                     f"cache_dense={str(cache).lower()}",
                     f"cache_dir={tmp}/cache",
                     f"prune.ratio={ratio}",

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
+from fer_lottery.config.renamed import old_spelling
 from fer_lottery.core import paths
 from fer_lottery.core.errors import DiskFullError, FerLotteryError, no_space
 from fer_lottery.job import termination
@@ -112,8 +113,19 @@ def _failed(exc: Exception, run_dir: Path, hydra_cfg) -> float:
     return float("nan")
 
 
+def main() -> float | None:
+    """``python -m fer_lottery [overrides]``: a moved setting's old spelling is refused in one line
+    that gives the new one (``config.renamed``), before Hydra composes anything; then the job, or
+    the sweep."""
+    moved = old_spelling(sys.argv[1:])
+    if moved:
+        print(f"fer_lottery: {moved}", file=sys.stderr)
+        sys.exit(2)
+    return _job()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def _job(cfg: DictConfig) -> float:
     _quiet_warnings()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

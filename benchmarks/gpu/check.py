@@ -64,7 +64,7 @@ DRY = {
     "packing": ["--jobs", "1,2"],
     "table2": [
         "debug=tiny",
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "trainer.max_epochs=1",
         "prune.ratio=0.5,0.9",  # the command line's sweep wins over the preset's five ratios
     ],

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lottery.config import settings
 from fer_lottery.config.checks import check_angle, check_norm_std, validate
+from fer_lottery.config.renamed import upgrade
 from fer_lottery.config.schema import Config, choices, enum_value
 from fer_lottery.config.sweeps import swept_dirname
 from fer_lottery.core.criteria import prunes
@@ -95,10 +96,11 @@ def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
     the job (``config.settings``): a key that applies to neither is no change, whatever its
     values.
 
-    A key the recorded config lacks, set now to its schema default, is no change: an older
-    version wrote that config before the key existed, and a new key's default always does what
-    the versions before it did (``prune.stability=false``, say)."""
-    old_flat, new_flat = flatten(recorded), flatten(resolved(cfg))
+    A recorded config from before a key moved (``config.renamed``) is read with the key at its
+    new place. A key the recorded config lacks, set now to its schema default, is no change: an
+    older version wrote that config before the key existed, and a new key's default always does what
+    the versions before it did (``stability.enabled=false``, say)."""
+    old_flat, new_flat = flatten(upgrade(recorded)), flatten(resolved(cfg))
     old, new = settings.effective(old_flat), settings.effective(new_flat)
     defaults = schema_defaults()
     changes = [
@@ -109,9 +111,9 @@ def config_changes(recorded: dict, cfg: DictConfig) -> list[str]:
     ]
     # What the dense stage writes besides its numbers: theta_k, for every job of a sweep.
     k_old, k_new = settings.snapshot_epoch(old_flat), settings.snapshot_epoch(new_flat)
-    if k_old != k_new and not any(c.startswith("prune.rewind") for c in changes):
+    if k_old != k_new and not any(c.startswith("retrain.rewind") for c in changes):
         changes.append(
-            f"theta_k epoch (prune.rewind=epoch, prune.rewind_epoch): {k_old} -> {k_new}"
+            f"theta_k epoch (retrain.rewind=epoch, retrain.rewind_epoch): {k_old} -> {k_new}"
         )
     return changes
 

@@ -115,7 +115,7 @@ def validate(cfg: DictConfig) -> None:
             "need 0 < min <= max <= 1"
         )
     _validate_devices(trainer)
-    _validate_prune(cfg.prune, trainer.max_epochs)
+    _validate_prune(cfg, trainer.max_epochs)
 
 
 SPLIT_FIX = (
@@ -190,40 +190,44 @@ def _validate_devices(trainer: DictConfig) -> None:
     )
 
 
-def _validate_prune(prune: DictConfig, max_epochs: int) -> None:
-    if prune.retrain_epochs == 0 and enum_value(prune.rewind) != "none":
+def _validate_prune(cfg: DictConfig, max_epochs: int) -> None:
+    retrain = cfg.retrain
+    if retrain.epochs == 0 and enum_value(retrain.rewind) != "none":
         raise ConfigError(
-            f"prune.retrain_epochs=0 tests the pruned model as it is, so prune.rewind="
-            f"{enum_value(prune.rewind)} would test untrained weights: use prune.rewind=none"
+            f"retrain.epochs=0 tests the pruned model as it is, so retrain.rewind="
+            f"{enum_value(retrain.rewind)} would test untrained weights: use retrain.rewind=none"
         )
-    if enum_value(prune.rewind) == "epoch" and not 0 <= prune.rewind_epoch <= max_epochs:
+    if enum_value(retrain.rewind) == "epoch" and not 0 <= retrain.rewind_epoch <= max_epochs:
         raise ConfigError(
-            f"prune.rewind_epoch={prune.rewind_epoch} must be in 0..trainer.max_epochs "
-            f"({max_epochs}) for prune.rewind=epoch"
+            f"retrain.rewind_epoch={retrain.rewind_epoch} must be in 0..trainer.max_epochs "
+            f"({max_epochs}) for retrain.rewind=epoch"
         )
-    _validate_score_at(prune)
-    _validate_gradual(prune, max_epochs)
-    _validate_stability(prune)
+    _validate_score_at(cfg)
+    _validate_gradual(cfg, max_epochs)
+    _validate_stability(cfg)
 
 
-def gradual_epochs(prune: DictConfig, max_epochs: int) -> tuple[int, int, int]:
+def gradual_epochs(cfg: DictConfig, max_epochs: int) -> tuple[int, int, int]:
     """A gradual stage's (epochs, first pruning epoch, epoch that reaches ``prune.ratio``):
-    ``prune.retrain_epochs`` (null: ``trainer.max_epochs``), ``gradual_start``, ``gradual_end``
-    (null: half the stage). The one home of these defaults: the check and the stage read it."""
-    epochs = prune.retrain_epochs if prune.retrain_epochs is not None else max_epochs
-    end = prune.gradual_end if prune.gradual_end is not None else epochs // 2
-    return epochs, prune.gradual_start, end
+    ``retrain.epochs`` (null: ``trainer.max_epochs``), ``prune.gradual.start`` and
+    ``prune.gradual.end`` (null: half the stage). The one home of these defaults: the check and
+    the stage read it."""
+    epochs = cfg.retrain.epochs if cfg.retrain.epochs is not None else max_epochs
+    gradual = cfg.prune.gradual
+    end = gradual.end if gradual.end is not None else epochs // 2
+    return epochs, gradual.start, end
 
 
-def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
+def _validate_gradual(cfg: DictConfig, max_epochs: int) -> None:
     """``prune.schedule=gradual`` is magnitude pruning of weights while theta0 fine-tunes."""
+    prune = cfg.prune
     if enum_value(prune.schedule) != "gradual" or enum_value(prune.method) == "none":
         return
     odd = {
         "prune.method": (enum_value(prune.method), "magnitude"),
         "prune.granularity": (enum_value(prune.granularity), "weight"),
         "prune.score_at": (enum_value(prune.score_at), "finetuned"),
-        "prune.rewind": (enum_value(prune.rewind), "none"),
+        "retrain.rewind": (enum_value(cfg.retrain.rewind), "none"),
         "prune.iterations": (prune.iterations, 1),
     }
     for key, (value, wanted) in odd.items():
@@ -233,32 +237,33 @@ def _validate_gradual(prune: DictConfig, max_epochs: int) -> None:
                 f"of weights during one fine-tune from theta0; use {key}={wanted}, or "
                 "prune.schedule=oneshot"
             )
-    epochs, _, end = gradual_epochs(prune, max_epochs)
-    if epochs < 1 or not 0 <= prune.gradual_start <= end < epochs:
+    epochs, _, end = gradual_epochs(cfg, max_epochs)
+    if epochs < 1 or not 0 <= prune.gradual.start <= end < epochs:
         raise ConfigError(
-            f"prune.gradual_start={prune.gradual_start}, prune.gradual_end={end} in a gradual "
-            f"stage of {epochs} epoch(s) (prune.retrain_epochs, null: trainer.max_epochs): "
-            f"need 0 <= gradual_start <= gradual_end < {max(epochs, 1)}"
+            f"prune.gradual.start={prune.gradual.start}, prune.gradual.end={end} in a gradual "
+            f"stage of {epochs} epoch(s) (retrain.epochs, null: trainer.max_epochs): "
+            f"need 0 <= start <= end < {max(epochs, 1)}"
         )
 
 
-def _validate_stability(prune: DictConfig) -> None:
-    """``prune.stability=true`` retrains the pruned network twice and walks the line between."""
-    if not prune.stability or not prunes(prune.method, prune.ratio):
+def _validate_stability(cfg: DictConfig) -> None:
+    """``stability.enabled=true`` retrains the pruned network twice and walks the line between."""
+    prune, stability = cfg.prune, cfg.stability
+    if not stability.enabled or not prunes(prune.method, prune.ratio):
         return  # a dense job of a stability sweep (prune.ratio=0) is the dense model alone
-    if prune.retrain_epochs == 0:
+    if cfg.retrain.epochs == 0:
         raise ConfigError(
-            "prune.stability=true with prune.retrain_epochs=0: there is no retraining to repeat; "
-            "set prune.retrain_epochs to at least 1, or prune.stability=false"
+            "stability.enabled=true with retrain.epochs=0: there is no retraining to repeat; "
+            "set retrain.epochs to at least 1, or stability.enabled=false"
         )
     if enum_value(prune.schedule) == "gradual":
         raise ConfigError(
-            "prune.stability=true with prune.schedule=gradual: the stability analysis repeats a "
+            "stability.enabled=true with prune.schedule=gradual: the stability analysis repeats a "
             "retraining from fixed start weights and mask; use prune.schedule=oneshot"
         )
-    if prune.stability_points < 3 or prune.stability_points % 2 == 0:
+    if stability.points < 3 or stability.points % 2 == 0:
         raise ConfigError(
-            f"prune.stability_points={prune.stability_points} must be odd and at least 3, so "
+            f"stability.points={stability.points} must be odd and at least 3, so "
             "that the midpoint alpha=0.5 is on the path (the default 11: alpha 0, 0.1, ..., 1)"
         )
 
@@ -267,11 +272,12 @@ def _validate_stability(prune: DictConfig) -> None:
 SCORE_AT_PRETRAINED = ("magnitude", "gradient", "random")
 
 
-def _validate_score_at(prune: DictConfig) -> None:
+def _validate_score_at(cfg: DictConfig) -> None:
     """``prune.score_at=pretrained`` prunes before fine-tuning: the masked theta0 trains."""
+    prune = cfg.prune
     if enum_value(prune.score_at) != "pretrained":
         return
-    method, rewind = enum_value(prune.method), enum_value(prune.rewind)
+    method, rewind = enum_value(prune.method), enum_value(cfg.retrain.rewind)
     if method not in (*SCORE_AT_PRETRAINED, "none"):
         raise ConfigError(
             f"prune.score_at=pretrained with prune.method={method}: only "
@@ -281,8 +287,8 @@ def _validate_score_at(prune: DictConfig) -> None:
     if rewind not in ("pretrained", "random"):
         raise ConfigError(
             f"prune.score_at=pretrained prunes before fine-tuning, so the masked theta0 is what "
-            f"trains, and prune.rewind={rewind} would start from other weights: use "
-            "prune.rewind=pretrained (or random, the re-initialised control)"
+            f"trains, and retrain.rewind={rewind} would start from other weights: use "
+            "retrain.rewind=pretrained (or random, the re-initialised control)"
         )
     if prune.iterations != 1:
         raise ConfigError(
@@ -300,13 +306,14 @@ def check_range(key: str, value: object) -> None:
 
 
 def check_angle(angle: float) -> None:
-    """Distinctiveness' threshold tau, as ``prune.angle`` declares it: 0 < tau <= 90 degrees."""
-    check_range("prune.angle", angle)
+    """Distinctiveness' threshold tau, as ``prune.distinctiveness.angle`` declares it:
+    0 < tau <= 90 degrees."""
+    check_range("prune.distinctiveness.angle", angle)
 
 
 def check_norm_std(norm_std: float | None) -> None:
-    """paper B's norm filter, as ``prune.norm_std`` declares it: null, or k >= 0."""
-    check_range("prune.norm_std", norm_std)
+    """paper B's norm filter, as ``prune.distinctiveness.norm_std`` declares it: null, or k >= 0."""
+    check_range("prune.distinctiveness.norm_std", norm_std)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

@@ -284,7 +284,7 @@ class Variant(str, Enum):
 
 # The distinctiveness options a paper rule's published code does not have: the rule ignores them
 # (``applies``), so they split neither the dense cache nor the report's rows.
-HONEST = when("prune.variant", Variant.honest.value)
+HONEST = when("prune.distinctiveness.variant", Variant.honest.value)
 
 
 class UnitNormalize(str, Enum):
@@ -297,31 +297,15 @@ ANGLE_MAX = 90.0
 
 
 GRADUAL = when("prune.schedule", PruneSchedule.gradual.value)
-STABILITY = when("prune.stability", True)
+STABILITY = when("stability.enabled", True)
 
 
 @dataclass
-class PruneConfig:
-    """What to prune after the dense fine-tune, and which weights to retrain from.
+class DistinctivenessConfig:
+    """Distinctiveness' own options (Gedeon): ``prune.method=distinctiveness`` reads them, and no
+    other criterion does."""
 
-    ``ratio`` 0 (the default) trains the dense model only; ``-m prune.ratio=0.5,0.9,0.95``
-    fine-tunes once and prunes at three ratios.
-    """
-
-    method: PruneMethod = PruneMethod.magnitude
-    # Fraction of prunable weights to remove (magnitude, random); 0: dense only.
-    ratio: float = setting(0.0, check=between(0, 1, high_inclusive=False))
-    scope: PruneScope = PruneScope["global"]
-    include: list[str] = field(default_factory=lambda: ["*"])  # module-name globs of the
-    # conv/linear weights that may be pruned
-    rewind: RewindMode = RewindMode.none
-    # k for rewind=epoch: the weights after k dense epochs (0..trainer.max_epochs: config.checks).
-    rewind_epoch: int = setting(1, applies=when("prune.rewind", "epoch"))
-    # >1: IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains.
-    iterations: int = setting(1, check=at_least(1))
-    # null: trainer.max_epochs; 0: test the pruned model as is.
-    retrain_epochs: int | None = setting(None, check=at_least(0, null=True))
-    # Distinctiveness (Gedeon): angle threshold tau in degrees, and its options.
+    # The angle threshold tau in degrees: pairs of units closer than tau are merged.
     angle: float = setting(
         15.0, check=between(0, ANGLE_MAX, "tau, in degrees", low_inclusive=False, finite=True)
     )
@@ -331,44 +315,92 @@ class PruneConfig:
     # Paper B's pre-filter: k standard deviations of the norms.
     norm_std: float | None = setting(
         None,
-        applies=unless("prune.variant", Variant.paper_a.value),
+        applies=unless("prune.distinctiveness.variant", Variant.paper_a.value),
         check=at_least(0, null=True),
     )
     variant: Variant = Variant.honest
     layers: list[str] | None = None  # module names to restrict to, e.g. [classifier.4] (fc7)
-    seed: int | None = None  # random pruning / re-init seed; null: the run's seed
-    # oneshot: prune after the dense fine-tune; gradual: one fine-tune of theta0 for
-    # retrain_epochs, pruned at each epoch start from gradual_start to gradual_end (null: half
-    # the stage) to s = ratio * (1 - (1 - (e - start) / (end - start))^3), then at ratio.
-    schedule: PruneSchedule = PruneSchedule.oneshot
-    gradual_start: int = setting(0, applies=GRADUAL)
-    gradual_end: int | None = setting(None, applies=GRADUAL)
-    # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
-    # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
-    # A gradual stage fine-tunes theta0 with optim's own schedule: there is no retraining.
-    retrain_lr: RetrainLR = setting(
-        RetrainLR.restart,
-        applies=all_of(unless("optim.scheduler", "none"), unless("prune.schedule", "gradual")),
-    )
+
+
+@dataclass
+class GradualConfig:
+    """``prune.schedule=gradual``: one fine-tune of theta0 for ``retrain.epochs``, pruned at each
+    epoch start from ``start`` to ``end`` (null: half the stage) to
+    s = ratio * (1 - (1 - (e - start) / (end - start))^3), then at ratio (Zhu & Gupta)."""
+
+    start: int = setting(0, applies=GRADUAL)
+    end: int | None = setting(None, applies=GRADUAL)
+
+
+@dataclass
+class PruneConfig:
+    """What is removed after the dense fine-tune: the criterion, how much, where, and on what
+    schedule.
+
+    ``ratio`` 0 (the default) trains the dense model only; ``-m prune.ratio=0.5,0.9,0.95``
+    fine-tunes once and prunes at three ratios. What the pruned network then trains from is
+    ``retrain``; the stability analysis of the retrained ticket is ``stability``.
+    """
+
+    method: PruneMethod = PruneMethod.magnitude
+    # Fraction of prunable weights to remove (magnitude, random); 0: dense only.
+    ratio: float = setting(0.0, check=between(0, 1, high_inclusive=False))
+    scope: PruneScope = PruneScope["global"]
+    include: list[str] = field(default_factory=lambda: ["*"])  # module-name globs of the
+    # conv/linear weights that may be pruned
     # weight: single weights; unit: whole neurons and channels (magnitude: L1 of the incoming
     # filter; gradient: its summed score; random), ratio = the fraction of units removed.
     granularity: Granularity = Granularity.weight
     # Which weights are scored: the fine-tuned ones, or theta0 (prune before fine-tuning: the
-    # masked theta0 is trained for retrain_epochs; needs rewind=pretrained or random).
+    # masked theta0 is trained for retrain.epochs; needs retrain.rewind=pretrained or random).
     score_at: ScoreAt = ScoreAt.finetuned
+    seed: int | None = None  # random pruning / re-init seed; null: the run's seed
     # A layer left with less than this fraction of its weights is warned about and counted
     # (prune/layers_near_collapse): layer collapse, a known failure of global criteria.
     # (It changes prune/layers_near_collapse, a number the job records.)
     min_layer_density: float = setting(0.01, check=between(0, 1, "a fraction"))
-    # Linear mode connectivity (Frankle et al. 2020): retrain the pruned network a second time
-    # (stage ``stability``) from the same start weights and mask with other SGD noise (batch
-    # order, augmentation and dropout seeded by stability_seed; null: derived from seed), then
-    # evaluate the straight line between the two retrained models at stability_points values of
-    # alpha, BatchNorm statistics recomputed on the training split at each point.
-    stability: bool = False
-    stability_seed: int | None = setting(None, applies=STABILITY)
+    # oneshot: prune after the dense fine-tune, then retrain; gradual: prune while fine-tuning
+    # theta0 (``gradual``).
+    schedule: PruneSchedule = PruneSchedule.oneshot
+    # >1: IMP rounds; each prunes 1-(1-ratio)^(1/n) of what remains, then retrains.
+    iterations: int = setting(1, check=at_least(1))
+    gradual: GradualConfig = field(default_factory=GradualConfig)
+    distinctiveness: DistinctivenessConfig = field(default_factory=DistinctivenessConfig)
+
+
+@dataclass
+class RetrainConfig:
+    """How the pruned network trains: from which weights (the lottery ticket question), for how
+    long, and at which learning rate. Nothing here applies to a job that does not prune."""
+
+    rewind: RewindMode = RewindMode.none
+    # k for rewind=epoch: the weights after k dense epochs (0..trainer.max_epochs: config.checks).
+    rewind_epoch: int = setting(1, applies=when("retrain.rewind", "epoch"))
+    # null: trainer.max_epochs; 0: test the pruned model as is. Under prune.schedule=gradual, the
+    # length of the gradual stage.
+    epochs: int | None = setting(None, check=at_least(0, null=True))
+    # What the retraining's learning rate does (optim.scheduler): restart the schedule, or
+    # stay at the dense stage's last learning rate. The same with optim.scheduler=none.
+    # A gradual stage fine-tunes theta0 with optim's own schedule: there is no retraining.
+    lr: RetrainLR = setting(
+        RetrainLR.restart,
+        applies=all_of(unless("optim.scheduler", "none"), unless("prune.schedule", "gradual")),
+    )
+
+
+@dataclass
+class StabilityConfig:
+    """Linear mode connectivity (Frankle et al. 2020), an analysis of the retrained ticket:
+    retrain the pruned network a second time (stage ``stability``) from the same start weights
+    and mask with other SGD noise (batch order, augmentation and dropout seeded by ``seed``;
+    null: derived from the run's seed), then evaluate the straight line between the two
+    retrained models at ``points`` values of alpha, BatchNorm statistics recomputed on the
+    training split at each point."""
+
+    enabled: bool = False
+    seed: int | None = setting(None, applies=STABILITY)
     # Odd and at least 3, so that alpha=0.5 is on the path (config.checks).
-    stability_points: int = setting(11, applies=STABILITY)
+    points: int = setting(11, applies=STABILITY)
 
 
 @dataclass
@@ -378,6 +410,8 @@ class Config:
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
     prune: PruneConfig = field(default_factory=PruneConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
     seed: int = 1
     # Face crops (crops/) and dense fine-tunes shared by sweep jobs (dense/) live here.
     cache_dir: str = setting("${oc.env:FER_LOTTERY_CACHE,.cache/fer_lottery}", changes=NOTHING)

@@ -10,9 +10,10 @@ This is the one home of those rules. What follows from them:
 - the Trainer's arguments (``training.stage.trainer_kwargs``): the ``trainer`` keys Lightning
   takes.
 
-Two rules hold for every ``prune.*`` key besides its own ``applies``: none applies to a job that
-does not prune (``core.criteria.prunes``), and an option of some criteria (``Entry.options`` in
-``core.criteria``) applies only under a criterion that has it.
+Two rules hold besides each key's own ``applies``: no ``prune.*``, ``retrain.*`` or
+``stability.*`` key applies to a job that does not prune (``core.criteria.prunes``), and an
+option of some criteria (``Entry.options`` in ``core.criteria``: ``prune.distinctiveness.*``,
+``prune.gradual.*``, ...) applies only under a criterion that has it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from fer_lottery.core.criteria import STRATEGIES, prunes
 
 # The schema the settings are read from (a test may put an extended one here).
 SCHEMA: type = Config
-# A section's effect where its keys do not declare one; every other key changes the dense stage.
-SECTION_CHANGES = {"prune": PRUNING}
-# prune.* keys that are some criteria's own options.
+# The sections of what follows the dense stage: none of their keys applies to a job that does
+# not prune. A key there changes only what follows the dense stage unless it declares otherwise;
+# every other key changes the dense stage.
+PRUNING_SECTIONS = ("prune", "retrain", "stability")
+SECTION_CHANGES = dict.fromkeys(PRUNING_SECTIONS, PRUNING)
+# prune.* keys (or groups, prune.<group>.*) that are some criteria's own options.
 CRITERION_OPTIONS = frozenset(key for entry in STRATEGIES.values() for key in entry.options)
 
 
@@ -92,11 +96,12 @@ def changes(key: str) -> str:
 
 def applies(key: str, flat: Mapping[str, Any]) -> bool:
     """Whether a job with the flat config ``flat`` reads ``key`` at all."""
-    if key.startswith("prune."):
+    section = key.split(".")[0]
+    if section in PRUNING_SECTIONS:
         method = flat.get("prune.method")
         if method is not None and not prunes(method, flat.get("prune.ratio")):
             return False
-        name = key.split(".")[1]
+        name = key.split(".")[1] if section == "prune" else None
         entry = STRATEGIES.get(method)
         if name in CRITERION_OPTIONS and entry is not None and name not in entry.options:
             return False
@@ -116,10 +121,10 @@ def effective(flat: Mapping[str, Any], effects: Iterable[str] = (DENSE, PRUNING)
 
 
 def snapshot_epoch(flat: Mapping[str, Any]) -> int | None:
-    """The dense epoch whose weights ``prune.rewind=epoch`` needs (theta_k), else None. The
+    """The dense epoch whose weights ``retrain.rewind=epoch`` needs (theta_k), else None. The
     dense stage writes theta_k whether or not the job prunes (its dense model serves the sweep's
     pruning jobs), so this follows from the two keys even where no ``prune.*`` key applies."""
-    return int(flat["prune.rewind_epoch"]) if flat.get("prune.rewind") == "epoch" else None
+    return int(flat["retrain.rewind_epoch"]) if flat.get("retrain.rewind") == "epoch" else None
 
 
 def no_effect(key: str) -> bool:

@@ -42,7 +42,7 @@ def swept_dirname(sweep_dir: str, task_overrides) -> str:
 
 
 # Always shown in TensorBoard's hparams tab, swept or not: what a row of the tab is.
-IDENTITY_KEYS = ("prune.method", "prune.ratio", "prune.rewind", "seed")
+IDENTITY_KEYS = ("prune.method", "prune.ratio", "retrain.rewind", "seed")
 
 
 def swept_params(cfg) -> dict[str, object]:

@@ -18,8 +18,8 @@ class Entry:
 
     module: str  # defines ``STRATEGY``
     uses_ratio: bool = True  # prune.ratio sets how much it prunes (0: the job stays dense)
-    options: tuple[str, ...] = ()  # prune.* keys only this criterion reads (the report blanks
-    # them in other criteria's rows)
+    options: tuple[str, ...] = ()  # prune.* keys (or groups: prune.gradual.*) only this
+    # criterion reads (they apply to no other criterion's job)
 
 
 # The options of the criteria that score weights (or units) and prune prune.ratio of them.
@@ -30,14 +30,14 @@ WEIGHT_OPTIONS = ("ratio", "scope", "score_at", "granularity")
 STRATEGIES: dict[str, Entry] = {
     "magnitude": Entry(
         "fer_lottery.pruning.magnitude",
-        options=(*WEIGHT_OPTIONS, "gradual_start", "gradual_end"),
+        options=(*WEIGHT_OPTIONS, "gradual"),
     ),
     "gradient": Entry("fer_lottery.pruning.gradient", options=WEIGHT_OPTIONS),
     "random": Entry("fer_lottery.pruning.random", options=WEIGHT_OPTIONS),
     "distinctiveness": Entry(
         "fer_lottery.pruning.distinctiveness",
         uses_ratio=False,
-        options=("angle", "complementary", "normalize", "norm_std", "variant", "layers"),
+        options=("distinctiveness",),
     ),
 }
 

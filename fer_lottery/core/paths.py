@@ -61,7 +61,7 @@ DENSE = "dense"
 QUARANTINE = "quarantine"
 THETA0 = "theta0.pt"  # the weights before fine-tuning
 BEST = "best.pt"  # the dense model's best-validation weights
-THETA_K = "theta_k.pt"  # the weights after prune.rewind_epoch dense epochs
+THETA_K = "theta_k.pt"  # the weights after retrain.rewind_epoch dense epochs
 ENTRY_METRICS = "metrics.json"
 
 

@@ -65,7 +65,7 @@ def dense_stage(
     cache key (``store.dense_cache.dense_key``).
 
     Returns the dense metrics and the states to rewind to: ``theta0`` (before fine-tuning) and
-    ``theta_k`` (after ``prune.rewind_epoch`` epochs, when ``prune.rewind=epoch``).
+    ``theta_k`` (after ``retrain.rewind_epoch`` epochs, when ``retrain.rewind=epoch``).
     """
     k = snapshot_epoch(cfg)
     theta0 = {n: v.detach().cpu().clone() for n, v in module.model.state_dict().items()}

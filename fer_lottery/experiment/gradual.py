@@ -1,9 +1,9 @@
 """The gradual stage (``prune.schedule=gradual``): prune while fine-tuning, from theta0.
 
 Gradual magnitude pruning (Zhu & Gupta 2017; SparseML's GMP, jaxpruner's ``PolynomialSchedule``)
-trains theta0 for ``prune.retrain_epochs`` epochs (null: ``trainer.max_epochs``) as stage
+trains theta0 for ``retrain.epochs`` epochs (null: ``trainer.max_epochs``) as stage
 ``gradual``, recomputing the magnitude mask at the start of each epoch on the cubic schedule
-(``pruning.mask_callbacks.GradualPruning``) until ``prune.gradual_end``, and keeping it applied. The
+(``pruning.mask_callbacks.GradualPruning``) until ``prune.gradual.end``, and keeping it applied. The
 best validation epoch is chosen among those at the final sparsity, so the model tested is at
 exactly ``prune.ratio``. The dense stage still runs (or comes from the cache) for the report's
 dense columns; the gradual stage itself cannot come from the dense cache, since its weights
@@ -45,7 +45,7 @@ def gradual_prune(
     names = prunable_weights(model, list(cfg.prune.include))
     model.load_state_dict(states["theta0"])
     check = check_start_weights(model, states["theta0"], Mask({}), "pretrained")
-    epochs, start, end = gradual_epochs(cfg.prune, cfg.trainer.max_epochs)
+    epochs, start, end = gradual_epochs(cfg, cfg.trainer.max_epochs)
     pruning = GradualPruning(names, cfg.prune.ratio, enum_value(cfg.prune.scope), start, end)
     module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
     stage = Stage(

@@ -3,7 +3,7 @@
 Each round asks the configured criterion (``core.criteria``) for a mask at that round's
 ratio, applies it, measures the accuracy right after pruning, sets the start weights
 (``pruning.rewind``) and retrains with the mask kept applied (``KeepMasked``), or, with
-``prune.retrain_epochs=0``, tests the pruned model as it is.
+``retrain.epochs=0``, tests the pruned model as it is.
 """
 
 from __future__ import annotations
@@ -91,18 +91,18 @@ def retrain(
     names: list[str],
     noise: tuple[int, str] | None = None,
 ) -> dict:
-    """Retrain the masked model for ``prune.retrain_epochs`` (0: test it as it is); ``noise``
+    """Retrain the masked model for ``retrain.epochs`` (0: test it as it is); ``noise``
     seeds its SGD noise (``train_stage``)."""
     module = FERClassifier(model, retrain_optim(cfg), datamodule.class_names, frozen)
     extra = {"prune/sparsity": zero_fraction(model, names)}
     hparams = swept_params(cfg)
-    if cfg.prune.retrain_epochs == 0:  # paper B: the pruned model is tested as it is
+    if cfg.retrain.epochs == 0:  # paper B: the pruned model is tested as it is
         pruned = Stage("pruned", hparams=hparams, extra_metrics=extra)
         return test_stage(cfg, datamodule, module, run_dir, pruned)
     retraining = Stage(
         stage,
         callbacks=[KeepMasked(mask), FreshOptimizer()],
-        max_epochs=cfg.prune.retrain_epochs,
+        max_epochs=cfg.retrain.epochs,
         hparams=hparams,
         extra_metrics=extra,
         noise=noise,
@@ -141,8 +141,8 @@ def prune_and_retrain(
     """Prune the dense model (``prune.iterations`` rounds), rewind or continue, retrain each round.
 
     With ``prune.score_at=pretrained`` the criterion scores theta0 instead (one round), and the
-    masked theta0 retrains (``prune.rewind=pretrained``): pruning before fine-tuning. With
-    ``prune.stability=true`` the last round retrains once more (``stability_analysis``).
+    masked theta0 retrains (``retrain.rewind=pretrained``): pruning before fine-tuning. With
+    ``stability.enabled=true`` the last round retrains once more (``stability_analysis``).
 
     Returns the final stage's metrics and the pruning keys for results.json.
     """
@@ -162,7 +162,7 @@ def prune_and_retrain(
         mask = pruned.mask
         info["prune/rewind_check"] = set_start_weights(cfg, model, states, mask, frozen_names)
         stage = "retrain" if n == 1 else f"retrain{r}"
-        start_state = clone_state(model) if cfg.prune.stability and r == n else None
+        start_state = clone_state(model) if cfg.stability.enabled and r == n else None
         final = retrain(cfg, datamodule, model, frozen, mask, run_dir, stage, names)
         seconds.add_stage(final)
         rounds.append(replace(pruned, mask=Mask({})))  # its keys and units; the mask is ``mask``

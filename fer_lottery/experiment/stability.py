@@ -1,13 +1,13 @@
-"""``prune.stability=true``: is the retrained ticket stable to SGD noise? (linear mode
+"""``stability.enabled=true``: is the retrained ticket stable to SGD noise? (linear mode
 connectivity, Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ticket
 Hypothesis").
 
 After the last round's retraining (A), the same pruned start weights retrain again with the
 same mask as stage ``stability`` (B), for as many epochs, with other SGD noise: its batch order,
-augmentation and dropout come from ``prune.stability_seed`` (null: derived from ``seed``) under
+augmentation and dropout come from ``stability.seed`` (null: derived from ``seed``) under
 the first retraining's stage name, so B with A's seed repeats A exactly. Then the straight line
 between the two final models (each the best-validation epoch of its stage) is evaluated at
-``prune.stability_points`` values of alpha in [0, 1], the BatchNorm statistics recomputed on the
+``stability.points`` values of alpha in [0, 1], the BatchNorm statistics recomputed on the
 training split at every point (``training.connectivity``). The error barrier is the highest
 test error on the path minus the mean of the two ends; a barrier near 0 means the two
 retrainings found one linearly connected minimum: the ticket is stable. The job's final model,
@@ -36,9 +36,9 @@ STAGE = "stability"
 
 
 def stability_seed(cfg: DictConfig) -> int:
-    """The seed of the second retraining's SGD noise: ``prune.stability_seed``, or one derived
+    """The seed of the second retraining's SGD noise: ``stability.seed``, or one derived
     from the run's ``seed``."""
-    own = cfg.prune.get("stability_seed")
+    own = cfg.stability.seed
     return int(own) if own is not None else derived_seed(cfg.seed, "stability")
 
 
@@ -71,7 +71,7 @@ def stability_analysis(
         cfg, datamodule, model, frozen, mask, run_dir, STAGE, names, (seed_b, first_stage)
     )
     b = clone_state(model)
-    points = int(cfg.prune.stability_points)
+    points = int(cfg.stability.points)
     alphas = [round(float(x), 6) for x in np.linspace(0.0, 1.0, points)]
     rows = evaluate_path(model, frozen, a, b, alphas, datamodule, cfg)
     # What the recomputation is for: the midpoint with the two ends' statistics averaged.

@@ -2,7 +2,7 @@
 one line naming the key and the fix: the name, the weights, ``model.frozen_layers``,
 ``data.image_size``, batches of one while BatchNorm trains, the paper rules' backbones, and
 the globs that must match a unit layer (``prune.include`` with ``prune.granularity=unit``,
-``prune.layers`` with distinctiveness).
+``prune.distinctiveness.layers`` with distinctiveness).
 
 ``config.checks.validate`` checks what the config alone decides, without torch; this module
 builds the backbone on the meta device (``backbone.describe``: no weights, no memory).
@@ -58,15 +58,16 @@ def check_model(cfg: DictConfig) -> None:
             f"at least 2 images per batch: use data.batch_size=2 or more (or freeze them: "
             f"model.frozen_layers={d.batchnorm_groups})"
         )
-    variant = enum_value(prune.variant)
+    variant = enum_value(prune.distinctiveness.variant)
     if (
         enum_value(prune.method) == "distinctiveness"
         and variant != Variant.honest.value
         and name not in PAPER_BACKBONES
     ):
         raise ConfigError(
-            f"prune.variant={variant} reproduces what that paper's code did on "
-            f"{' and '.join(PAPER_BACKBONES)}, not on {name}: use prune.variant=honest"
+            f"prune.distinctiveness.variant={variant} reproduces what that paper's code did on "
+            f"{' and '.join(PAPER_BACKBONES)}, not on {name}: use "
+            "prune.distinctiveness.variant=honest"
         )
     _check_unit_globs(cfg, name)
 
@@ -75,7 +76,7 @@ def _check_unit_globs(cfg: DictConfig, name: str) -> None:
     """Unit pruning and distinctiveness need unit layers that their globs match: found on a
     random-init model (``models.units``; the job finds the same ones from the cache)."""
     prune = cfg.prune
-    method, variant = enum_value(prune.method), enum_value(prune.variant)
+    method, variant = enum_value(prune.method), enum_value(prune.distinctiveness.variant)
     unit = enum_value(prune.get("granularity", "weight")) == "unit" and method != "distinctiveness"
     distinct = method == "distinctiveness" and variant != Variant.paper_a.value
     if not run_prunes(cfg) or not (unit or distinct):
@@ -94,9 +95,9 @@ def _check_unit_globs(cfg: DictConfig, name: str) -> None:
                 f"prune.include={include} matches none of the unit layers of {name} "
                 f"({', '.join(units) or 'none'}): widen it (python -m fer_lottery.models {name})"
             )
-    for pattern in list(prune.layers or []) if distinct else []:
+    for pattern in list(prune.distinctiveness.layers or []) if distinct else []:
         if not any(fnmatch(u, pattern) for u in units):
             raise ConfigError(
-                f"prune.layers: {pattern!r} matches no unit layer of {name}; choose from "
-                f"{', '.join(units) or 'none'}"
+                f"prune.distinctiveness.layers: {pattern!r} matches no unit layer of {name}; "
+                f"choose from {', '.join(units) or 'none'}"
             )

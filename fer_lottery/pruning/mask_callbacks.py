@@ -152,7 +152,7 @@ class FreshOptimizer(pl.Callback):
 class SnapshotAtEpoch(pl.Callback):
     """Write the model's full state (parameters and buffers) after epoch ``k`` to ``path``.
 
-    This is theta_k for ``prune.rewind=epoch`` (k >= 1; theta_0 is the state before training).
+    This is theta_k for ``retrain.rewind=epoch`` (k >= 1; theta_0 is the state before training).
     The snapshot lives in its own file, never in the callback's checkpoint state, so restoring a
     checkpoint (a resume, or ``trainer.test(ckpt_path=best)`` with a best epoch before k) can
     neither lose it nor replace it. It is taken when epoch k's validation starts (before that

@@ -1,9 +1,9 @@
-"""Rewinding: which weights the pruned network retrains from (``prune.rewind``).
+"""Rewinding: which weights the pruned network retrains from (``retrain.rewind``).
 
 - ``none``: keep the fine-tuned weights (continuation);
 - ``pretrained``: all of theta0, the weights before fine-tuning (every parameter and BN buffer):
   the lottery ticket from a pretrained start;
-- ``epoch``: theta_k, the weights after ``prune.rewind_epoch`` dense epochs;
+- ``epoch``: theta_k, the weights after ``retrain.rewind_epoch`` dense epochs;
 - ``random``: a fresh random initialisation of what trains (the control).
 
 The frozen layers (``model.frozen_layers``) keep their loaded weights under every mode, since
@@ -30,10 +30,10 @@ from fer_lottery.pruning.mask import Mask
 
 
 def snapshot_epoch(cfg: DictConfig) -> int | None:
-    """The dense epoch whose weights ``prune.rewind=epoch`` needs (theta_k), else None."""
+    """The dense epoch whose weights ``retrain.rewind=epoch`` needs (theta_k), else None."""
     flat = {
-        "prune.rewind": enum_value(cfg.prune.rewind),
-        "prune.rewind_epoch": cfg.prune.rewind_epoch,
+        "retrain.rewind": enum_value(cfg.retrain.rewind),
+        "retrain.rewind_epoch": cfg.retrain.rewind_epoch,
     }
     return settings.snapshot_epoch(flat)
 
@@ -49,14 +49,14 @@ def frozen_state_names(model: nn.Module, frozen: list[nn.Module]) -> set[str]:
 
 
 class RewindError(FerLotteryError):
-    """The start weights of a retraining are not what ``prune.rewind`` asked for."""
+    """The start weights of a retraining are not what ``retrain.rewind`` asked for."""
 
 
 def start_state(
     cfg: DictConfig, model: nn.Module, states: dict, frozen_names: set[str] = frozenset()
 ) -> dict[str, torch.Tensor]:
-    """The full state (parameters and buffers) that ``prune.rewind`` retrains from, unmasked."""
-    rewind = enum_value(cfg.prune.rewind)
+    """The full state (parameters and buffers) that ``retrain.rewind`` retrains from, unmasked."""
+    rewind = enum_value(cfg.retrain.rewind)
     if rewind == "none":
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
     if rewind == "pretrained":
@@ -83,7 +83,7 @@ def set_start_weights(
     mask: Mask,
     frozen_names: set[str] = frozenset(),
 ) -> str:
-    """Rewind (or not) the surviving weights as ``prune.rewind`` says, apply the mask, and check
+    """Rewind (or not) the surviving weights as ``retrain.rewind`` says, apply the mask, and check
     the result (``check_start_weights``); returns ``"ok"``.
 
     ``states`` holds ``theta0`` and, for ``rewind=epoch``, ``theta_k``; ``frozen_names`` are the
@@ -92,7 +92,7 @@ def set_start_weights(
     target = start_state(cfg, model, states, frozen_names)
     _load(model, target)
     mask.apply(model)
-    return check_start_weights(model, target, mask, enum_value(cfg.prune.rewind))
+    return check_start_weights(model, target, mask, enum_value(cfg.retrain.rewind))
 
 
 @torch.no_grad()
@@ -119,7 +119,7 @@ def check_start_weights(
     if wrong:
         shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
         raise RewindError(
-            f"prune.rewind={rewind}: the start weights of the retraining are not the ones asked "
+            f"retrain.rewind={rewind}: the start weights of the retraining are not the ones asked "
             f"for ({shown} differ from the target or keep pruned entries): this is a bug in "
             "fer_lottery; the job stops here rather than retrain from the wrong weights"
         )

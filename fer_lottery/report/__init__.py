@@ -10,7 +10,7 @@ Modules, in the order data flows through them:
 - ``tables``: the markdown tables and ``report.csv``;
 - ``contrasts`` (on ``paired``): conditions compared seed by seed, and ``paired.csv``;
 - ``studies`` (with ``overlaps``): the study presets' sections and their mask overlap;
-- ``stability``: the linear mode connectivity of ``prune.stability`` jobs;
+- ``stability``: the linear mode connectivity of ``stability.enabled`` jobs;
 - ``figures`` and ``per_class``: which data each plot shows; ``plotting.charts`` draws it;
 - ``build``: report.md from all of these; ``cli``: the command line.
 """

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_lottery.config import flatten, schema_defaults
+from fer_lottery.config.renamed import upgrade
 from fer_lottery.config.sweeps import swept_keys
 from fer_lottery.core import paths
 from fer_lottery.job.slurm_logs import FOLDER as SUBMITIT
@@ -64,8 +65,9 @@ def _job_config(results: dict) -> dict:
 
     A key the recorded config lacks (written before the key existed) takes its schema default,
     which is what that version did, as for a relaunch (``config.config_changes``): old and new
-    files of one condition stay one condition."""
-    flat = flatten(results["config"])
+    files of one condition stay one condition. A key that has moved since
+    (``config.renamed``) is read at its new place."""
+    flat = flatten(upgrade(results["config"]))
     defaults = {k: v for k, v in schema_defaults().items() if k not in flat}
     return {**defaults, **flat, "device.accelerator": results.get("device/accelerator")}
 

@@ -1,10 +1,11 @@
 """Conditions: the jobs grouped by the keys that vary between them, with their statistics.
 
-A *condition* is one setting of the keys that vary between jobs, except the seed and the fold:
-its jobs are repeats, summarised as mean, std, n and a 95% confidence interval. Keys that do not
-apply to a job (``prune.angle`` for magnitude pruning, every ``prune.*`` key of a dense run) are
-blanked first, and keys that change no number are left out (both declared in the schema and read
-through ``config.settings``), so they neither split rows nor show up in them.
+A *condition* is one setting of the keys that vary between jobs, except the seed and the fold: its
+jobs are repeats, summarised as mean, std, n and a 95% confidence interval. Keys that do not apply
+to a job (``prune.distinctiveness.angle`` for magnitude pruning, every ``prune.*``, ``retrain.*``
+and ``stability.*`` key of a dense run) are blanked first, and keys that change no number are left
+out (both declared in the schema and read through ``config.settings``), so they neither split rows
+nor show up in them.
 
 The independent repeats are the seeds and folds. Jobs of one seed and fold share a dense model
 and a test split, so a row that holds several of them (a paper table pools its other swept keys;
@@ -14,6 +15,8 @@ repeats, not jobs.
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -29,14 +32,14 @@ DESCRIBE_KEYS = (
     "prune.method",
     "prune.scope",
     "prune.ratio",
-    "prune.angle",
-    "prune.rewind",
+    "prune.distinctiveness.angle",
+    "retrain.rewind",
 )
 
 
 def applicable(config: dict) -> dict:
     """The config with the keys that do not apply to this job set to None (``config.settings``:
-    another criterion's options, ``prune.rewind_epoch`` without ``prune.rewind=epoch``, every
+    another criterion's options, ``retrain.rewind_epoch`` without ``retrain.rewind=epoch``, every
     ``prune.*`` key of a dense job, ...)."""
     return {k: (v if settings.applies(k, config) else None) for k, v in config.items()}
 
@@ -78,9 +81,26 @@ class Row:
 
 
 def short_name(key: str) -> str:
-    """``prune.ratio`` -> ``ratio``; ``model.name`` -> ``model``."""
+    """A key as a row label names it: its last part where no other setting ends so
+    (``prune.ratio`` -> ``ratio``), the last two where one does (``retrain.lr``, ``optim.lr``) or
+    where the last says little alone (``gradual.start``, ``retrain.epochs``),
+    and the section for a section's name or switch (``model.name`` -> ``model``,
+    ``stability.enabled`` -> ``stability``)."""
     parts = key.split(".")
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+    if parts[-1] in ("name", "enabled") and len(parts) > 1:
+        return parts[-2]
+    vague = parts[-1] in VAGUE or _leaf_count().get(parts[-1], 0) > 1
+    return ".".join(parts[-2:]) if vague else parts[-1]
+
+
+# Last parts that say little without their group (``retrain.epochs``, ``prune.gradual.start``).
+VAGUE = ("start", "end", "epochs", "points")
+
+
+@functools.cache
+def _leaf_count() -> dict[str, int]:
+    """How many settings end in each last part."""
+    return collections.Counter(key.rpartition(".")[2] for key in settings.table())
 
 
 def condition_label(row: Row, keys: list[str]) -> str:

@@ -5,10 +5,10 @@ Which conditions are contrasted:
 
 - Two conditions (rows of "All conditions") are contrasted on a key when they differ in that
   key alone. Every other key has the same value on both, or is blank on one of them because it
-  does not apply to that side's method (``conditions.applicable``: ``prune.rewind_epoch`` unless
-  ``prune.rewind=epoch``, another criterion's options).
+  does not apply to that side's method (``conditions.applicable``: ``retrain.rewind_epoch`` unless
+  ``retrain.rewind=epoch``, another criterion's options).
 - The natural contrasts: magnitude − random (``prune.method``, paper A's Tables 4 and 5) and
-  rewind − continuation (``prune.rewind`` = pretrained, epoch or random, against none: Tables 4
+  rewind − continuation (``retrain.rewind`` = pretrained, epoch or random, against none: Tables 4
   and 2). ``--paired KEY=V1,V2`` adds V1 − V2 for each pair of conditions that differ in KEY
   alone; a key or value that no condition has is an error that names those that exist.
 
@@ -17,7 +17,7 @@ How jobs are paired (never silently):
 - A job of A and one of B are paired when they share the seed and fold (``Job.repeat``), the
   test split (``data.split_seed``, ``data.split``, ``data.folds``) and the dense model: the same
   ``dense/cache_key`` where both record one (or, where the keys differ, the same
-  ``predictions_dense.csv``: ``prune.rewind=epoch`` puts theta_k's epoch in the key of the same
+  ``predictions_dense.csv``: ``retrain.rewind=epoch`` puts theta_k's epoch in the key of the same
   training), else the same data, model, optim and trainer settings. Everything else is
   listed with its reason: "seed 3 only in method=magnitude", "different dense model",
   "different test split".
@@ -77,7 +77,7 @@ class Spec:
 NATURAL = (
     Spec("prune.method", "magnitude", "random", "magnitude − random"),
     *(
-        Spec("prune.rewind", rewind, "none", "rewind − continuation")
+        Spec("retrain.rewind", rewind, "none", "rewind − continuation")
         for rewind in ("pretrained", "epoch", "random")
     ),
 )
@@ -215,7 +215,7 @@ def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
 def _same_dense_predictions(jobs: list[Job]) -> bool:
     """Whether every job holds the same ``predictions_dense.csv``: one dense model, whose keys
     differ only in what the training does not depend on (theta_k's epoch for
-    ``prune.rewind=epoch``, which is in the cache key because that entry stores one more file)."""
+    ``retrain.rewind=epoch``, which is in the cache key because that entry stores one more file)."""
     texts = set()
     for job in jobs:
         path = predictions_csv(job.dir, "dense")

@@ -9,30 +9,34 @@ import math
 import textwrap
 from pathlib import Path
 
+from fer_lottery.config.settings import PRUNING_SECTIONS
 from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job
-from fer_lottery.report.conditions import Row, condition_label, repeats
+from fer_lottery.report.conditions import Row, condition_label, repeats, short_name
 from fer_lottery.report.curves import final_stage, mean_curve, val_curve
 from fer_lottery.report.stats import Stat
 
-SWEEP_AXES = ("prune.ratio", "prune.angle", "prune.norm_std")
+SWEEP_AXES = ("prune.ratio", "prune.distinctiveness.angle", "prune.distinctiveness.norm_std")
+# Keys every series label names already.
+NAMED = ("prune.method", "retrain.rewind")
 AXIS_LABELS = {
-    "prune.angle": "distinctiveness angle threshold (degrees)",
-    "prune.norm_std": "norm pre-filter (standard deviations)",
+    "prune.distinctiveness.angle": "distinctiveness angle threshold (degrees)",
+    "prune.distinctiveness.norm_std": "norm pre-filter (standard deviations)",
     "model.frozen_layers": "frozen layers",
     "prune.ratio": "fraction of weights pruned",
 }
 
 
 def _series_label(row: Row, keys: list[str]) -> str:
-    """``magnitude, rewind=none`` plus any other swept prune key that is not the x axis."""
+    """``magnitude, rewind=none`` plus any other swept prune, retrain or stability key that is not
+    the x axis."""
     config = row.jobs[0].config
-    parts = [str(config.get("prune.method")), f"rewind={config.get('prune.rewind')}"]
+    parts = [str(config.get("prune.method")), f"rewind={config.get('retrain.rewind')}"]
     for k in keys:
         value = row.values.get(k)
-        if k.startswith("prune.") and k not in (*SWEEP_AXES, "prune.method", "prune.rewind"):
+        if k.split(".")[0] in PRUNING_SECTIONS and k not in (*SWEEP_AXES, *NAMED):
             if value is not None:
-                parts.append(f"{k.split('.')[-1]}={value}")
+                parts.append(f"{short_name(k)}={value}")
     return textwrap.fill(", ".join(parts), width=48)
 
 

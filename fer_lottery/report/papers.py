@@ -58,10 +58,10 @@ def comparison_keys(block: dict, jobs: list[Job]) -> list[str]:
     """What a paper table's rows are grouped by: its own keys (``match``), then any key that
     differs between its jobs without being swept in all of their sweeps.
 
-    Swept keys the table does not show (``prune.norm_std`` in paper B's angle table) are pooled,
-    and the table says so; a key that differs because the jobs come from different commands
-    (``trainer.max_epochs=3`` in one sweep, 50 in another) is never averaged over: it splits the
-    rows, with its own column.
+    Swept keys the table does not show (``prune.distinctiveness.norm_std`` in paper B's angle
+    table) are pooled, and the table says so; a key that differs because the jobs come from
+    different commands (``trainer.max_epochs=3`` in one sweep, 50 in another) is never averaged
+    over: it splits the rows, with its own column.
     """
     match = list(block.get("match") or [])
     members = _members(block, jobs)

@@ -1,4 +1,4 @@
-"""The report's linear mode connectivity section (``prune.stability=true`` jobs): per
+"""The report's linear mode connectivity section (``stability.enabled=true`` jobs): per
 condition, the error barrier between the two retrainings (mean ± std over seeds), accuracy at
 the ends and the midpoint, and ``stability.png``, test accuracy along the path, one line per
 condition."""
@@ -111,7 +111,7 @@ def stability_section(rows: list[Row], keys: list[str], out: Path, figures: list
             curves.append(
                 {"label": row.label(keys), "alpha": alpha, "mean": mean, "std": std, "n": count}
             )
-    md = ["## Linear mode connectivity (prune.stability)\n", INTRO + "\n"]
+    md = ["## Linear mode connectivity (stability.enabled)\n", INTRO + "\n"]
     md += [markdown_table(["condition", *HEAD], lines), ""]
     if curves and charts.accuracy_along_path(curves, out / "stability.png"):
         figures.append(("Test accuracy along the line between two retrainings", "stability.png"))

@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from fer_lottery.config.renamed import upgrade
 from fer_lottery.core import paths
 from fer_lottery.core.classes import CLASSES
 from fer_lottery.core.criteria import prunes
@@ -241,7 +242,7 @@ TYPES: dict[str, Check] = {
     "prune/units_revived": count,
     "prune/similar_pairs": count,
     "prune/complementary_pairs": count,
-    # prune.stability: the line from the retrained model (alpha 0) to a second retraining with
+    # stability.enabled: the line from the retrained model (alpha 0) to a second retraining with
     # other SGD noise (alpha 1), BatchNorm statistics recomputed at each point.
     "stability/seed_b": integer,
     "stability/alphas": fractions,
@@ -348,7 +349,7 @@ DISTINCTIVENESS = (
 NOT_GRADUAL = ("prune/acc_before_retrain", "prune/val_acc_before_retrain")
 # And a job that removes whole units by magnitude, gradient or at random (prune.granularity).
 UNITS = ("prune/units_removed_frac", "prune/units_removed", "prune/units_total")
-# And a job with prune.stability=true.
+# And a job with stability.enabled=true.
 STABILITY = (
     "stability/seed_b",
     "stability/alphas",
@@ -400,7 +401,9 @@ def _prune_option(config: object, key: str) -> object:
 
 def required(results: dict, complete: bool = True) -> list[str]:
     """The keys ``results`` must hold, given its config: all of them, or what the report needs."""
-    method, rounds = _prune_settings(results.get("config"))
+    config = results.get("config")
+    config = upgrade(config) if isinstance(config, dict) else config
+    method, rounds = _prune_settings(config)
     if not complete:
         return list(USABLE) + (["prune/sparsity"] if method else [])
     keys = list(EVERY_JOB)
@@ -408,11 +411,12 @@ def required(results: dict, complete: bool = True) -> list[str]:
         keys += PRUNED
     if method:
         keys += BY_METHOD.get(method, ())
-    if method and _prune_option(results.get("config"), "schedule") == "gradual":
+    if method and _prune_option(config, "schedule") == "gradual":
         keys = [k for k in keys if k not in NOT_GRADUAL]  # no moment between pruning and training
-    if method and _prune_option(results.get("config"), "granularity") == "unit":
+    if method and _prune_option(config, "granularity") == "unit":
         keys += [k for k in UNITS if k not in keys]
-    if method and _prune_option(results.get("config"), "stability") is True:
+    stability = config.get("stability") if isinstance(config, dict) else None
+    if method and isinstance(stability, dict) and stability.get("enabled") is True:
         keys += STABILITY
     if method and rounds > 1:
         keys += [f"round{r}/{k}" for r in range(1, rounds + 1) for k in ROUND]

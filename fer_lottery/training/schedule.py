@@ -1,5 +1,5 @@
 """Learning-rate schedules (``optim.scheduler``) and what a retraining starts from
-(``prune.retrain_lr``).
+(``retrain.lr``).
 
 A schedule runs over one stage's epochs and is stepped once per epoch: ``cosine`` anneals from
 ``optim.lr`` to 0 over the stage (torch's ``CosineAnnealingLR`` with ``T_max`` = the stage's
@@ -46,7 +46,7 @@ def last_lr(optim_cfg, epochs: int) -> float:
 def retrain_optim(cfg: DictConfig) -> DictConfig:
     """The optim config of a retraining: as the dense stage's (``restart``), or constant at the
     dense stage's last learning rate (``final``)."""
-    if enum_value(cfg.prune.get("retrain_lr", "restart")) != "final":
+    if enum_value(cfg.retrain.lr) != "final":
         return cfg.optim
     node = OmegaConf.to_container(cfg.optim, resolve=True, enum_to_str=True)
     node.update(lr=last_lr(cfg.optim, cfg.trainer.max_epochs), scheduler="none")

@@ -381,7 +381,7 @@ def test_stage(
     out_dir: Path,
     stage: Stage | str,
 ) -> dict[str, object]:
-    """Test ``module`` as it is, with no training (``prune.retrain_epochs=0``, as in paper B).
+    """Test ``module`` as it is, with no training (``retrain.epochs=0``, as in paper B).
 
     Returns the same keys as ``train_stage``; ``val/acc_best`` is the model's val accuracy. Of
     ``stage``, only its name and what its hparams tab shows apply.

@@ -161,12 +161,12 @@ def test_paper_variants_are_refused_on_other_backbones(tmp_path):
         *TINY_SYNTHETIC_BATCH32,
         "model.name=mobilenet_v2",
         "prune.method=distinctiveness",
-        "prune.variant=paper_a",
+        "prune.distinctiveness.variant=paper_a",
         cwd=tmp_path,
         check=False,
     )
     assert proc.returncode == 2
-    assert "prune.variant=paper_a" in proc.stderr and "honest" in proc.stderr
+    assert "prune.distinctiveness.variant=paper_a" in proc.stderr and "honest" in proc.stderr
     assert not list(tmp_path.rglob("split.json"))  # refused before any data was loaded
 
 
@@ -183,8 +183,8 @@ def test_timm_backbone_runs_offline_with_units_rewind_and_export(tmp_path):
         "trainer.max_epochs=1",
         "prune.ratio=0.5",
         "prune.granularity=unit",
-        "prune.rewind=pretrained",
-        "prune.retrain_epochs=1",
+        "retrain.rewind=pretrained",
+        "retrain.epochs=1",
         f"hydra.run.dir={run}",
         cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1"},  # read when huggingface_hub is imported
@@ -255,8 +255,8 @@ def test_pretrained_weights_beat_random_init_at_the_same_budget(tmp_path):
             "prune.include=['nomatch*'] matches none of the unit layers of resnet18",
         ),
         (
-            ("prune.method=distinctiveness", "prune.layers=[nomatch]"),
-            "prune.layers: 'nomatch' matches no unit layer of resnet18",
+            ("prune.method=distinctiveness", "prune.distinctiveness.layers=[nomatch]"),
+            "prune.distinctiveness.layers: 'nomatch' matches no unit layer of resnet18",
         ),
     ],
 )

@@ -14,7 +14,7 @@ from fer_lottery.store.weights import load_weights
 def test_a_compiled_job_trains_prunes_and_keeps_its_mask(run_job, compose_cfg):
     torch._dynamo.reset()
     counters.clear()
-    job = ("prune.ratio=0.5", "prune.retrain_epochs=1")
+    job = ("prune.ratio=0.5", "retrain.epochs=1")
     results, run_dir = run_job("compiled", *job, "trainer.compile=true")
     assert counters["stats"]["unique_graphs"] > 0  # dynamo really captured the model's graphs
     assert results["config"]["trainer"]["compile"] is True

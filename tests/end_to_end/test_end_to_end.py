@@ -162,8 +162,8 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
         *TINY_SYNTHETIC_BATCH32,
         "data.synthetic.per_class=10",
         "prune.ratio=0.5,0.9",
-        "prune.rewind=pretrained",
-        "prune.retrain_epochs=1",
+        "retrain.rewind=pretrained",
+        "retrain.epochs=1",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
@@ -197,13 +197,13 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
 @pytest.mark.slow
 def test_imp_rewind_epoch_and_distinctiveness_share_one_dense_run(tmp_path):
     """IMP with rewind to epoch 1, then distinctiveness, on the same cached dense model."""
-    base = (*TINY_SYNTHETIC_BATCH32, "data.synthetic.per_class=10", "prune.retrain_epochs=1")
+    base = (*TINY_SYNTHETIC_BATCH32, "data.synthetic.per_class=10", "retrain.epochs=1")
     run_cli(
         *base,
         "prune.ratio=0.9",
         "prune.iterations=2",
-        "prune.rewind=epoch",
-        "prune.rewind_epoch=1",
+        "retrain.rewind=epoch",
+        "retrain.rewind_epoch=1",
         f"hydra.run.dir={tmp_path / 'imp'}",
         cwd=tmp_path,
     )
@@ -220,7 +220,7 @@ def test_imp_rewind_epoch_and_distinctiveness_share_one_dense_run(tmp_path):
     run_cli(
         *base,
         "prune.method=distinctiveness",
-        "prune.angle=60",
+        "prune.distinctiveness.angle=60",
         f"hydra.run.dir={tmp_path / 'dist'}",
         cwd=tmp_path,
     )
@@ -243,7 +243,7 @@ def test_parallel_jobs_wait_for_one_dense_run(tmp_path):
         *TINY_SYNTHETIC_BATCH32,
         "data.synthetic.per_class=10",
         "prune.ratio=0.5,0.9",
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
         process=True,  # joblib's workers outlive a call, keeping its environment

@@ -242,11 +242,11 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 
 
 RUNS = {
-    "distinctiveness_imp": ("prune.method=distinctiveness", "prune.angle=45", "prune.iterations=2"),
+    "distinctiveness_imp": ("prune.method=distinctiveness", "prune.distinctiveness.angle=45", "prune.iterations=2"),
     "unit_magnitude_rewind": (
         "prune.granularity=unit",
         "prune.ratio=0.5",
-        "prune.rewind=pretrained",
+        "retrain.rewind=pretrained",
         "model=alexnet",
         "data.image_size=64",
     ),
@@ -257,7 +257,7 @@ RUNS = {
 def test_cli_exports_a_real_run_that_loads_with_torch_and_torchvision_alone(
     run_job, tmp_path, kind
 ):
-    results, run_dir = run_job("run", *RUNS[kind], "prune.retrain_epochs=1", "trainer.max_epochs=1")
+    results, run_dir = run_job("run", *RUNS[kind], "retrain.epochs=1", "trainer.max_epochs=1")
     size = 64 if "model=alexnet" in RUNS[kind] else 32
     assert run_weights_path(run_dir).name == "weights.pt"  # the last round's best, sparse
     out = tmp_path / "slim.pt"

@@ -26,8 +26,8 @@ def test_frozen_groups_are_bit_identical_after_dense_training_and_retraining(run
         "job",
         "model.frozen_layers=2",
         "prune.ratio=0.5",
-        "prune.rewind=pretrained",
-        "prune.retrain_epochs=1",
+        "retrain.rewind=pretrained",
+        "retrain.epochs=1",
     )
     (entry,) = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
     theta0, dense_best = load_state(entry / "theta0.pt"), load_state(entry / "best.pt")
@@ -53,7 +53,7 @@ def test_frozen_groups_are_bit_identical_after_dense_training_and_retraining(run
 
 
 def test_rewind_random_reinitialises_only_what_trains(compose_cfg):
-    cfg = compose_cfg("prune.rewind=random", "prune.ratio=0.5")
+    cfg = compose_cfg("retrain.rewind=random", "prune.ratio=0.5")
     torch.manual_seed(0)
     model = build_model("resnet18", None)
     frozen = freeze_layers(model, "resnet18", 3)

@@ -36,9 +36,9 @@ def test_a_gradual_stage_follows_the_schedule_and_ends_exactly_at_the_ratio(run_
         "trainer.max_epochs=2",
         "prune.schedule=gradual",
         "prune.ratio=0.9",
-        "prune.retrain_epochs=5",
-        "prune.gradual_start=1",
-        "prune.gradual_end=3",
+        "retrain.epochs=5",
+        "prune.gradual.start=1",
+        "prune.gradual.end=3",
     )
     sparsity = _logged(run_dir, "prune/sparsity")
     assert list(sparsity) == [0, 1, 2, 3, 4]
@@ -67,10 +67,10 @@ def test_a_gradual_stage_follows_the_schedule_and_ends_exactly_at_the_ratio(run_
     "overrides, message",
     [
         (["prune.method=gradient"], "use prune.method=magnitude"),
-        (["prune.rewind=pretrained"], "use prune.rewind=none"),
+        (["retrain.rewind=pretrained"], "use retrain.rewind=none"),
         (["prune.granularity=unit"], "use prune.granularity=weight"),
-        (["prune.gradual_end=9"], "need 0 <= gradual_start <= gradual_end < 2"),
-        (["prune.gradual_start=1", "prune.gradual_end=0"], "gradual_start=1"),
+        (["prune.gradual.end=9"], "need 0 <= gradual_start <= gradual_end < 2"),
+        (["prune.gradual.start=1", "prune.gradual.end=0"], "gradual_start=1"),
     ],
 )
 def test_gradual_combinations_that_make_no_sense_are_refused(compose_cfg, overrides, message):
@@ -93,8 +93,8 @@ def test_a_gradual_stage_killed_after_its_last_pruning_step_resumes_to_the_same_
         "trainer.max_epochs=2",
         "prune.schedule=gradual",
         "prune.ratio=0.8",
-        "prune.retrain_epochs=3",
-        "prune.gradual_end=1",
+        "retrain.epochs=3",
+        "prune.gradual.end=1",
         "trainer.checkpoint_every_n_epochs=1",
     )
     reference = tmp_path / "reference"

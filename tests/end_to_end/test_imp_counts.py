@@ -9,9 +9,9 @@ def test_units_removed_are_cumulative_and_per_round(run_job):
     results, run_dir = run_job(
         "imp",
         "prune.method=distinctiveness",
-        "prune.angle=45",
+        "prune.distinctiveness.angle=45",
         "prune.iterations=2",
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "trainer.max_epochs=1",
     )
     rounds = [results[f"round{r}/prune/units_removed"] for r in (1, 2)]
@@ -38,11 +38,11 @@ def test_a_unit_removed_again_in_a_later_round_counts_once(run_job):
         "model=alexnet",
         "data.image_size=64",
         "prune.method=distinctiveness",
-        "prune.variant=paper_b",
-        "prune.layers=[classifier.4]",
-        "prune.angle=10",
+        "prune.distinctiveness.variant=paper_b",
+        "prune.distinctiveness.layers=[classifier.4]",
+        "prune.distinctiveness.angle=10",
         "prune.iterations=2",
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "trainer.max_epochs=1",
     )
     rounds = [results[f"round{r}/prune/units_removed"] for r in (1, 2)]

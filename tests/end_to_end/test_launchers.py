@@ -31,7 +31,7 @@ PRESET_SWEEP = [
     "experiment=paper_a_table2",
     "debug=tiny",
     "trainer.max_epochs=1",
-    "prune.retrain_epochs=1",
+    "retrain.epochs=1",
     "seed=1",
     "prune.ratio=0.5,0.9",
 ]

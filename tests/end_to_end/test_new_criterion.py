@@ -24,7 +24,7 @@ REGISTER = (
 
 def test_a_criterion_registered_by_one_entry_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY_SYNTHETIC, "trainer.max_epochs=1", "prune.retrain_epochs=1"]
+    args = [*TINY_SYNTHETIC, "trainer.max_epochs=1", "retrain.epochs=1"]
     args += ["prune.method=largest_first", "prune.ratio=0.5", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(
         [sys.executable, "-c", REGISTER, *args],

@@ -58,8 +58,8 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     from fer_lottery.analysis.__main__ import main
 
     for seed in (1, 2):
-        run_job(f"a/seed={seed}", "prune.ratio=0.8", "prune.retrain_epochs=0", f"seed={seed}")
-    run_job("b/seed=1", "prune.ratio=0.8", "prune.retrain_epochs=0", "prune.method=random")
+        run_job(f"a/seed={seed}", "prune.ratio=0.8", "retrain.epochs=0", f"seed={seed}")
+    run_job("b/seed=1", "prune.ratio=0.8", "retrain.epochs=0", "prune.method=random")
     out = tmp_path / "overlap"
     assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     md = (out / "overlap.md").read_text()
@@ -69,7 +69,7 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     assert 0.8 < x_chance < 1.25  # magnitude against random: about chance
     assert (out / "overlap.png").stat().st_size > 5_000 and (out / "overlap.csv").is_file()
     # A sweep with two runs of one seed must be narrowed to one condition.
-    run_job("a/other", "prune.ratio=0.5", "prune.retrain_epochs=0")
+    run_job("a/other", "prune.ratio=0.5", "retrain.epochs=0")
     assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     narrowed = f"{tmp_path / 'a'}::prune.ratio=0.8"
     assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
@@ -87,13 +87,13 @@ def test_imp_rounds_nest_and_compare_with_one_shot(run_job, tmp_path):
     from fer_lottery.analysis.__main__ import main
     from fer_lottery.pruning.mask import Mask
 
-    imp = ("prune.ratio=0.8", "prune.retrain_epochs=1", "prune.iterations=3")
+    imp = ("prune.ratio=0.8", "retrain.epochs=1", "prune.iterations=3")
     results, run = run_job("imp/seed=1", *imp)
     assert sorted(p.name for p in run.glob("mask_round*.pt")) == [
         "mask_round1.pt",
         "mask_round2.pt",
     ]
-    run_job("oneshot/seed=1", "prune.ratio=0.8", "prune.retrain_epochs=1")
+    run_job("oneshot/seed=1", "prune.ratio=0.8", "retrain.epochs=1")
     out = tmp_path / "overlap"
     imp_dir = str(tmp_path / "imp")
     sets = [f"{imp_dir}@2", f"{imp_dir}@1", imp_dir, str(tmp_path / "oneshot")]

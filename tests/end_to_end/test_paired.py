@@ -115,8 +115,8 @@ def _job(tmp: Path, name: str, seed: int, correct: list[int] | None = None, **co
         | {
             "prune.method": "magnitude",
             "prune.ratio": 0.9,
-            "prune.rewind": "none",
-            "prune.rewind_epoch": 1,
+            "retrain.rewind": "none",
+            "retrain.rewind_epoch": 1,
             "model.name": "resnet18",
         }
         | config
@@ -188,7 +188,7 @@ def test_rewind_is_contrasted_with_continuation_at_each_ratio(tmp_path):
         for seed in (1, 2):
             for rewind in ("none", "pretrained", "epoch"):
                 dense = f"key{seed}" + ("-theta_k" if rewind == "epoch" else "")
-                values = {"prune.rewind": rewind, "prune.ratio": ratio, "dense": dense}
+                values = {"retrain.rewind": rewind, "prune.ratio": ratio, "dense": dense}
                 job = _job(tmp_path, f"{rewind}{ratio}{seed}", seed, **values)
                 if ratio == 0.5:  # the dense model's own predictions, the same at each seed
                     dense = Predictions(
@@ -257,7 +257,7 @@ def test_report_pairs_a_real_sweep_and_names_the_seed_it_cannot_pair(tmp_path, c
         "-m",
         *TINY_SYNTHETIC_BATCH32,
         "prune.ratio=0.5",
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "prune.method=magnitude,random",
         "seed=1,2,3",
         f"hydra.sweep.dir={sweep}",

@@ -10,7 +10,7 @@ import numpy as np
 from fer_lottery.store.predictions import read_predictions, run_predictions
 from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
 
-JOB = (*TINY_SYNTHETIC_BATCH32, "prune.method=magnitude", "prune.retrain_epochs=1")
+JOB = (*TINY_SYNTHETIC_BATCH32, "prune.method=magnitude", "retrain.epochs=1")
 
 
 def test_each_stage_writes_its_predictions(tmp_path):

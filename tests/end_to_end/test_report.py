@@ -41,21 +41,21 @@ def test_keys_that_do_not_apply_to_a_method_are_blanked():
     base = {
         "prune.method": "magnitude",
         "prune.ratio": 0.9,
-        "prune.angle": 15.0,
-        "prune.norm_std": None,
-        "prune.variant": "honest",
-        "prune.rewind": "none",
-        "prune.rewind_epoch": 1,
+        "prune.distinctiveness.angle": 15.0,
+        "prune.distinctiveness.norm_std": None,
+        "prune.distinctiveness.variant": "honest",
+        "retrain.rewind": "none",
+        "retrain.rewind_epoch": 1,
         "seed": 1,
     }
     magnitude = applicable(base)
-    assert magnitude["prune.ratio"] == 0.9 and magnitude["prune.angle"] is None
-    assert magnitude["prune.rewind_epoch"] is None
+    assert magnitude["prune.ratio"] == 0.9 and magnitude["prune.distinctiveness.angle"] is None
+    assert magnitude["retrain.rewind_epoch"] is None
     dense = applicable({**base, "prune.ratio": 0.0})
     assert all(v is None for k, v in dense.items() if k.startswith("prune."))
-    distinct = applicable({**base, "prune.method": "distinctiveness", "prune.variant": "paper_a"})
-    assert distinct["prune.ratio"] is None and distinct["prune.angle"] == 15.0
-    assert distinct["prune.variant"] == "paper_a" and distinct["seed"] == 1
+    distinct = applicable({**base, "prune.method": "distinctiveness", "prune.distinctiveness.variant": "paper_a"})
+    assert distinct["prune.ratio"] is None and distinct["prune.distinctiveness.angle"] == 15.0
+    assert distinct["prune.distinctiveness.variant"] == "paper_a" and distinct["seed"] == 1
 
 
 def test_paper_values_match_the_row_keys():
@@ -86,7 +86,7 @@ def test_report_of_a_preset_sweep_with_failed_and_missing_jobs(tmp_path):
         "-m",
         "experiment=paper_a_table2",
         *TINY_SYNTHETIC_BATCH32,  # after the preset: its 50 epochs, batch 64 and weights give way
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "seed=1,2",
         "prune.ratio=0.5,0.9,1.5",
         f"hydra.sweep.dir={sweep}",
@@ -148,7 +148,7 @@ def test_folds_and_seeds_are_repeats_of_one_condition(tmp_path):
         for fold in (0, 1, 2):
             for ratio in (0.5, 0.9):
                 config = {"seed": seed, "data.fold": fold, "data.folds": 3, "prune.ratio": ratio}
-                config |= {"prune.method": "magnitude", "prune.angle": 15.0}
+                config |= {"prune.method": "magnitude", "prune.distinctiveness.angle": 15.0}
                 acc = 0.5 + 0.01 * fold + 0.02 * seed - 0.1 * (ratio == 0.9)
                 results = {"test/acc": acc, "prune/sparsity": ratio, "data/n_test": 100}
                 jobs.append(Job(tmp_path / f"{seed}{fold}{ratio}", results, config))

@@ -86,7 +86,7 @@ def _tiny_preset_report(tmp_path: Path, preset: str, *overrides: str):
         "-m",
         f"experiment={preset}",
         *TINY_SYNTHETIC_BATCH32,
-        "prune.retrain_epochs=1",
+        "retrain.epochs=1",
         "seed=1,2",
         *overrides,
         f"hydra.sweep.dir={sweep}",
@@ -123,9 +123,9 @@ def test_the_overlap_study_compares_each_seeds_two_masks_in_the_report(tmp_path)
 
 def test_the_stability_study_reports_barriers_and_draws_the_path(tmp_path):
     sweep, out, md = _tiny_preset_report(
-        tmp_path, "stability_rewind", "prune.ratio=0.5", "prune.rewind=pretrained"
+        tmp_path, "stability_rewind", "prune.ratio=0.5", "retrain.rewind=pretrained"
     )
-    section = md.split("## Linear mode connectivity (prune.stability)\n")[1].split("\n## ")[0]
+    section = md.split("## Linear mode connectivity (stability.enabled)\n")[1].split("\n## ")[0]
     (row,) = [
         ln for ln in section.splitlines() if ln.startswith("| ") and "rewind=pretrained" in ln
     ]

@@ -1,4 +1,4 @@
-"""optim.scheduler and prune.retrain_lr: the learning rates a real fit logs (LearningRateMonitor's
+"""optim.scheduler and retrain.lr: the learning rates a real fit logs (LearningRateMonitor's
 ``lr-SGD`` scalars, in the CSV and in TensorBoard) follow the schedule; ``restart`` replays it in
 the retraining, ``final`` stays at the dense stage's last rate."""
 
@@ -40,15 +40,15 @@ def test_restart_replays_the_cosine_schedule_and_final_stays_at_its_last_rate(ru
         "trainer.max_epochs=3",
         "optim.scheduler=cosine",
         "prune.ratio=0.5",
-        "prune.retrain_epochs=4",
-        f"prune.retrain_lr={mode}",
+        "retrain.epochs=4",
+        f"retrain.lr={mode}",
     )
     dense = cosine(3)
     assert _csv_lrs(run_dir, "dense") == pytest.approx(dense, rel=1e-6)
     expected = cosine(4) if mode == "restart" else [dense[-1]] * 4
     assert _csv_lrs(run_dir, "retrain") == pytest.approx(expected, rel=1e-6)
     assert _tb_lrs(run_dir, "retrain") == pytest.approx(expected, rel=1e-6)
-    assert results["config"]["prune"]["retrain_lr"] == mode
+    assert results["config"]["retrain"]["lr"] == mode
 
 
 def test_step_schedule_and_its_last_rate(compose_cfg):
@@ -64,6 +64,6 @@ def test_step_schedule_and_its_last_rate(compose_cfg):
 def test_the_report_does_not_split_restart_from_final_at_a_constant_rate():
     from fer_lottery.report.conditions import applicable
 
-    row = {"prune.method": "magnitude", "prune.ratio": 0.5, "prune.retrain_lr": "final"}
-    assert applicable({**row, "optim.scheduler": "none"})["prune.retrain_lr"] is None
-    assert applicable({**row, "optim.scheduler": "cosine"})["prune.retrain_lr"] == "final"
+    row = {"prune.method": "magnitude", "prune.ratio": 0.5, "retrain.lr": "final"}
+    assert applicable({**row, "optim.scheduler": "none"})["retrain.lr"] is None
+    assert applicable({**row, "optim.scheduler": "cosine"})["retrain.lr"] == "final"

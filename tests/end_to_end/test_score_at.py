@@ -21,7 +21,7 @@ def _theta0(tmp_path):
 
 
 def test_pretrained_scores_mask_theta0_and_finetuned_the_dense_model(run_job, tmp_path):
-    common = ("prune.ratio=0.8", "prune.retrain_epochs=1", "prune.rewind=pretrained")
+    common = ("prune.ratio=0.8", "retrain.epochs=1", "retrain.rewind=pretrained")
     before, before_dir = run_job("before", *common, "prune.score_at=pretrained")
     after, after_dir = run_job("after", *common)
     assert before["dense/cache"] == "miss" and after["dense/cache"] == "hit"  # one dense model
@@ -51,8 +51,8 @@ def test_gradient_scores_theta0_too(run_job):
         "snip",
         "prune.method=gradient",
         "prune.ratio=0.8",
-        "prune.retrain_epochs=1",
-        "prune.rewind=pretrained",
+        "retrain.epochs=1",
+        "retrain.rewind=pretrained",
         "prune.score_at=pretrained",
         "prune.min_layer_density=0.5",
     )
@@ -64,10 +64,10 @@ def test_gradient_scores_theta0_too(run_job):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["prune.rewind=epoch"], "prune.score_at=pretrained prunes before fine-tuning"),
-        (["prune.rewind=none"], "use prune.rewind=pretrained"),
-        (["prune.rewind=pretrained", "prune.iterations=3"], "pruning before fine-tuning is one"),
-        (["prune.rewind=pretrained", "prune.method=distinctiveness"], "only magnitude, gradient"),
+        (["retrain.rewind=epoch"], "prune.score_at=pretrained prunes before fine-tuning"),
+        (["retrain.rewind=none"], "use retrain.rewind=pretrained"),
+        (["retrain.rewind=pretrained", "prune.iterations=3"], "pruning before fine-tuning is one"),
+        (["retrain.rewind=pretrained", "prune.method=distinctiveness"], "only magnitude, gradient"),
     ],
 )
 def test_combinations_that_make_no_sense_are_refused(compose_cfg, overrides, message):

@@ -1,4 +1,4 @@
-"""prune.stability=true (linear mode connectivity): two retrainings with the same SGD noise are
+"""stability.enabled=true (linear mode connectivity): two retrainings with the same SGD noise are
 one model and a barrier of exactly 0; with other noise the barrier is above 0; the BatchNorm
 statistics are recomputed on the training split at each point, and without that the midpoint
 of a path whose every point computes the same function loses accuracy."""
@@ -23,7 +23,7 @@ from fer_lottery.training.connectivity import (
 )
 from tests.helpers import TINY_SYNTHETIC, run_cli
 
-STABLE = ("prune.method=magnitude", "prune.ratio=0.8", "prune.stability=true")
+STABLE = ("prune.method=magnitude", "prune.ratio=0.8", "stability.enabled=true")
 # A size at which the model learns something, and two retrainings that differ only in their
 # SGD noise end apart.
 LEARNS = (
@@ -33,8 +33,8 @@ LEARNS = (
     "optim=adam",
     "optim.lr=0.001",
     "trainer.max_epochs=8",
-    "prune.retrain_epochs=3",
-    "prune.rewind=pretrained",
+    "retrain.epochs=3",
+    "retrain.rewind=pretrained",
 )
 
 
@@ -67,7 +67,7 @@ def test_same_noise_gives_one_model_and_no_barrier(tmp_path):
         "data.batch_size=41",
         *STABLE,
         "seed=3",
-        "prune.stability_seed=3",
+        "stability.seed=3",
         "hydra.run.dir=a",
         cwd=tmp_path,
     )

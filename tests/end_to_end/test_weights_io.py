@@ -42,7 +42,7 @@ def test_mostly_zero_tensors_are_packed_and_others_kept():
 
 
 def test_a_pruned_job_keeps_sparse_final_weights_and_no_checkpoints(run_job):
-    results, run_dir = run_job("job", "prune.ratio=0.9", "prune.retrain_epochs=1")
+    results, run_dir = run_job("job", "prune.ratio=0.9", "retrain.epochs=1")
     assert not (run_dir / "checkpoints").exists()
     weights = run_weights(run_dir)
     mask = Mask.load(run_dir / "mask.pt")

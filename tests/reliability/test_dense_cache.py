@@ -27,9 +27,9 @@ def test_rewind_epoch_keeps_theta_k_when_the_best_epoch_comes_before_k(run_job, 
         "trainer.max_epochs=3",
         "optim.lr=1e-12",  # nothing learns: epoch 0 stays the best (ties keep the first)
         "prune.ratio=0.5",
-        "prune.rewind=epoch",
-        "prune.rewind_epoch=2",
-        "prune.retrain_epochs=1",
+        "retrain.rewind=epoch",
+        "retrain.rewind_epoch=2",
+        "retrain.epochs=1",
     )
     first, run_dir = run_job("first", *job)
     val = [float(r["val/acc"]) for r in _epochs(run_dir)]
@@ -204,12 +204,12 @@ def test_a_broken_finished_entry_is_moved_aside_with_one_warning(tmp_path, caplo
 def test_a_truncated_dense_file_is_retrained_to_the_same_numbers(run_job, tmp_path, caplog):
     """A truncated best.pt in a finished entry: one warning naming it, the entry is moved aside,
     the dense model is trained again (a cache miss), and the job's numbers are the original's."""
-    first, _ = run_job("first", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    first, _ = run_job("first", "prune.ratio=0.5", "retrain.epochs=1")
     (entry,) = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
     best = entry / "best.pt"
     _truncate(best)
     with caplog.at_level(logging.WARNING):
-        again, _ = run_job("again", "prune.ratio=0.5", "prune.retrain_epochs=1")
+        again, _ = run_job("again", "prune.ratio=0.5", "retrain.epochs=1")
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert [m for m in warned if "dense cache" in m] == [m for m in warned if str(best) in m]
     assert len([m for m in warned if str(best) in m]) == 1, warned
@@ -219,5 +219,5 @@ def test_a_truncated_dense_file_is_retrained_to_the_same_numbers(run_job, tmp_pa
     assert load_state(best)  # the new entry is whole
     (moved,) = (tmp_path / "cache" / "dense" / "quarantine").iterdir()
     assert (moved / "best.pt").stat().st_size < best.stat().st_size
-    third, _ = run_job("third", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    third, _ = run_job("third", "prune.ratio=0.5", "retrain.epochs=1")
     assert third["dense/cache"] == "hit"

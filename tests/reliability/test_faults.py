@@ -25,7 +25,7 @@ from tests.helpers import TINY_SYNTHETIC
 JOB = [
     *TINY_SYNTHETIC,
     "trainer.max_epochs=3",
-    "prune.retrain_epochs=2",
+    "retrain.epochs=2",
     "trainer.checkpoint_every_n_epochs=1",
 ]
 

@@ -42,7 +42,7 @@ def test_a_relaunch_with_a_changed_setting_runs_again_and_keeps_the_old_results(
 @pytest.mark.slow
 def test_a_killed_job_relaunched_with_another_setting_does_not_resume_its_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
-    job = [*TINY_SYNTHETIC, "trainer.max_epochs=1", "prune.ratio=0.5", "prune.retrain_epochs=2"]
+    job = [*TINY_SYNTHETIC, "trainer.max_epochs=1", "prune.ratio=0.5", "retrain.epochs=2"]
     job += ["trainer.checkpoint_every_n_epochs=1", f"hydra.run.dir={run_dir}"]
     killed = run_cli(*job, cwd=tmp_path, check=False, fault="retrain/epoch1/batch0=KILL")
     assert killed.returncode != 0 and (run_dir / "checkpoints" / "retrain" / "last.ckpt").exists()

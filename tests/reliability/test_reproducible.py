@@ -33,14 +33,14 @@ def _same_masks(a, b) -> bool:
 METHODS = {
     "magnitude": (),
     "gradient": ("prune.method=gradient",),
-    "unit_magnitude_rewind": ("prune.granularity=unit", "prune.rewind=pretrained"),
+    "unit_magnitude_rewind": ("prune.granularity=unit", "retrain.rewind=pretrained"),
     "gradient_before_finetune": (
         "prune.method=gradient",
         "prune.score_at=pretrained",
-        "prune.rewind=pretrained",
+        "retrain.rewind=pretrained",
     ),
-    "gradual": ("prune.schedule=gradual", "prune.retrain_epochs=2", "prune.gradual_end=1"),
-    "lr_final_cosine": ("optim.scheduler=cosine", "prune.retrain_lr=final"),
+    "gradual": ("prune.schedule=gradual", "retrain.epochs=2", "prune.gradual.end=1"),
+    "lr_final_cosine": ("optim.scheduler=cosine", "retrain.lr=final"),
 }
 
 
@@ -49,8 +49,8 @@ def test_a_job_gives_the_same_numbers_whichever_job_trained_the_dense_model(
     run_job, tmp_path, method
 ):
     """Cache off, cache miss (this job trains), cache hit (another job trained): one result."""
-    job = ("prune.ratio=0.5", "prune.retrain_epochs=1", "data.augment.rotation=30")
-    other = ("prune.ratio=0.8", "prune.retrain_epochs=1", "data.augment.rotation=30")
+    job = ("prune.ratio=0.5", "retrain.epochs=1", "data.augment.rotation=30")
+    other = ("prune.ratio=0.8", "retrain.epochs=1", "data.augment.rotation=30")
     job, other = (*job, *METHODS[method]), (*other, *METHODS[method])
     off, off_dir = run_job("off", *job, "cache_dense=false")
     miss, miss_dir = run_job("miss", *job, cache=tmp_path / "cache_a")
@@ -66,7 +66,7 @@ def test_a_job_gives_the_same_numbers_whichever_job_trained_the_dense_model(
 
 def test_a_resumed_dense_entry_keeps_theta0_written_by_the_job_that_started_it(run_job, tmp_path):
     """theta0 is written once, on the cache miss; a later job never rewrites it."""
-    _, _ = run_job("first", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    _, _ = run_job("first", "prune.ratio=0.5", "retrain.epochs=1")
     (entry,) = [p for p in (tmp_path / "cache" / "dense").iterdir() if p.is_dir()]
     theta0 = entry / "theta0.pt"
     before = theta0.read_bytes()
@@ -76,7 +76,7 @@ def test_a_resumed_dense_entry_keeps_theta0_written_by_the_job_that_started_it(r
     (partial / "metrics.json").unlink()
     mark = partial / "theta0.pt"
     stamp = mark.stat().st_mtime_ns
-    resumed, _ = run_job("second", "prune.ratio=0.5", "prune.retrain_epochs=1")
+    resumed, _ = run_job("second", "prune.ratio=0.5", "retrain.epochs=1")
     assert resumed["dense/cache"] == "resumed"
     assert (entry / "theta0.pt").read_bytes() == before
     assert (entry / "theta0.pt").stat().st_mtime_ns == stamp

@@ -15,15 +15,15 @@ from fer_lottery.training.classifier import FERClassifier
 
 @pytest.mark.parametrize("mode", ["none", "pretrained", "epoch", "random"])
 def test_every_rewind_mode_passes_its_check_in_a_real_job(run_job, mode):
-    results, _ = run_job(mode, "prune.ratio=0.5", "prune.retrain_epochs=1", f"prune.rewind={mode}")
+    results, _ = run_job(mode, "prune.ratio=0.5", "retrain.epochs=1", f"retrain.rewind={mode}")
     assert results["prune/rewind_check"] == "ok"
 
 
 def test_a_rewind_that_does_not_load_its_target_stops_the_job(run_job, monkeypatch):
     """As in Lightning #13643: the rewind 'happens' on something other than the model."""
     monkeypatch.setattr(rewind, "_load", lambda model, state: None)
-    with pytest.raises(RewindError, match="prune.rewind=pretrained: the start weights"):
-        run_job("broken", "prune.ratio=0.5", "prune.retrain_epochs=1", "prune.rewind=pretrained")
+    with pytest.raises(RewindError, match="retrain.rewind=pretrained: the start weights"):
+        run_job("broken", "prune.ratio=0.5", "retrain.epochs=1", "retrain.rewind=pretrained")
 
 
 def test_a_retraining_whose_optimizer_carries_old_state_stops_the_job(run_job, monkeypatch):
@@ -39,7 +39,7 @@ def test_a_retraining_whose_optimizer_carries_old_state_stops_the_job(run_job, m
 
     monkeypatch.setattr(FERClassifier, "configure_optimizers", stale)
     with pytest.raises(RewindError, match="optimizer starts with the state of 1 parameter"):
-        run_job("stale", "prune.ratio=0.5", "prune.retrain_epochs=1", "prune.rewind=pretrained")
+        run_job("stale", "prune.ratio=0.5", "retrain.epochs=1", "retrain.rewind=pretrained")
 
 
 def test_the_check_names_a_pruned_entry_left_alive_and_a_surviving_one_changed():

@@ -118,7 +118,7 @@ def _numbers(run_dir: Path) -> dict:
 
 
 # Three dense epochs, so that a signal in epoch 1 leaves an epoch to resume; two retraining.
-JOB = (*TINY_SYNTHETIC, "trainer.max_epochs=3", "prune.retrain_epochs=2", "threads=1")
+JOB = (*TINY_SYNTHETIC, "trainer.max_epochs=3", "retrain.epochs=2", "threads=1")
 PAUSE = "dense/epoch1/batch1=PAUSE"
 
 

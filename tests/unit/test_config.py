@@ -122,28 +122,28 @@ def test_config_resolves_to_plain_yaml(compose_cfg, monkeypatch, tmp_path):
 
 
 def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
-    # A results.json written before prune.stability and data.official_val_fraction existed:
+    # A results.json written before stability.enabled and data.official_val_fraction existed:
     # relaunched at their defaults it is the same job; a new key set otherwise is a change.
     from fer_lottery.config import config_changes, resolved
 
     cfg = compose_cfg("debug=tiny", "prune.ratio=0.5")
     recorded = resolved(cfg)
     for section, key in (
-        ("prune", "stability"),
-        ("prune", "stability_points"),
+        ("stability", "enabled"),
+        ("stability", "points"),
         ("data", "official_val_fraction"),
     ):
         del recorded[section][key]
     assert config_changes(recorded, cfg) == []
-    # stability_points at its default is no change either, now that it applies.
-    changed = compose_cfg("debug=tiny", "prune.ratio=0.5", "prune.stability=true")
-    assert config_changes(recorded, changed) == ["prune.stability: None -> True"]
+    # stability.points at its default is no change either, now that it applies.
+    changed = compose_cfg("debug=tiny", "prune.ratio=0.5", "stability.enabled=true")
+    assert config_changes(recorded, changed) == ["stability.enabled: None -> True"]
     changed = compose_cfg(
-        "debug=tiny", "prune.ratio=0.5", "prune.stability=true", "prune.stability_points=5"
+        "debug=tiny", "prune.ratio=0.5", "stability.enabled=true", "stability.points=5"
     )
     assert config_changes(recorded, changed) == [
-        "prune.stability: None -> True",
-        "prune.stability_points: None -> 5",
+        "stability.enabled: None -> True",
+        "stability.points: None -> 5",
     ]
     recorded["seed"] = 7  # a key the record has still counts
     assert config_changes(recorded, cfg) == ["seed: 7 -> 1"]
@@ -152,18 +152,18 @@ def test_a_key_newer_than_the_record_at_its_default_is_no_change(compose_cfg):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (("prune.retrain_epochs=0",), "no retraining to repeat"),
+        (("retrain.epochs=0",), "no retraining to repeat"),
         (("prune.schedule=gradual",), "use prune.schedule=oneshot"),
-        (("prune.stability_points=10",), "must be odd and at least 3"),
-        (("prune.stability_points=1",), "must be odd and at least 3"),
+        (("stability.points=10",), "must be odd and at least 3"),
+        (("stability.points=1",), "must be odd and at least 3"),
     ],
 )
 def test_stability_refuses_what_it_cannot_repeat_in_one_line(compose_cfg, overrides, message):
     from fer_lottery.config import validate
     from fer_lottery.core.errors import ConfigError
 
-    cfg = compose_cfg("debug=tiny", "prune.ratio=0.5", "prune.stability=true", *overrides)
+    cfg = compose_cfg("debug=tiny", "prune.ratio=0.5", "stability.enabled=true", *overrides)
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
     # A dense job of a stability sweep (prune.ratio=0) is the dense model alone.
-    validate(compose_cfg("debug=tiny", "prune.ratio=0", "prune.stability=true"))
+    validate(compose_cfg("debug=tiny", "prune.ratio=0", "stability.enabled=true"))

@@ -383,9 +383,9 @@ def test_train_eval_modes_are_restored(resnet):
 
 def test_bad_settings_fail_with_the_key_named(resnet):
     x = [images(4, 32)]
-    with pytest.raises(ConfigError, match="prune.angle"):
+    with pytest.raises(ConfigError, match="prune.distinctiveness.angle"):
         distinctiveness_prune(resnet, "resnet18", x, angle=120.0)
-    with pytest.raises(ConfigError, match="prune.variant"):
+    with pytest.raises(ConfigError, match="prune.distinctiveness.variant"):
         distinctiveness_prune(resnet, "resnet18", x, angle=5.0, variant="paper_c")
     with pytest.raises(ConfigError, match="layer9"):
         distinctiveness_prune(resnet, "resnet18", x, angle=5.0, layers=["layer9.0.conv1"])

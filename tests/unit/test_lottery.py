@@ -127,7 +127,7 @@ def test_resume_restores_the_mask_from_the_checkpoint(tmp_path, datamodule):
 
 def test_rewind_pretrained_restores_every_surviving_weight_and_buffer(compose_cfg):
     torch.manual_seed(0)
-    cfg = compose_cfg("prune.rewind=pretrained", "prune.ratio=0.9")
+    cfg = compose_cfg("retrain.rewind=pretrained", "prune.ratio=0.9")
     model = build_model("resnet18", None)
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():  # stand-in for fine-tuning: every parameter and BN buffer moves
@@ -147,10 +147,10 @@ def test_rewind_none_keeps_weights_and_random_reinitialises(compose_cfg):
     model = build_model("alexnet", None)
     trained = {k: v.clone() for k, v in model.state_dict().items()}
     mask = magnitude_mask(model, prunable_weights(model), 0.5, "layer")
-    set_start_weights(compose_cfg("model=alexnet", "prune.rewind=none"), model, {}, mask)
+    set_start_weights(compose_cfg("model=alexnet", "retrain.rewind=none"), model, {}, mask)
     w = "classifier.4.weight"
     assert torch.equal(model.state_dict()[w], trained[w] * mask.tensors[w])
-    set_start_weights(compose_cfg("model=alexnet", "prune.rewind=random"), model, {}, mask)
+    set_start_weights(compose_cfg("model=alexnet", "retrain.rewind=random"), model, {}, mask)
     kept = mask.tensors[w]
     assert not torch.equal(model.state_dict()[w][kept], trained[w][kept])
     assert bool((model.state_dict()[w][~kept] == 0).all())

@@ -69,10 +69,10 @@ def test_paper_a_presets_share_settings_and_differ_in_method_and_rewind():
     dense_parts = set()
     for name, (method, rewind) in expected.items():
         cfg = compose_preset(name)
-        assert (cfg.prune.method.value, cfg.prune.rewind.value) == (method, rewind), name
+        assert (cfg.prune.method.value, cfg.retrain.rewind.value) == (method, rewind), name
         assert cfg.model.name == "resnet18" and cfg.optim.name.value == "sgd"
         assert cfg.optim.lr == 0.02 and cfg.data.batch_size == 64
-        assert cfg.trainer.max_epochs == 50 and cfg.prune.retrain_epochs == 50
+        assert cfg.trainer.max_epochs == 50 and cfg.retrain.epochs == 50
         # What the dense cache key hashes: equal, so the six presets share the dense runs.
         dense_parts.add(
             OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, ["data", "model", "optim", "trainer"]))
@@ -87,8 +87,8 @@ def test_paper_b_presets():
     assert table1.data.augment.rotation == 30.0 and table1.prune.ratio == 0.0
     assert table1.hydra.sweeper.params["model.frozen_layers"] == "range(0,8)"
     table3 = compose_preset("paper_b_table2_3")
-    assert table3.model.frozen_layers == 6 and table3.prune.retrain_epochs == 0
-    assert table3.prune.variant.value == "paper_b" and list(table3.prune.layers) == ["classifier.4"]
+    assert table3.model.frozen_layers == 6 and table3.retrain.epochs == 0
+    assert table3.prune.distinctiveness.variant.value == "paper_b" and list(table3.prune.distinctiveness.layers) == ["classifier.4"]
     per_class = table3.published.per_class
     assert per_class.prefix == "dense/test"
     assert all(len(per_class[k]) == 7 for k in ("precision", "recall", "specificity"))

@@ -42,7 +42,7 @@ def preset(compose_cfg):
 
 
 def with_keys(config: dict, values: dict) -> dict:
-    """A copy of ``config`` with dotted keys (``prune.angle``) set."""
+    """A copy of ``config`` with dotted keys (``prune.distinctiveness.angle``) set."""
     out = copy.deepcopy(config)
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")
@@ -219,8 +219,8 @@ def test_the_best_dense_model_is_chosen_by_its_validation_accuracy(tmp_path, pre
     config = preset("paper_b_table2_3")
     for frozen, dense_correct, dense_val in ((5, 45, 0.52), (6, 55, 0.50)):
         for seed in (1, 2):
-            values = {"seed": seed, "model.frozen_layers": frozen, "prune.angle": 10}
-            values["prune.norm_std"] = 1
+            values = {"seed": seed, "model.frozen_layers": frozen, "prune.distinctiveness.angle": 10}
+            values["prune.distinctiveness.norm_std"] = 1
             name = f"model.frozen_layers={frozen},seed={seed}"
             job = with_keys(config, values)
             dense = {"dense_correct": dense_correct, "dense_val": dense_val}
@@ -251,15 +251,15 @@ def _paper_b_table3_sweep(sweep: Path, preset, seeds=(1, 2, 3, 4, 5)) -> dict:
     config = preset("paper_b_table2_3")
     params = OmegaConf.load(Path(CONF_DIR) / "experiment" / "paper_b_table2_3.yaml")
     params = params.hydra.sweeper.params
-    angles = [float(a) for a in str(params["prune.angle"]).split(",")]
-    norm_stds = [float(k) for k in str(params["prune.norm_std"]).split(",")]
+    angles = [float(a) for a in str(params["prune.distinctiveness.angle"]).split(",")]
+    norm_stds = [float(k) for k in str(params["prune.distinctiveness.norm_std"]).split(",")]
     write_multirun(sweep, {**params, "seed": "range(1,6)"})
     level = {1: 44, 2: 52, 3: 47, 4: 55, 5: 49}
     for seed in seeds:
         for i, angle in enumerate(angles):
             for j, k in enumerate(norm_stds):
-                values = {"seed": seed, "prune.angle": angle, "prune.norm_std": k}
-                name = f"prune.angle={angle:g},prune.norm_std={k:g},seed={seed}"
+                values = {"seed": seed, "prune.distinctiveness.angle": angle, "prune.distinctiveness.norm_std": k}
+                name = f"prune.distinctiveness.angle={angle:g},prune.distinctiveness.norm_std={k:g},seed={seed}"
                 correct = level[seed] - 2 * i + (j % 3 - 1)
                 units = 20 + 30 * i + 2 * j + seed
                 job = with_keys(config, values)
@@ -283,7 +283,7 @@ def test_paper_table_averages_pooled_keys_within_each_seed(tmp_path, preset):
     jobs, _ = collect([sweep])
     condition_keys(jobs)
     comp = comparison_rows(block, jobs)
-    assert [row.values["prune.angle"] for row in comp] == [7.5, 10.0, 12.5, 15.0, 17.5]
+    assert [row.values["prune.distinctiveness.angle"] for row in comp] == [7.5, 10.0, 12.5, 15.0, 17.5]
     for row in comp:
         assert len(row.jobs) == 45
         per_seed = {}
@@ -308,7 +308,7 @@ def test_paper_table_averages_pooled_keys_within_each_seed(tmp_path, preset):
         # angle | test acc, n, CI, paper, in CI | units removed, n, CI, paper
         assert cells[2] == "5" and cells[7] == "5", line
     assert "n: independent repeats, one per seed" in section
-    assert "`prune.norm_std`" in section
+    assert "`prune.distinctiveness.norm_std`" in section
 
 
 def test_prune_seed_draws_of_one_seed_are_one_repeat(tmp_path, preset):

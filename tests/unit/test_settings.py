@@ -115,13 +115,13 @@ def test_keys_that_change_no_number_split_nothing_anywhere(compose_cfg, override
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("prune.method=magnitude", "prune.angle=30"),  # distinctiveness' option
-        ("prune.rewind=none", "prune.rewind_epoch=3"),  # read only with rewind=epoch
-        ("prune.schedule=oneshot", "prune.gradual_start=2"),  # read only when gradual
-        ("optim.scheduler=none", "prune.retrain_lr=final"),  # a constant rate: the same run
+        ("prune.method=magnitude", "prune.distinctiveness.angle=30"),  # distinctiveness' option
+        ("retrain.rewind=none", "retrain.rewind_epoch=3"),  # read only with rewind=epoch
+        ("prune.schedule=oneshot", "prune.gradual.start=2"),  # read only when gradual
+        ("optim.scheduler=none", "retrain.lr=final"),  # a constant rate: the same run
         # A gradual stage has no retraining: the false +0.00 condition of an earlier round.
-        ("optim.scheduler=cosine", "prune.schedule=gradual", "prune.retrain_lr=final"),
-        ("prune.method=distinctiveness", "prune.variant=paper_a", "prune.normalize=center"),
+        ("optim.scheduler=cosine", "prune.schedule=gradual", "retrain.lr=final"),
+        ("prune.method=distinctiveness", "prune.distinctiveness.variant=paper_a", "prune.distinctiveness.normalize=center"),
         ("optim.name=adam", "optim.momentum=0.5"),  # SGD's
         ("data=synthetic", "data.crop=none"),  # SFEW's face crops
         ("data.split=[0.7,0.15,0.15]", "data.official_val_fraction=0.3"),
@@ -146,9 +146,9 @@ def test_a_key_every_criterion_reads_applies_to_each(compose_cfg):
 
 
 def test_a_dense_job_relaunched_to_keep_theta_k_is_another_job(compose_cfg):
-    """A dense job writes theta_k when prune.rewind=epoch, though no prune.* key applies to it."""
+    """A dense job writes theta_k when retrain.rewind=epoch, though no prune.* key applies to it."""
     base = compose_cfg("data=synthetic")
-    other = compose_cfg("data=synthetic", "prune.rewind=epoch", "prune.rewind_epoch=2")
+    other = compose_cfg("data=synthetic", "retrain.rewind=epoch", "retrain.rewind_epoch=2")
     assert _conditions(base, other) == []  # the same dense numbers
     (change,) = config_changes(resolved(base), other)
     assert change.startswith("theta_k epoch") and change.endswith("None -> 2")
@@ -156,7 +156,7 @@ def test_a_dense_job_relaunched_to_keep_theta_k_is_another_job(compose_cfg):
 
 def test_a_dense_job_is_split_by_no_prune_key(compose_cfg):
     base = compose_cfg("data=synthetic")
-    other = compose_cfg("data=synthetic", "prune.angle=30", "prune.scope=layer")
+    other = compose_cfg("data=synthetic", "prune.distinctiveness.angle=30", "prune.scope=layer")
     assert _conditions(base, other) == [] and config_changes(resolved(base), other) == []
 
 
@@ -170,8 +170,8 @@ def test_every_declared_range_names_its_key(compose_cfg):
         "trainer.max_epochs": 0,
         "trainer.checkpoint_every_s": -1,
         "prune.ratio": 1,
-        "prune.angle": 91,
-        "prune.norm_std": -1,
+        "prune.distinctiveness.angle": 91,
+        "prune.distinctiveness.norm_std": -1,
         "threads": 0,
         "cache_lock_timeout_s": 0,
     }

@@ -146,9 +146,13 @@ def _check(angle: float, normalize: str, norm_std: float | None, variant: str) -
     check_angle(angle)
     if normalize not in choices(UnitNormalize):
         allowed = ", ".join(choices(UnitNormalize))
-        raise ConfigError(f"prune.normalize={normalize!r}: expected one of {allowed}")
+        raise ConfigError(
+            f"prune.distinctiveness.normalize={normalize!r}: expected one of {allowed}"
+        )
     if variant not in RULES:
-        raise ConfigError(f"prune.variant={variant!r}: expected one of {', '.join(RULES)}")
+        raise ConfigError(
+            f"prune.distinctiveness.variant={variant!r}: expected one of {', '.join(RULES)}"
+        )
     check_norm_std(norm_std)
 
 
@@ -306,7 +310,7 @@ def _warn_ignored(variant: str, complementary: bool, norm_std: float | None) -> 
     """One warning when a paper rule is given an option its code does not have."""
     # normalize always has a value (minmax by default), so it is never warned about.
     given = {"complementary": bool(complementary), "norm_std": norm_std is not None}
-    flat = {"prune.method": "distinctiveness", "prune.variant": variant}
+    flat = {"prune.method": "distinctiveness", "prune.distinctiveness.variant": variant}
     if any(on and not settings.applies(f"prune.{n}", flat) for n, on in given.items()):
         log.warning("distinctiveness %s: %s", variant, _IGNORED_WARNING[variant])
 
@@ -332,7 +336,7 @@ def _log_layer(name: str, pairing: Pairing, total: int) -> None:
 
 def _prune(request: Request) -> Pruned:
     """One round: activations on ``request.device``, merges in the model, the mask returned."""
-    p, model, device = request.options, request.model, request.device
+    p, model, device = request.options.distinctiveness, request.model, request.device
     model.to(device)
     result = distinctiveness_prune(
         model,
