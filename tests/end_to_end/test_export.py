@@ -242,7 +242,11 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 
 
 RUNS = {
-    "distinctiveness_imp": ("prune.method=distinctiveness", "prune.distinctiveness.angle=45", "prune.iterations=2"),
+    "distinctiveness_imp": (
+        "prune.method=distinctiveness",
+        "prune.distinctiveness.angle=45",
+        "prune.iterations=2",
+    ),
     "unit_magnitude_rewind": (
         "prune.granularity=unit",
         "prune.ratio=0.5",

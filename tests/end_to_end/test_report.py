@@ -53,7 +53,9 @@ def test_keys_that_do_not_apply_to_a_method_are_blanked():
     assert magnitude["retrain.rewind_epoch"] is None
     dense = applicable({**base, "prune.ratio": 0.0})
     assert all(v is None for k, v in dense.items() if k.startswith("prune."))
-    distinct = applicable({**base, "prune.method": "distinctiveness", "prune.distinctiveness.variant": "paper_a"})
+    distinct = applicable(
+        {**base, "prune.method": "distinctiveness", "prune.distinctiveness.variant": "paper_a"}
+    )
     assert distinct["prune.ratio"] is None and distinct["prune.distinctiveness.angle"] == 15.0
     assert distinct["prune.distinctiveness.variant"] == "paper_a" and distinct["seed"] == 1
 

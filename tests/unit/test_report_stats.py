@@ -219,7 +219,11 @@ def test_the_best_dense_model_is_chosen_by_its_validation_accuracy(tmp_path, pre
     config = preset("paper_b_table2_3")
     for frozen, dense_correct, dense_val in ((5, 45, 0.52), (6, 55, 0.50)):
         for seed in (1, 2):
-            values = {"seed": seed, "model.frozen_layers": frozen, "prune.distinctiveness.angle": 10}
+            values = {
+                "seed": seed,
+                "model.frozen_layers": frozen,
+                "prune.distinctiveness.angle": 10,
+            }
             values["prune.distinctiveness.norm_std"] = 1
             name = f"model.frozen_layers={frozen},seed={seed}"
             job = with_keys(config, values)
@@ -258,8 +262,15 @@ def _paper_b_table3_sweep(sweep: Path, preset, seeds=(1, 2, 3, 4, 5)) -> dict:
     for seed in seeds:
         for i, angle in enumerate(angles):
             for j, k in enumerate(norm_stds):
-                values = {"seed": seed, "prune.distinctiveness.angle": angle, "prune.distinctiveness.norm_std": k}
-                name = f"prune.distinctiveness.angle={angle:g},prune.distinctiveness.norm_std={k:g},seed={seed}"
+                values = {
+                    "seed": seed,
+                    "prune.distinctiveness.angle": angle,
+                    "prune.distinctiveness.norm_std": k,
+                }
+                name = (
+                    f"prune.distinctiveness.angle={angle:g},"
+                    f"prune.distinctiveness.norm_std={k:g},seed={seed}"
+                )
                 correct = level[seed] - 2 * i + (j % 3 - 1)
                 units = 20 + 30 * i + 2 * j + seed
                 job = with_keys(config, values)
@@ -283,7 +294,13 @@ def test_paper_table_averages_pooled_keys_within_each_seed(tmp_path, preset):
     jobs, _ = collect([sweep])
     condition_keys(jobs)
     comp = comparison_rows(block, jobs)
-    assert [row.values["prune.distinctiveness.angle"] for row in comp] == [7.5, 10.0, 12.5, 15.0, 17.5]
+    assert [row.values["prune.distinctiveness.angle"] for row in comp] == [
+        7.5,
+        10.0,
+        12.5,
+        15.0,
+        17.5,
+    ]
     for row in comp:
         assert len(row.jobs) == 45
         per_seed = {}

@@ -121,7 +121,11 @@ def test_keys_that_change_no_number_split_nothing_anywhere(compose_cfg, override
         ("optim.scheduler=none", "retrain.lr=final"),  # a constant rate: the same run
         # A gradual stage has no retraining: the false +0.00 condition of an earlier round.
         ("optim.scheduler=cosine", "prune.schedule=gradual", "retrain.lr=final"),
-        ("prune.method=distinctiveness", "prune.distinctiveness.variant=paper_a", "prune.distinctiveness.normalize=center"),
+        (
+            "prune.method=distinctiveness",
+            "prune.distinctiveness.variant=paper_a",
+            "prune.distinctiveness.normalize=center",
+        ),
         ("optim.name=adam", "optim.momentum=0.5"),  # SGD's
         ("data=synthetic", "data.crop=none"),  # SFEW's face crops
         ("data.split=[0.7,0.15,0.15]", "data.official_val_fraction=0.3"),
