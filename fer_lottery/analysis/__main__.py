@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import math
 import re
 import sys
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from fer_lottery.config import schema_defaults
+from fer_lottery.config.checks import OPEN_KEYS
+from fer_lottery.config.renamed import old_spelling, upgrade
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.overlap import mask_overlap
 
@@ -40,8 +47,36 @@ def _flat(node: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _matches(config: dict, where: dict[str, str]) -> bool:
-    flat = _flat(config)
-    return all(str(flat.get(k)) == v for k, v in where.items())
+    """Whether the recorded ``config`` (keys at their current places: ``config.renamed``) has
+    every value of ``where``, each read by Hydra's override grammar, as on the command line
+    (``false`` is False, ``0.50`` is 0.5, ``null`` is None)."""
+    flat = _flat(upgrade(config))
+    return all(flat.get(k) == _value(k, v) for k, v in where.items())
+
+
+def _value(key: str, written: str) -> object:
+    """``written`` as ``python -m fer_lottery key=written`` would set it."""
+    try:
+        return OverridesParser.create().parse_override(f"{key}={written}").value()
+    except HydraException as exc:
+        raise ValueError(f"{key}={written}: not a value Hydra reads ({exc})") from None
+
+
+def _check_keys(spec: str, keys: list[str]) -> None:
+    """A selector key that is no setting (a typo, or an old spelling) is refused in one line
+    naming it and the fix, rather than selecting nothing."""
+    known = schema_defaults()
+    for key in keys:
+        moved = old_spelling([key])
+        if moved:
+            raise ValueError(f"{spec}: {moved}")
+        if key not in known and not any(key.startswith(k + ".") for k in OPEN_KEYS):
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"{spec}: {key} is not a fer_lottery setting{hint}; select on the keys that "
+                "python -m fer_lottery --cfg job prints"
+            )
 
 
 def parse_set(spec: str) -> tuple[Path, dict[str, str], int | None]:
@@ -57,6 +92,9 @@ def parse_set(spec: str) -> tuple[Path, dict[str, str], int | None]:
     pairs = [p.split("=", 1) for p in where.split(",") if p]
     if any(len(p) != 2 for p in pairs):
         raise ValueError(f"{spec}: expected DIR::KEY=VALUE,KEY=VALUE")
+    _check_keys(spec, [k for k, _ in pairs])
+    for key, value in pairs:
+        _value(key, value)  # a value Hydra cannot read is refused here, not matched as nothing
     return Path(folder), dict(pairs), r
 
 

@@ -54,7 +54,7 @@ def test_random_masks_at_the_same_densities_overlap_at_chance():
     assert o.chance == ka * kb / n
 
 
-def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, tmp_path):
+def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, tmp_path, capsys):
     from fer_lottery.analysis.__main__ import main
 
     for seed in (1, 2):
@@ -75,6 +75,18 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
     # Is the ticket stable across seeds? One set against itself, seed 1 with seed 2.
     assert main(["overlap", "--across-seeds", narrowed, "--out", str(out)]) == 0
+    # Values are read as Hydra reads an override: 0.80 is 0.8, false is False.
+    typed = f"{tmp_path / 'a'}::prune.ratio=0.80,stability.enabled=false,retrain.epochs=0"
+    assert main(["overlap", typed, str(tmp_path / "b"), "--out", str(out)]) == 0
+    # A key that is no setting, or an old spelling, is named with its fix, in one line.
+    capsys.readouterr()
+    for key, fix in (
+        ("prune.rato", "did you mean prune.ratio?"),
+        ("prune.rewind", "retrain.rewind"),
+    ):
+        assert main(["overlap", f"{tmp_path / 'a'}::{key}=0.8", str(tmp_path / "b")]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert key in line and fix in line
     md = (out / "overlap.md").read_text()
     assert "Runs paired across seeds" in md and "1 pair(s) of runs, weights." in md
     assert "Not paired" not in md  # both seeds are in the one pair
