@@ -51,10 +51,12 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def register_configs() -> None:
-    """Register the schema so that YAML files in conf/ are checked against it, and the
-    ``swept_dirname`` resolver that names sweep job folders."""
+    """Register the schema so that YAML files in conf/ are checked against it, the
+    ``swept_dirname`` resolver that names sweep job folders, and ``min``."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
+    # ${min:4,${trainer.max_epochs}}: a preset's epoch count that debug=tiny's shrinks too.
+    OmegaConf.register_new_resolver("min", lambda *values: min(values), replace=True)
 
 
 def flatten(node: dict, prefix: str = "") -> dict[str, object]:

@@ -88,7 +88,9 @@ def test_paper_b_presets():
     assert table1.hydra.sweeper.params["model.frozen_layers"] == "range(0,8)"
     table3 = compose_preset("paper_b_table2_3")
     assert table3.model.frozen_layers == 6 and table3.retrain.epochs == 0
-    assert table3.prune.distinctiveness.variant.value == "paper_b" and list(table3.prune.distinctiveness.layers) == ["classifier.4"]
+    assert table3.prune.distinctiveness.variant.value == "paper_b" and list(
+        table3.prune.distinctiveness.layers
+    ) == ["classifier.4"]
     per_class = table3.published.per_class
     assert per_class.prefix == "dense/test"
     assert all(len(per_class[k]) == 7 for k in ("precision", "recall", "specificity"))
@@ -99,3 +101,31 @@ def test_preset_works_with_synthetic_data_and_command_line_wins():
     validate(cfg)
     assert cfg.data.name.value == "synthetic" and cfg.model.weights is None and cfg.seed == 3
     assert list(cfg.data.split) == [0.7, 0.15, 0.15]
+
+
+ALL_PRESETS = sorted(
+    p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml") if not p.stem.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_debug_tiny_shrinks_every_epoch_count_of_a_preset(name):
+    # conf/debug/tiny.yaml: "it shrinks a preset too". Every count of epochs a job trains is at
+    # most tiny's 2, and what the preset means is kept (paper B's 0 retraining epochs stay 0).
+    cfg = compose_preset(name, "debug=tiny")
+    validate(cfg)
+    plain = _plain(cfg)
+    tiny = plain["trainer"]["max_epochs"]
+    assert tiny == 2
+    retrain = plain["retrain"]["epochs"]
+    assert retrain is None or retrain <= tiny
+    full = _plain(compose_preset(name))
+    if full["retrain"]["epochs"] == 0:
+        assert retrain == 0
+    assert plain["retrain"]["rewind_epoch"] <= tiny
+    assert plain["data"]["synthetic"]["per_class"] <= 8 and plain["data"]["image_size"] <= 64
+
+
+def _plain(cfg) -> dict:
+    node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.to_container(node, resolve=True)
