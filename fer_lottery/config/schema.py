@@ -229,6 +229,9 @@ class TrainerConfig:
     limit_val_batches: Any = None
     # No validation pass before training (it changes no number).
     num_sanity_val_steps: int = setting(0, changes=NOTHING)
+    # Lightning's table of submodules at each stage; off: the job logs one model line of its own
+    # (parameters, prunable weights, MACs).
+    enable_model_summary: bool = setting(False, changes=NOTHING)
     # fer_lottery's own keys (lightning=False: not Trainer arguments):
     # A resumable checkpoint (model, optimizer, best weights) at the end of an epoch once this
     # many seconds have passed since the stage started or last wrote one (0: never), and/or

@@ -26,7 +26,7 @@ from fer_lottery.experiment.dense import dense_stage
 from fer_lottery.experiment.gradual import gradual_prune
 from fer_lottery.experiment.retrain import prune_and_retrain
 from fer_lottery.job import faults
-from fer_lottery.models import build, count_macs, freeze_layers
+from fer_lottery.models import build, count_macs, freeze_layers, prunable_weights
 from fer_lottery.models.backbone import spec
 from fer_lottery.models.checks import batchnorm_trains
 from fer_lottery.models.weights import Loaded, normalization
@@ -144,7 +144,29 @@ def _build_model(cfg: DictConfig) -> tuple[nn.Module, list[nn.Module], Loaded]:
     arch = str(cfg.model.name)
     with seeded(cfg.seed, "model"):
         model, weights = build(arch, cfg.model.weights, cfg.model.num_classes)
+    log.info("%s", _model_line(cfg, model, weights))
     return model, freeze_layers(model, arch, cfg.model.frozen_layers), weights
+
+
+def _model_line(cfg: DictConfig, model: nn.Module, weights: Loaded) -> str:
+    """The job's one line on its network (Lightning's own summary is off unless
+    ``trainer.enable_model_summary=true``): start weights, parameters, prunable weights and
+    multiply-accumulates per image, as ``results.json`` counts them."""
+    if weights.pretrained:
+        start = f"ImageNet-pretrained ({weights.source}), new {cfg.model.num_classes}-way head"
+    elif weights.sha256 is None:
+        start = "random init (NOT pretrained)"
+    else:
+        start = f"weights from {weights.source}"
+    params = sum(p.numel() for p in model.parameters())
+    names = set(prunable_weights(model, list(cfg.prune.include)))
+    prunable = sum(p.numel() for n, p in model.named_parameters() if n in names)
+    macs, _ = count_macs(model, cfg.data.image_size)
+    return (
+        f"model: {cfg.model.name}, {start}; {params / 1e6:.2f} M parameters "
+        f"({prunable / 1e6:.2f} M in the prunable weights of prune.include), "
+        f"{macs / 1e6:.1f} M MACs per {cfg.data.image_size} px image"
+    )
 
 
 def _weights_keys(cfg: DictConfig, weights: Loaded, datamodule: FaceDataModule) -> dict:

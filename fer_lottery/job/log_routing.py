@@ -26,6 +26,14 @@ class BelowLevel(logging.Filter):
         return record.levelno < self.level
 
 
+class NoAdverts(logging.Filter):
+    """Drop Lightning's product tips ("💡 Tip: ... try installing litlogger"): a job's log says
+    what the job did."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 class JobLogFile(logging.FileHandler):
     """The job's log file. When its disk is full it stops, with one line on stderr, instead of
     printing logging's "--- Logging error ---" traceback for every later record."""

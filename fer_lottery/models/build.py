@@ -58,7 +58,7 @@ def build(name: str, weights: str | None, num_classes: int | None = 7) -> tuple[
         return model, Loaded(None, "random init (not pretrained)", False, None)
     if weights is None:
         replace_head(model, s, num_classes)
-        log.info("model: %s, random init (NOT pretrained)", name)
+        log.debug("model: %s, random init (NOT pretrained)", name)
         return model, Loaded(None, "random init (not pretrained)", False, None)
     path = Path(str(weights)).expanduser()
     if path.is_file():
@@ -71,7 +71,7 @@ def build(name: str, weights: str | None, num_classes: int | None = 7) -> tuple[
         else:
             _load(model, state, str(path))
             replace_head(model, s, num_classes)
-        log.info("model: %s, weights from %s", name, path)
+        log.debug("model: %s, weights from %s", name, path)
         return model, Loaded(None, loaded.source, False, loaded.sha256)
     if is_file_like(str(weights)):
         raise WeightsError(
@@ -81,7 +81,7 @@ def build(name: str, weights: str | None, num_classes: int | None = 7) -> tuple[
     loaded = load_imagenet(s, str(weights), model)
     _load(model, loaded.state, loaded.source)
     replace_head(model, s, num_classes)
-    log.info(
+    log.debug(
         "model: %s, ImageNet-pretrained: %s; new %d-way head", name, loaded.source, num_classes
     )
     return model, Loaded(None, loaded.source, True, loaded.sha256)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fer_lottery import report
 from fer_lottery.core.classes import CLASSES
-from tests.helpers import TINY_SFEW, TINY_SYNTHETIC_BATCH32, run_cli
+from tests.helpers import TINY_SFEW, TINY_SYNTHETIC, TINY_SYNTHETIC_BATCH32, run_cli
 
 
 def tb_tags(folder: Path) -> dict[str, list[str]]:
@@ -34,6 +34,11 @@ def test_synthetic_run_writes_results_and_tensorboard(tmp_path):
     )
     assert "Held-out test accuracy" in proc.stdout
     results = json.loads((run_dir / "results.json").read_text())
+    # One model line of our own, with the counts results.json has; no Lightning table, no advert.
+    (line,) = [ln for ln in proc.stdout.splitlines() if "] - model: " in ln]
+    assert f"{results['params/total'] / 1e6:.2f} M parameters" in line
+    assert f"{results['flops/total'] / 1e6:.1f} M MACs per 32 px image" in line
+    assert "Total FLOPs" not in proc.stdout and "Tip:" not in proc.stdout + proc.stderr
     for key in (
         "test/acc",
         "val/acc_best",
@@ -68,6 +73,17 @@ def test_synthetic_run_writes_results_and_tensorboard(tmp_path):
     assert (run_dir / "tb" / "dense" / "hparams.yaml").is_file()
     assert (run_dir / "csv" / "dense" / "metrics.csv").read_text().startswith("epoch")
     assert (run_dir / "confusion_dense.png").stat().st_size > 1000
+
+
+def test_lightning_s_model_summary_is_behind_a_setting(tmp_path):
+    proc = run_cli(
+        *TINY_SYNTHETIC,
+        "trainer.max_epochs=1",
+        "trainer.enable_model_summary=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert "Trainable params" in proc.stdout and "Tip:" not in proc.stdout
 
 
 def test_same_seed_gives_same_results_on_cpu(tmp_path):
