@@ -261,6 +261,7 @@ class Description:
     batchnorm: tuple[bool, ...]  # per group: holds BatchNorm
     min_image_size: int
     params: int
+    layers: tuple[str, ...] = ()  # the conv and linear modules: what prune.include globs match
 
     @property
     def batchnorm_groups(self) -> int:
@@ -284,4 +285,5 @@ def describe(name: str, num_classes: int = 7) -> Description:
         batchnorm=tuple(group_has_batchnorm(model, paths) for _, paths in groups),
         min_image_size=min_image_size(model),
         params=sum(p.numel() for p in model.parameters()),
+        layers=tuple(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)),
     )

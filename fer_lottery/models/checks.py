@@ -70,6 +70,24 @@ def check_model(cfg: DictConfig) -> None:
             "prune.distinctiveness.variant=honest"
         )
     _check_unit_globs(cfg, name)
+    _check_include(cfg, name)
+
+
+def _check_include(cfg: DictConfig, name: str) -> None:
+    """A pruning job's ``prune.include`` must match a conv or linear layer of the backbone: the
+    weights it may prune and that its sparsity is measured over. Matching none, a job would
+    prune nothing and record sparsity 0, or fail after the dense training."""
+    if not run_prunes(cfg):
+        return
+    include = list(cfg.prune.include)
+    layers = describe(name, cfg.model.num_classes).layers
+    if not any(fnmatch(layer, p) for layer in layers for p in include):
+        shown = ", ".join(layers[:6]) + (f", ... ({len(layers)} in all)" if len(layers) > 6 else "")
+        raise ConfigError(
+            f"prune.include={include} matches none of the conv and linear layers of {name} "
+            f"({shown}): widen it, e.g. prune.include=['*'] (python -m fer_lottery.models "
+            f"{name} lists them)"
+        )
 
 
 def _check_unit_globs(cfg: DictConfig, name: str) -> None:

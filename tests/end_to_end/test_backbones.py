@@ -255,12 +255,33 @@ def test_pretrained_weights_beat_random_init_at_the_same_budget(tmp_path):
             "prune.include=['nomatch*'] matches none of the unit layers of resnet18",
         ),
         (
+            ("prune.granularity=unit", "prune.ratio=0.5", "prune.include=[fc]"),
+            "prune.include=['fc'] matches none of the unit layers of resnet18",
+        ),
+        (
             ("prune.method=distinctiveness", "prune.distinctiveness.layers=[nomatch]"),
             "prune.distinctiveness.layers: 'nomatch' matches no unit layer of resnet18",
         ),
+    ]
+    + [
+        (
+            (*criterion, "prune.include=[nomatch*]"),
+            "prune.include=['nomatch*'] matches none of the conv and linear layers of resnet18",
+        )
+        for criterion in (
+            ("prune.ratio=0.5", "prune.scope=layer"),
+            ("prune.ratio=0.5",),
+            ("prune.ratio=0.5", "prune.schedule=gradual"),
+            ("prune.method=gradient", "prune.ratio=0.5", "prune.scope=layer"),
+            ("prune.method=random", "prune.ratio=0.5"),
+            ("prune.method=distinctiveness",),
+        )
     ],
 )
-def test_unit_globs_that_match_nothing_are_refused_before_any_data(tmp_path, overrides, message):
+def test_globs_that_match_nothing_are_refused_before_any_data(tmp_path, overrides, message):
+    # A weight-level criterion with an empty selection used to prune nothing and record
+    # sparsity 0 (magnitude, layer scope), or fail after the dense training (global, gradual,
+    # gradient): every one is refused in one line before any data is loaded.
     proc = run_cli(*TINY_SYNTHETIC_BATCH32, *overrides, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
     assert len(proc.stderr.strip().splitlines()) == 1
