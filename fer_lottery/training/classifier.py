@@ -51,6 +51,10 @@ class FERClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed stage keeps its best
+        # The first epoch whose val/acc may be the stage's best (``training.stage.Stage``: a
+        # gradual stage selects among the epochs at its final sparsity): val/acc_best is logged
+        # by the same rule as the weights the stage keeps.
+        self.best_from_epoch = 0
         self.test_metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(n, average="micro"),
@@ -108,7 +112,7 @@ class FERClassifier(pl.LightningModule):
         self.val_acc.reset()
         self.val_loss.reset()
         self.log("val/acc", acc, prog_bar=True)
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.current_epoch >= self.best_from_epoch:
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
 

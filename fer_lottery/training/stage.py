@@ -264,6 +264,7 @@ def train_stage(
     keep_freed_memory()
     run = _start(cfg, datamodule, out_dir, ckpt_dir, stage)
     module = prepare_model(cfg, module)
+    module.best_from_epoch = stage.best_from_epoch  # its logged best follows the stage's rule
     train_s = _fit(run, cfg, module, datamodule, stage)
     metrics, test_s = _test_best(run, module, datamodule)
     metrics.update(

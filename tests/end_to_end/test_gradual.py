@@ -61,6 +61,17 @@ def test_a_gradual_stage_follows_the_schedule_and_ends_exactly_at_the_ratio(run_
         if "prune/sparsity" in acc.Tags()["scalars"]:
             steps += [e.value for e in acc.Scalars("prune/sparsity")]
     assert steps == pytest.approx(list(sparsity.values()), abs=1e-6)
+    # The logged best follows the stage's rule: only epochs at the final sparsity (3 and 4)
+    # count, so the curve starts at epoch 3 and ends at results.json's val/acc_best.
+    val, best = _logged(run_dir, "val/acc"), _logged(run_dir, "val/acc_best")
+    assert list(best) == [3, 4]
+    assert best[4] == pytest.approx(max(val[3], val[4])) == results["val/acc_best"]
+    tb_best = []
+    for events in (run_dir / "tb" / "gradual").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events)).Reload()
+        if "val/acc_best" in acc.Tags()["scalars"]:
+            tb_best += [e.value for e in acc.Scalars("val/acc_best")]
+    assert tb_best == pytest.approx([best[3], best[4]])
 
 
 @pytest.mark.parametrize(
@@ -69,8 +80,8 @@ def test_a_gradual_stage_follows_the_schedule_and_ends_exactly_at_the_ratio(run_
         (["prune.method=gradient"], "use prune.method=magnitude"),
         (["retrain.rewind=pretrained"], "use retrain.rewind=none"),
         (["prune.granularity=unit"], "use prune.granularity=weight"),
-        (["prune.gradual.end=9"], "need 0 <= gradual_start <= gradual_end < 2"),
-        (["prune.gradual.start=1", "prune.gradual.end=0"], "gradual_start=1"),
+        (["prune.gradual.end=9"], "need 0 <= start <= end < 2"),
+        (["prune.gradual.start=1", "prune.gradual.end=0"], "prune.gradual.start=1"),
     ],
 )
 def test_gradual_combinations_that_make_no_sense_are_refused(compose_cfg, overrides, message):
