@@ -133,6 +133,16 @@ def runs(spec: str) -> dict[tuple, Path]:
     return found
 
 
+def _candidates(mask: Path, units: bool) -> set[str] | None:
+    """The layers the run's criterion could prune, as its results.json names them: the unit
+    layers (``prune/units_removed/<layer>``) or the prunable weights (``prune/sparsity/<layer>``);
+    None for a file that names none (then every layer of the mask is compared)."""
+    results = json.loads((mask.parent / "results.json").read_text())
+    prefix = "prune/units_removed/" if units else "prune/sparsity/"
+    found = {k.removeprefix(prefix) for k in results if k.startswith(prefix)}
+    return found or None
+
+
 def _unit_level(mask: Path) -> bool:
     prune = json.loads((mask.parent / "results.json").read_text())["config"]["prune"]
     return prune.get("method") == "distinctiveness" or prune.get("granularity") == "unit"
@@ -173,7 +183,9 @@ def compare(
     for ka, kb in paired:
         ma = Mask.load(ra[ka]).tensors
         mb = Mask.load(rb[kb]).tensors
-        for layer, value in mask_overlap(ma, mb, units=units).items():
+        la, lb = _candidates(ra[ka], units), _candidates(rb[kb], units)
+        layers = None if la is None or lb is None else la | lb
+        for layer, value in mask_overlap(ma, mb, units=units, layers=layers).items():
             row = sums.setdefault(layer, dict.fromkeys(COLUMNS, 0.0))
             for column in COLUMNS:
                 row[column] += getattr(value, column) / len(paired)

@@ -95,12 +95,24 @@ def unit_keep(weight_keep: torch.Tensor) -> torch.Tensor:
 
 
 def mask_overlap(
-    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], units: bool = False
+    a: dict[str, torch.Tensor],
+    b: dict[str, torch.Tensor],
+    units: bool = False,
+    layers: set[str] | None = None,
 ) -> dict[str, Overlap]:
     """Per weight the two masks share (``*.weight`` names), and ``total``; unit by unit with
-    ``units``. Names only one mask holds are left out (a layer one run did not prune)."""
+    ``units``. Names only one mask holds are left out (a layer one run did not prune).
+
+    ``layers``: only these layers (module names), the ones the criteria could prune, so that
+    the total is not diluted by layers no run could touch. With ``units``, each layer counts once:
+    a unit's BatchNorm entries (1-D) follow its filter and are not compared again."""
     out: dict[str, Overlap] = {}
-    for name in [n for n in a if n in b and n.endswith(".weight")]:
+    names = [n for n in a if n in b and n.endswith(".weight")]
+    if layers is not None:
+        names = [n for n in names if n.removesuffix(".weight") in layers]
+    if units:
+        names = [n for n in names if a[n].dim() > 1]
+    for name in names:
         ka, kb = a[name], b[name]
         if units:
             ka, kb = unit_keep(ka), unit_keep(kb)

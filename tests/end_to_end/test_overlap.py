@@ -123,3 +123,28 @@ def test_imp_rounds_nest_and_compare_with_one_shot(run_job, tmp_path):
     assert float(last["jaccard"]) == pytest.approx(kept[2] / kept[1], abs=1e-6)
     assert "imp vs oneshot" in total  # IMP's final mask against one shot at the same ratio
     assert main(["overlap", f"{imp_dir}@4", imp_dir]) == 2  # a round the job did not run
+
+
+def test_totals_cover_only_the_layers_the_criterion_could_prune_each_once(run_job, tmp_path):
+    # Unit masks hold every conv and linear weight and each pruned unit's BatchNorm entries; a
+    # total over all of them counted never-pruned layers (at chance by construction) and each
+    # pruned layer twice (conv1 and bn1). Only the unit layers the job names are compared.
+    from fer_lottery.analysis.__main__ import main
+
+    unit = ("prune.granularity=unit", "prune.ratio=0.75", "prune.iterations=2", "retrain.epochs=0")
+    results, run = run_job("iu/seed=1", *unit)
+    out = tmp_path / "overlap"
+    iu = str(tmp_path / "iu")
+    assert main(["overlap", iu, f"{iu}@1", "--out", str(out)]) == 0
+    rows = {r["layer"]: r for r in csv.DictReader((out / "overlap.csv").open())}
+    prefix = "prune/units_removed/"
+    layers = {k.removeprefix(prefix) for k in results if k.startswith(prefix)}
+    assert set(rows) == layers | {"total"} and not any(".bn" in name for name in rows)
+    x = [float(rows[name]["x_chance"]) for name in layers if rows[name]["x_chance"] != "nan"]
+    assert min(x) - 1e-9 <= float(rows["total"]["x_chance"]) <= max(x) + 1e-9
+    # Weights: the prunable layers of prune.include, not the layers it leaves out.
+    for name in ("a", "b"):
+        run_job(f"{name}/seed=1", "prune.ratio=0.5", "retrain.epochs=0", "prune.include=[layer4*]")
+    assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    rows = {r["layer"] for r in csv.DictReader((out / "overlap.csv").open())}
+    assert rows - {"total"} and all(r.startswith("layer4") for r in rows - {"total"})
