@@ -83,6 +83,7 @@ def _failed(exc: Exception, run_dir: Path, hydra_cfg) -> float:
         if isinstance(exc, FerLotteryError):
             log.error("%s", exc)
             sys.exit(2)  # Hydra would print it again
+        record_failure(run_dir, exc, list(hydra_cfg.overrides.task))  # what the report names
         log.exception("the job failed")
         sys.exit(1)
     optuna = "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()

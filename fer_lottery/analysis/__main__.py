@@ -30,6 +30,7 @@ from hydra.errors import HydraException
 from fer_lottery.config import schema_defaults
 from fer_lottery.config.checks import OPEN_KEYS
 from fer_lottery.config.renamed import old_spelling, upgrade
+from fer_lottery.core.criteria import prunes
 from fer_lottery.pruning.mask import Mask
 from fer_lottery.pruning.overlap import mask_overlap
 
@@ -108,17 +109,25 @@ def mask_file(run: Path, config: dict, r: int | None) -> Path | None:
     return run / f"mask_round{r}.pt"
 
 
-def runs(spec: str) -> dict[tuple, Path]:
-    """The pruned runs of a set by repeat (seed, fold); ValueError if one repeat has two."""
+def runs(spec: str, skipped: list[str] | None = None) -> dict[tuple, Path]:
+    """The pruned runs of a set by repeat (seed, fold); ValueError if one repeat has two. A run
+    of the set that has no mask to compare is added to ``skipped`` with the reason."""
     folder, where, r = parse_set(spec)
     found: dict[tuple, Path] = {}
+    skipped = [] if skipped is None else skipped
     for results in sorted(folder.rglob("results.json")):
         run = results.parent
         config = json.loads(results.read_text()).get("config", {})
         if not _matches(config, where):
             continue
         mask = mask_file(run, config, r)
-        if mask is None or not mask.is_file():
+        if mask is None:
+            skipped.append(f"{run} (round {r}: the job ran fewer IMP rounds)")
+            continue
+        if not mask.is_file():
+            prune = config.get("prune") or {}
+            pruned = prunes(prune.get("method"), prune.get("ratio"))
+            skipped.append(f"{run} ({'no ' + mask.name if pruned else 'a dense run: no mask'})")
             continue
         repeat = (config.get("seed"), (config.get("data") or {}).get("fold"))
         if repeat in found:
@@ -129,7 +138,8 @@ def runs(spec: str) -> dict[tuple, Path]:
         found[repeat] = mask
     if not found:
         what = "mask.pt" if r is None else f"the mask of IMP round {r}"
-        raise ValueError(f"{spec}: no finished pruned run (results.json with {what}) there")
+        why = f"; skipped: {', '.join(skipped)}" if skipped else ""
+        raise ValueError(f"{spec}: no finished pruned run (results.json with {what}) there{why}")
     return found
 
 
@@ -168,13 +178,15 @@ def compare(
     """Per layer, the mean over paired repeats of each column; the pairs of repeats; units or
     not; and the runs that could not be paired. ``across``: runs of different seeds are paired
     (is a ticket stable across seeds?), with ``a == b`` allowed."""
-    ra, rb = runs(a), runs(b)
+    skipped: list[str] = []
+    ra, rb = runs(a, skipped), runs(b, skipped if a != b else None)
     paired = _pairs(ra, rb, across, a == b)
     used_a, used_b = {p[0] for p in paired}, {p[1] for p in paired}
     if a == b:  # one set against itself: a run is paired when it is on either side
         used_a = used_b = used_a | used_b
     unpaired = [str(ra[k].parent) for k in ra if k not in used_a]
     unpaired += [str(rb[k].parent) for k in rb if k not in used_b and a != b]
+    unpaired += [f"skipped: {s}" for s in skipped]
     if not paired:
         what = "two different seeds of one fold" if across else "a seed (and fold)"
         raise ValueError(f"{a} and {b} share no {what}: nothing to pair")
@@ -229,10 +241,12 @@ def overlap_main(dirs: list[str], out: Path, across: bool = False) -> str:
         level = "units" if units else "weights"
         md += [f"## A = `{a}`, B = `{b}`\n", f"{len(paired)} pair(s) of runs, {level}.\n"]
         md += _table(layers) + [""]
-        if unpaired:
-            md += [
-                f"Not paired (no run on the other side to pair it with): {', '.join(unpaired)}\n"
-            ]
+        alone = [u for u in unpaired if not u.startswith("skipped: ")]
+        skipped = [u.removeprefix("skipped: ") for u in unpaired if u.startswith("skipped: ")]
+        if alone:
+            md += [f"Not paired (no run on the other side to pair it with): {', '.join(alone)}\n"]
+        if skipped:
+            md += [f"Skipped (nothing to compare): {', '.join(skipped)}\n"]
         rows += [{"pair": name, "layer": layer, **row} for layer, row in layers.items()]
     out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(md)

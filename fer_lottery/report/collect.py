@@ -73,11 +73,19 @@ def _job_config(results: dict) -> dict:
 
 
 def _log_error(job: Path) -> str | None:
-    """The last ERROR line of a job's Hydra log, if any (why a job without results stopped)."""
+    """Why a job without results stopped, from its Hydra log: the last ERROR record, and when a
+    traceback follows it (``log.exception``), the exception's own last line after it."""
     for log in job.glob("*.log"):
-        errors = [ln for ln in log.read_text(errors="replace").splitlines() if "[ERROR]" in ln]
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [i for i, ln in enumerate(lines) if "[ERROR]" in ln]
         if errors:
-            return errors[-1].split("[ERROR] - ", 1)[-1]
+            message = lines[errors[-1]].split("[ERROR] - ", 1)[-1]
+            after = lines[errors[-1] + 1 :]
+            if after and after[0].startswith("Traceback"):
+                end = next((i for i, ln in enumerate(after) if ln.startswith("[")), len(after))
+                exception = next((ln for ln in reversed(after[:end]) if ln.strip()), "")
+                message = f"{message}: {exception.strip()}"
+            return message
     return None
 
 
@@ -162,13 +170,24 @@ def _reason(job: Path, scheduler: TaskLog | None) -> str:
     return reason
 
 
+def distinct(dirs: list[Path]) -> list[Path]:
+    """The folders to read, each once: one given twice, or inside another one given, is read
+    with that one (a job reached twice is one job)."""
+    kept: list[Path] = []
+    for d in sorted({Path(d).resolve() for d in dirs}, key=lambda p: len(p.parts)):
+        if not any(d.is_relative_to(k) for k in kept):
+            kept.append(d)
+    order = [Path(d).resolve() for d in dirs]
+    return sorted(kept, key=order.index)
+
+
 def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
     """Every finished job under ``dirs``, and every job of their sweeps without usable results."""
     jobs: list[Job] = []
     problems: list[Problem] = []
     swept_by_sweep: dict[Path, frozenset[str]] = {}
     logs_by_sweep: dict[Path, dict[str, TaskLog]] = {}
-    for d in map(Path, dirs):
+    for d in distinct(dirs):
         for path in sorted(d.rglob(paths.RESULTS)):
             try:
                 results = read_results(path)

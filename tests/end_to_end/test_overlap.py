@@ -75,6 +75,10 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
     assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
     # Is the ticket stable across seeds? One set against itself, seed 1 with seed 2.
     assert main(["overlap", "--across-seeds", narrowed, "--out", str(out)]) == 0
+    md = (out / "overlap.md").read_text()
+    assert "Runs paired across seeds" in md and "1 pair(s) of runs, weights." in md
+    assert "Not paired" not in md  # both seeds are in the one pair
+    assert main(["overlap", narrowed]) == 2  # one set needs --across-seeds
     # Values are read as Hydra reads an override: 0.80 is 0.8, false is False.
     typed = f"{tmp_path / 'a'}::prune.ratio=0.80,stability.enabled=false,retrain.epochs=0"
     assert main(["overlap", typed, str(tmp_path / "b"), "--out", str(out)]) == 0
@@ -87,10 +91,12 @@ def test_the_cli_pairs_real_runs_by_seed_and_names_what_it_cannot_pair(run_job, 
         assert main(["overlap", f"{tmp_path / 'a'}::{key}=0.8", str(tmp_path / "b")]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert key in line and fix in line
+    # A run without its mask is named with the reason, not dropped in silence.
+    (tmp_path / "a" / "seed=2" / "mask.pt").unlink()
+    assert main(["overlap", narrowed, str(tmp_path / "b"), "--out", str(out)]) == 0
     md = (out / "overlap.md").read_text()
-    assert "Runs paired across seeds" in md and "1 pair(s) of runs, weights." in md
-    assert "Not paired" not in md  # both seeds are in the one pair
-    assert main(["overlap", narrowed]) == 2  # one set needs --across-seeds
+    assert f"Skipped (nothing to compare): {tmp_path / 'a' / 'seed=2'} (no mask.pt)" in md
+    assert "Not paired" not in md
 
 
 def test_imp_rounds_nest_and_compare_with_one_shot(run_job, tmp_path):

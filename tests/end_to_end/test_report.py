@@ -140,6 +140,50 @@ def test_report_of_a_preset_sweep_with_failed_and_missing_jobs(tmp_path):
         with Image.open(out / f"{name}.png") as image:
             assert image.size[0] > 300 and image.size[1] > 200, name
 
+    # The same folder twice, or a folder and one of its jobs: each job counts once.
+    twice = tmp_path / "twice"
+    job = str(sweep / "prune.ratio=0.5,seed=1")
+    assert report.main([str(sweep), str(sweep), job, "--out", str(twice)]) == 0
+    md_twice = (twice / "report.md").read_text()
+    assert "3 finished job(s), 3 without usable results" in md
+    assert "3 finished job(s), 3 without usable results" in md_twice
+    assert md_twice.count("prune.ratio=1.5,seed=1`: failed") == 1
+
+
+def test_a_crashed_job_is_named_with_its_exception(tmp_path, monkeypatch):
+    # A job that raised: the report gives the exception's own line, from failed.json, or from
+    # the job's log where an older version wrote no failed.json for a single run.
+    from fer_lottery.experiment import runner
+
+    runs = tmp_path / "runs"
+    run_cli(
+        *TINY_SYNTHETIC_BATCH32,
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={runs / 'ok'}",
+        cwd=tmp_path,
+    )
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("the dense stage ran out of cheese")
+
+    monkeypatch.setattr(runner, "dense_stage", crash)
+    for name in ("crashed", "crashed_older"):
+        proc = run_cli(
+            *TINY_SYNTHETIC_BATCH32, f"hydra.run.dir={runs / name}", cwd=tmp_path, check=False
+        )
+        assert proc.returncode == 1 and "out of cheese" in proc.stderr
+    failed = json.loads((runs / "crashed" / "failed.json").read_text())
+    assert failed["error"] == "RuntimeError: the dense stage ran out of cheese"
+    (runs / "crashed_older" / "failed.json").unlink()
+    out = tmp_path / "report"
+    assert report.main([str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "crashed`: failed: RuntimeError: the dense stage ran out of cheese" in md
+    assert (
+        "crashed_older`: failed: the job failed: RuntimeError: the dense stage ran out of cheese"
+        in md
+    )
+
 
 def test_folds_and_seeds_are_repeats_of_one_condition(tmp_path):
     from fer_lottery.report.collect import Job
