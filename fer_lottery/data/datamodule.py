@@ -172,6 +172,7 @@ class FaceDataModule(pl.LightningDataModule):
             self.labels[name] = labels[index]
             self.ids[name] = [ids[i] for i in split[name]]
             self.stats[f"data/n_{name}"] = len(index)
+        self.stats["data/test_digest"] = self.test_digest()
         if self.run_dir is not None:
             write_split(
                 self.run_dir / paths.SPLIT,
@@ -296,6 +297,15 @@ class FaceDataModule(pl.LightningDataModule):
             lambda y: kfold_split(y, folds, fold, val_fraction, self.cfg.split_seed),
         )
         return split, {"folds": int(folds), "fold": int(fold)}
+
+    def test_digest(self) -> str:
+        """sha256 of the test split by identity: its item ids in order, its images and labels.
+        Two jobs hold the same test images exactly when their digests agree (the report pairs
+        jobs only then)."""
+        digest = hashlib.sha256("\n".join(self.ids["test"]).encode())
+        digest.update(self.images["test"].numpy().tobytes())
+        digest.update(self.labels["test"].numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """sha256 of the split tensors: the dense cache key changes whenever the data does."""

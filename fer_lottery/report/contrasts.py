@@ -15,8 +15,10 @@ Which conditions are contrasted:
 How jobs are paired (never silently):
 
 - A job of A and one of B are paired when they share the seed and fold (``Job.repeat``), the
-  test split (``data.split_seed``, ``data.split``, ``data.folds``) and the dense model: the same
-  ``dense/cache_key`` where both record one (or, where the keys differ, the same
+  test images by identity (``data/test_digest``, the test ids, images and labels; for files
+  from before it was recorded, the test ids of their predictions; only where neither exists,
+  the split settings ``data.split_seed``, ``data.split``, ``data.folds``) and the dense model:
+  the same ``dense/cache_key`` where both record one (or, where the keys differ, the same
   ``predictions_dense.csv``: ``retrain.rewind=epoch`` puts theta_k's epoch in the key of the same
   training), else the same data, model, optim and trainer settings. Everything else is
   listed with its reason: "seed 3 only in method=magnitude", "different dense model",
@@ -35,6 +37,7 @@ How jobs are paired (never silently):
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
@@ -195,8 +198,11 @@ def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
     model, or None when they do. When the contrast's ``key`` is itself a setting of the dense
     stage (``model.frozen_layers``, ``optim.lr``), the dense models differ by design: the jobs
     are paired on the seed, fold and test split alone."""
+    tests = _test_identities(jobs)
+    if tests is not None and len(tests) > 1:
+        return "different test images (" + " vs ".join(tests) + ")"
     splits = {json.dumps([j.config.get(k) for k in SPLIT_KEYS], default=str) for j in jobs}
-    if len(splits) > 1:
+    if tests is None and len(splits) > 1:
         return "different test split (" + ", ".join(SPLIT_KEYS) + ")"
     if settings.changes(key) == DENSE and key not in SPLIT_KEYS:
         return None
@@ -210,6 +216,30 @@ def _why_not_paired(jobs: list[Job], key: str = "") -> str | None:
     if differ:
         return f"different dense model (no dense/cache_key; {', '.join(differ)} differ)"
     return None
+
+
+def _test_identities(jobs: list[Job]) -> list[str] | None:
+    """The distinct test sets of ``jobs`` by identity: their ``data/test_digest`` (test ids,
+    images and labels) where every job records one, else the test item ids of their
+    predictions. None when some job has neither (then the split settings decide)."""
+    digests = [job.results.get("data/test_digest") for job in jobs]
+    if all(digests):
+        n = {d: job.results.get("data/n_test") for d, job in zip(digests, jobs, strict=True)}
+        return [f"data/test_digest {d}, {n[d]} images" for d in dict.fromkeys(digests)]
+    seen: dict[str, None] = {}
+    for job in jobs:
+        try:
+            predictions = _test_predictions(job)
+        except (OSError, ValueError, IndexError, StopIteration):
+            predictions = None
+        if predictions is None:
+            return None
+        seen[f"{len(predictions.items)} test ids {_ids_hash(predictions.items)}"] = None
+    return list(seen)
+
+
+def _ids_hash(items) -> str:
+    return hashlib.sha256("\n".join(sorted(map(str, items))).encode()).hexdigest()[:12]
 
 
 def _same_dense_predictions(jobs: list[Job]) -> bool:

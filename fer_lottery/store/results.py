@@ -198,6 +198,7 @@ TYPES: dict[str, Check] = {
     "data/n_train": count,
     "data/n_val": count,
     "data/n_test": count,
+    "data/test_digest": text,  # the test split by identity (ids, images, labels); not required
     "data/folds": optional(positive),
     "data/fold": optional(count),
     "data/images_found": count,

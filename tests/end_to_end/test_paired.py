@@ -28,7 +28,7 @@ from fer_lottery.report.paired import (
     welch_ci,
 )
 from fer_lottery.store.predictions import Predictions, read_predictions, write_predictions
-from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
+from tests.helpers import TINY_SFEW_UNCROPPED, TINY_SYNTHETIC_BATCH32, run_cli
 
 # -- the statistics -------------------------------------------------------------------------------
 
@@ -173,12 +173,25 @@ def test_different_splits_missing_predictions_and_other_images_are_not_compared(
     jobs += [_job(tmp_path, "r4a", 4, **rnd, **{"prune.seed": 1})]
     jobs += [_job(tmp_path, "r4b", 4, **rnd, **{"prune.seed": 2})]
     md = _section(jobs, tmp_path)
-    assert "s1: no predictions; s2: test images differ; s4: 1 and 2 jobs averaged" in md
+    assert "s1: no predictions; s4: 1 and 2 jobs averaged" in md
+    # Other test images at one seed: never a pair (it used to be paired, with McNemar alone
+    # saying "test images differ").
+    assert "seed 2: different test images (10 test ids " in md
     assert "seed 3 only in method=magnitude" in md
     # Two splits at one seed share no test image: never a pair, whatever the dense key says.
-    split2 = [_job(tmp_path, f"split2-{s}", s, **{"data.split_seed": 2}) for s in (1, 2)]
+    split2 = [
+        _job(tmp_path, f"split2-{s}", s, items=other, **{"data.split_seed": 2}) for s in (1, 2)
+    ]
     md = _section(jobs[:4] + split2, tmp_path, ["data.split_seed=1,2"])
     assert "| split_seed: 1 − 2 | all | 0 |" in md
+    assert "seed 1: different test images (10 test ids" in md
+    # Without predictions to tell, the split settings decide.
+    bare = [
+        _job(tmp_path, f"bare{v}-{s}", s, predictions=False, **{"data.split_seed": v})
+        for v in (1, 2)
+        for s in (1, 2)
+    ]
+    md = _section(bare, tmp_path, ["data.split_seed=1,2"])
     assert "seed 1: different test split (data.split_seed, data.split, data.folds)" in md
 
 
@@ -315,3 +328,35 @@ def test_a_contrast_of_a_dense_setting_pairs_by_seed_and_split(tmp_path):
     assert "| frozen_layers: 0 − 7 |" in md and "different dense model" not in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| frozen_layers: 0 − 7"))
     assert row.split("|")[3].strip() == "2"
+
+
+def test_jobs_whose_test_images_differ_are_never_paired(tmp_path, sfew_root):
+    # data.duplicates=drop removes copies that keep leaves in: the two jobs of one seed hold other
+    # test images, though no split key differs. The report lists them unpaired, with the reason,
+    # and its pair count and its "every seed was paired" count only true pairs.
+    angry = next(p for p in sfew_root.iterdir() if p.name.lower() == "angry")
+    sad = next(p for p in sfew_root.iterdir() if p.name.lower() == "sad")
+    for k, frame in enumerate(sorted(angry.glob("*.png"))):
+        shutil.copy(frame, sad / f"copied_{k}.png")  # copies across classes: drop removes both
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        f"data.root={sfew_root}",
+        *TINY_SFEW_UNCROPPED,
+        "prune.ratio=0.5",
+        "retrain.epochs=0",
+        "data.duplicates=keep,drop",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    digests = {json.loads(p.read_text())["data/test_digest"] for p in sweep.glob("*/results.json")}
+    assert len(digests) == 2  # the two jobs' test images differ
+    out = tmp_path / "report"
+    assert (
+        report.main([str(sweep), "--out", str(out), "--paired", "data.duplicates=keep,drop"]) == 0
+    )
+    section = (out / "report.md").read_text().split("## Paired comparisons")[1].split("\n## ")[0]
+    row = next(ln for ln in section.splitlines() if ln.startswith("| duplicates: keep − drop"))
+    assert row.split("|")[3].strip() == "0"
+    assert "seed 1: different test images (data/test_digest" in section
+    assert "Every seed and fold of these conditions was paired" not in section
