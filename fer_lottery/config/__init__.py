@@ -52,11 +52,19 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 def register_configs() -> None:
     """Register the schema so that YAML files in conf/ are checked against it, the
-    ``swept_dirname`` resolver that names sweep job folders, and ``min``."""
+    ``swept_dirname`` resolver that names sweep job folders, ``min`` and ``slurm_accelerator``."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
     # ${min:4,${trainer.max_epochs}}: a preset's epoch count that debug=tiny's shrinks too.
     OmegaConf.register_new_resolver("min", lambda *values: min(values), replace=True)
+    OmegaConf.register_new_resolver("slurm_accelerator", slurm_accelerator, replace=True)
+
+
+def slurm_accelerator(gpus_per_node: object) -> str:
+    """What the SLURM preset exports as FER_LOTTERY_ACCELERATOR: ``gpu`` for jobs that ask for
+    GPUs (``hydra.launcher.gpus_per_node``), ``auto`` for jobs that ask for none (a CPU
+    partition), so that asking for no GPU never makes a job demand one."""
+    return "gpu" if gpus_per_node not in (None, "") and int(gpus_per_node) > 0 else "auto"
 
 
 def flatten(node: dict, prefix: str = "") -> dict[str, object]:

@@ -62,14 +62,14 @@ def _no_task_left_behind():
     subprocess.run(["scancel", f"--name={NAME}"], check=False, timeout=60)
 
 
-# A job the one-node cluster can run: 1 CPU, 2 GB, no GPU, 10 minutes.
+# A job the one-node cluster can run: 1 CPU, 2 GB, no GPU, 10 minutes. Asking for no GPU is
+# all a CPU partition needs (the preset's setup then demands none).
 FITS = (
     "hydra/launcher=slurm",
     f"hydra.launcher.partition={PARTITION}",
     "hydra.launcher.mem_gb=2",
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.gpus_per_node=0",
-    "hydra.launcher.setup=[]",
     "hydra.launcher.timeout_min=10",
     f"hydra.launcher.name={NAME}",
 )
@@ -140,6 +140,7 @@ def test_a_sweep_runs_as_one_job_array_sharing_the_dense_cache(tmp_path, referen
     assert len(tasks) == 2 and len({t.split("_")[0] for t in tasks}) == 1, tasks  # one array
     script = next(sweep.glob(".submitit/[0-9]*/*_submission.sh")).read_text()
     assert "#SBATCH --array=0-1%" in script
+    assert "export FER_LOTTERY_ACCELERATOR=auto" in script  # no GPU asked: none demanded
     caches = sorted(
         json.loads((sweep / r / "results.json").read_text())["dense/cache"]
         for r in ("prune.ratio=0.5", "prune.ratio=0.9")

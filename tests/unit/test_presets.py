@@ -129,3 +129,16 @@ def test_debug_tiny_shrinks_every_epoch_count_of_a_preset(name):
 def _plain(cfg) -> dict:
     node = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return OmegaConf.to_container(node, resolve=True)
+
+
+@pytest.mark.parametrize(("gpus", "accelerator"), [(0, "auto"), (1, "gpu"), (4, "gpu")])
+def test_the_slurm_preset_demands_a_gpu_only_when_it_asks_for_one(gpus, accelerator):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", f"hydra.launcher.gpus_per_node={gpus}"],
+            return_hydra_config=True,
+        )
+    setup = OmegaConf.to_container(cfg.hydra.launcher.setup, resolve=True)
+    assert setup == [f"export FER_LOTTERY_ACCELERATOR={accelerator}"]
