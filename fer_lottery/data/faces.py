@@ -162,19 +162,25 @@ def _normalise_key(file: str, root: Path, where: str) -> str:
 
 def _manual_box(path: Path, manual: dict[str, Box], root: Path | None) -> Box | None:
     """Manual box for ``path``: by path relative to root, then by bare basename."""
+    key = _manual_key(path, manual, root)
+    return None if key is None else manual[key]
+
+
+def _manual_key(path: Path, manual: dict[str, Box], root: Path | None) -> str | None:
+    """The crops.csv key whose box ``path`` takes (``_manual_box``), or None."""
     if root is not None:
         try:
             rel = path.resolve().relative_to(Path(root).resolve()).as_posix()
         except ValueError:
             rel = None
         if rel in manual:
-            return manual[rel]
+            return rel
     else:
         posix = "/" + path.as_posix()
-        for key, box in manual.items():
+        for key in manual:
             if "/" in key and posix.endswith("/" + key):
-                return box
-    return manual.get(path.name)
+                return key
+    return path.name if path.name in manual else None
 
 
 def _check_manual_rows(manual: dict[str, Box], paths: list[Path], root: Path | None) -> None:
@@ -207,6 +213,35 @@ def _check_manual_rows(manual: dict[str, Box], paths: list[Path], root: Path | N
         "data root, or a bare file name) or delete the row"
     )
     raise DataError("\n".join(lines))
+
+
+def _check_manual_boxes(manual: dict[str, Box], paths: list[Path], root: Path | None) -> None:
+    """Raise a DataError naming every manual-crop row whose box is not inside the frame of an
+    image it names (read from the image's header, before any cropping), with the frame's size;
+    a box partly outside used to be clipped without a word."""
+    rows = getattr(manual, "rows", {})
+    lines: list[str] = []
+    for path in map(Path, paths):
+        key = _manual_key(path, manual, root)
+        if key is None:
+            continue
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue  # unreadable: skipped and counted when it is cropped
+        x1, y1, x2, y2 = manual[key]
+        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+            lines.append(
+                f"{rows.get(key, 'manual crops')}: box {x1},{y1},{x2},{y2} is not inside the "
+                f"{w}x{h} frame of {path}; need 0 <= x1 < x2 <= {w} and 0 <= y1 < y2 <= {h}"
+            )
+    if lines:
+        lines.append(
+            f"{len(lines)} manual crop box(es) outside their frame; fix the coordinates (pixels "
+            "of the frame the row names) or delete the row"
+        )
+        raise DataError("\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -429,6 +464,7 @@ def crop_faces(
     cache_dir.mkdir(parents=True, exist_ok=True)
     manual = manual or {}
     _check_manual_rows(manual, paths, root)
+    _check_manual_boxes(manual, paths, root)
     with _CropRun(params, cache_dir, manual, root, device, len(paths), progress) as run:
         for i, path in enumerate(paths):
             run.crop(i, Path(path))

@@ -78,16 +78,25 @@ def test_a_user_error_is_printed_once_on_stderr(tmp_path):
 
 
 def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_path, sfew_frames):
-    """A manual box outside the frame, found while cropping: once on stderr, never on stdout."""
+    """Manual boxes not inside their frames, one wholly outside and one partly (it used to be
+    clipped without a word), are named by their crops.csv lines before any cropping: once on
+    stderr, never on stdout."""
     root = Path(shutil.copytree(sfew_frames, tmp_path / "SFEW"))
-    frame = next(root.glob("Angry/*.png"))
-    (root / "crops.csv").write_text(f"file,x1,y1,x2,y2\nAngry/{frame.name},900,900,990,990\n")
-    error = "lies outside the 720x576 frame"
+    first, second = sorted(root.glob("Angry/*.png"))[:2]
+    (root / "crops.csv").write_text(
+        "file,x1,y1,x2,y2\n"
+        f"Angry/{first.name},900,900,990,990\n"
+        f"Angry/{second.name},700,500,800,600\n"
+    )
+    error = "is not inside the 720x576 frame"
     proc = run_cli(
         f"data.root={root}", *TINY_SFEW_UNCROPPED, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
     )
     assert proc.returncode == 2
-    assert proc.stderr.count(error) == 1 and error not in proc.stdout, proc.stdout + proc.stderr
+    assert "crops.csv:2: box 900,900,990,990 is not inside the 720x576 frame" in proc.stderr
+    assert "crops.csv:3: box 700,500,800,600 is not inside the 720x576 frame" in proc.stderr
+    assert "need 0 <= x1 < x2 <= 720 and 0 <= y1 < y2 <= 576" in proc.stderr
+    assert proc.stderr.count(error) == 2 and error not in proc.stdout, proc.stdout + proc.stderr
     # On a terminal the line shows the error alone: the progress bar is cleared first.
     shown = [line.split("\r")[-1] for line in proc.stderr.splitlines()]
     assert [line for line in shown if error in line][0].startswith("["), proc.stderr
@@ -100,7 +109,7 @@ def test_an_error_during_cropping_is_printed_once_in_a_run_and_in_a_sweep(tmp_pa
     assert error not in proc.stdout, proc.stdout
     # The job's own line (saying where it is recorded), then the sweep's list of failed jobs.
     job_lines = [line for line in _lines(proc.stderr) if "[ERROR]" in line and error in line]
-    assert len(job_lines) == 1 and "failed.json" in job_lines[0], proc.stderr
+    assert len(job_lines) == 1 and "failed.json" in proc.stderr, proc.stderr
     assert "1 job(s) of the sweep" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
