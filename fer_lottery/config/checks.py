@@ -191,16 +191,21 @@ def _validate_devices(trainer: DictConfig) -> None:
 
 
 def _validate_prune(cfg: DictConfig, max_epochs: int) -> None:
+    """The combinations of ``prune``, ``retrain`` and ``stability`` keys. Theta_k's epoch is
+    checked for every job (the dense stage keeps theta_k for the sweep's pruning jobs); the rest
+    only where the job prunes: in a dense job none of these keys applies (``config.settings``)."""
     retrain = cfg.retrain
-    if retrain.epochs == 0 and enum_value(retrain.rewind) != "none":
-        raise ConfigError(
-            f"retrain.epochs=0 tests the pruned model as it is, so retrain.rewind="
-            f"{enum_value(retrain.rewind)} would test untrained weights: use retrain.rewind=none"
-        )
     if enum_value(retrain.rewind) == "epoch" and not 0 <= retrain.rewind_epoch <= max_epochs:
         raise ConfigError(
             f"retrain.rewind_epoch={retrain.rewind_epoch} must be in 0..trainer.max_epochs "
             f"({max_epochs}) for retrain.rewind=epoch"
+        )
+    if not prunes(cfg.prune.method, cfg.prune.ratio):
+        return
+    if retrain.epochs == 0 and enum_value(retrain.rewind) != "none":
+        raise ConfigError(
+            f"retrain.epochs=0 tests the pruned model as it is, so retrain.rewind="
+            f"{enum_value(retrain.rewind)} would test untrained weights: use retrain.rewind=none"
         )
     _validate_score_at(cfg)
     _validate_gradual(cfg, max_epochs)
