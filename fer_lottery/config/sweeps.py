@@ -73,3 +73,22 @@ def swept_params(cfg) -> dict[str, object]:
         value = OmegaConf.select(cfg, key, default=None)
         out.setdefault(key, value.value if hasattr(value, "value") else value)
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in out.items()}
+
+
+def expected_jobs(sweep_dir: Path) -> list[str]:
+    """Job folder names a basic-sweeper multirun was asked for (from its ``multirun.yaml``);
+    none for another sweeper (Optuna decides its trials as it goes)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    cfg = OmegaConf.load(sweep_dir / paths.MULTIRUN)
+    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")):
+        return []
+    task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    parsed = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + task
+    )
+    # The command line beats the preset's params, as in BasicSweeper.
+    by_key = {o.key_or_group: o for o in parsed}
+    batches = BasicSweeper.split_arguments(list(by_key.values()), None)
+    return [swept_dirname(str(sweep_dir), job) for batch in batches for job in batch]

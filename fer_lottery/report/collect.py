@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fer_lottery.config import flatten, schema_defaults
 from fer_lottery.config.renamed import upgrade
-from fer_lottery.config.sweeps import swept_keys
+from fer_lottery.config.sweeps import expected_jobs, swept_keys
 from fer_lottery.core import paths
 from fer_lottery.job.slurm_logs import FOLDER as SUBMITIT
 from fer_lottery.job.slurm_logs import TaskLog, task_logs
@@ -95,28 +95,6 @@ def _failure(job: Path) -> str:
         return str(json.loads((job / paths.FAILED).read_text())["error"])
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         return f"{paths.FAILED} is unreadable ({type(exc).__name__}: {exc})"
-
-
-def _expected_jobs(sweep_dir: Path) -> list[str]:
-    """Job folder names a basic-sweeper multirun was asked for (from its ``multirun.yaml``)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    from fer_lottery.config.sweeps import swept_dirname
-
-    cfg = OmegaConf.load(sweep_dir / paths.MULTIRUN)
-    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")):
-        return []
-    task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    parsed = OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in params.items()] + task
-    )
-    # The command line beats the preset's params, as in BasicSweeper.
-    by_key = {o.key_or_group: o for o in parsed}
-    batches = BasicSweeper.split_arguments(list(by_key.values()), None)
-    return [swept_dirname(str(sweep_dir), job) for batch in batches for job in batch]
 
 
 def _sweep_keys(job: Path, top: Path, known: dict[Path, frozenset[str]]) -> frozenset[str]:
@@ -214,7 +192,7 @@ def collect(dirs: list[Path]) -> tuple[list[Job], list[Problem]]:
             reason = _reason(job, _scheduler_log(job, d, logs_by_sweep))
             problems.append(Problem(str(job), reason))
         for sweep in sorted(p.parent for p in d.rglob(paths.MULTIRUN)):
-            for name in _expected_jobs(sweep):
+            for name in expected_jobs(sweep):
                 if name not in seen and not (sweep / name).exists():
                     problems.append(Problem(str(sweep / name), "never started"))
     return jobs, problems
