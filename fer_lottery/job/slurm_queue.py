@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # States in which a task may still produce its result.
@@ -95,9 +95,12 @@ def _ended(state: str | None, preempted_polls: int) -> bool:
     return state not in ACTIVE
 
 
-def wait_for_tasks(tasks: dict[str, Path], poll_s: float = POLL_S) -> dict[str, str]:
+def wait_for_tasks(
+    tasks: dict[str, Path], poll_s: float = POLL_S, on_done: Callable[[], None] | None = None
+) -> dict[str, str]:
     """Wait until every task (id -> its result pickle) has a result or has ended; return the
-    last queue states seen. A task has ended when the queue shows it in a state outside
+    last queue states seen; ``on_done`` is called after each poll in which some task ended.
+    A task has ended when the queue shows it in a state outside
     ``ACTIVE`` (PREEMPTED: for ``PREEMPTED_POLLS`` polls), or no longer shows it and
     accounting (if any) does not call it active. While ``squeue`` does not answer, only the
     result files are checked, and a warning says so once."""
@@ -112,6 +115,7 @@ def wait_for_tasks(tasks: dict[str, Path], poll_s: float = POLL_S) -> dict[str, 
             warned = True
         if seen is not None:
             states.update(seen)
+        before = len(waiting)
         for task, result in list(waiting.items()):
             if result.exists():
                 del waiting[task]
@@ -122,6 +126,8 @@ def wait_for_tasks(tasks: dict[str, Path], poll_s: float = POLL_S) -> dict[str, 
             preempted[task] = preempted.get(task, 0) + 1 if state == "PREEMPTED" else 0
             if _ended(state, preempted[task]):
                 del waiting[task]
+        if on_done is not None and len(waiting) < before:
+            on_done()  # some task ended: the sweep's progress line
         if waiting:
             time.sleep(poll_s)
     return states

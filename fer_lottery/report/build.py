@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fer_lottery.core import paths
+from fer_lottery.job.progress import duration
 from fer_lottery.plotting import charts
 from fer_lottery.report.collect import Job, Problem, collect
 from fer_lottery.report.conditions import (
@@ -185,8 +188,33 @@ def _header(dirs: list[Path], jobs: list[Job], problems: list[Problem], varying:
         "repeats that agree exactly) gets the binomial (Wilson) interval of the test images "
         "(seeds share one test split; folds add theirs).\n"
     )
+    md += sweep_times(dirs, jobs)
     md.append(protocol_line(jobs))
     return md
+
+
+def sweep_times(dirs: list[Path], jobs: list[Job]) -> list[str]:
+    """When each sweep under ``dirs`` started (its ``multirun.yaml``) and its last job ended,
+    and the compute its finished jobs took (their own ``time/total_s``, added up)."""
+    lines = []
+    sweeps = sorted({p.parent for d in map(Path, dirs) for p in Path(d).rglob(paths.MULTIRUN)})
+    for sweep in sweeps:
+        mine = [j for j in jobs if Path(j.dir).resolve().is_relative_to(sweep.resolve())]
+        ends = [
+            p.stat().st_mtime for name in (paths.RESULTS, paths.FAILED) for p in sweep.rglob(name)
+        ]
+        if not ends:
+            continue
+        started, ended = (sweep / paths.MULTIRUN).stat().st_mtime, max(ends)
+        compute = sum(float(j.results.get("time/total_s") or 0) for j in mine)
+        stamp = "%Y-%m-%d %H:%M"
+        lines.append(
+            f"Sweep `{sweep}`: started {time.strftime(stamp, time.localtime(started))}, its last "
+            f"job ended {time.strftime(stamp, time.localtime(ended))} "
+            f"({duration(max(ended - started, 0))}); {len(mine)} finished job(s) took "
+            f"{duration(compute)} of compute (their own times, added up).  "
+        )
+    return lines
 
 
 def _overview_figures(

@@ -28,6 +28,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 from fer_lottery.job import failures, slurm_logs, slurm_queue
+from fer_lottery.job.progress import progress_line
 from fer_lottery.job.slurm_fit import check_fit
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,10 @@ class FittedSlurmLauncher(SlurmLauncher):
             {job.job_id: name for job, name in zip(jobs, names, strict=True)},
             launch,
         )
-        states = slurm_queue.wait_for_tasks({j.job_id: j.paths.result_pickle for j in jobs})
+        states = slurm_queue.wait_for_tasks(
+            {j.job_id: j.paths.result_pickle for j in jobs},
+            on_done=lambda: print(progress_line(sweep_dir, total=len(jobs)), flush=True),
+        )
         returns = []
         for job, overrides, name in zip(jobs, job_overrides, names, strict=True):
             state = slurm_queue.final_state(job.job_id, states)

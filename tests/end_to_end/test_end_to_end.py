@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fer_lottery import report
 from fer_lottery.core.classes import CLASSES
+from fer_lottery.job.progress import duration
 from tests.helpers import TINY_SFEW, TINY_SYNTHETIC, TINY_SYNTHETIC_BATCH32, run_cli
 
 
@@ -201,12 +202,23 @@ def test_prune_ratio_multirun_trains_dense_once(tmp_path, capsys):
     assert "dense cache hit" in proc.stdout + proc.stderr
     split = {(p / "split.json").read_text() for p in jobs}
     assert len(split) == 1
+    # After each job, how far the sweep has come, estimated from the finished jobs' own times:
+    # the first trained the dense model, the second found it in the cache.
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("sweep sweep: ")]
+    assert len(lines) == 2, proc.stdout[-2000:]
+    assert (
+        lines[0].startswith("sweep sweep: 1 of 2 jobs done; ")
+        and "left (a dense training ~" in lines[0]
+    )
+    assert lines[1].startswith("sweep sweep: 2 of 2 jobs done; ") and "nothing left" in lines[1]
 
     # The table: a dense row, one row per ratio, and a job that died listed, not dropped.
     (sweep / "prune.ratio=0.99" / ".hydra").mkdir(parents=True)
     assert report.main([str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "| dense |" in out and "\n| 0.5 | " in out and "\n| 0.9 | " in out
+    total = sum(r["time/total_s"] for r in results)
+    assert f"Sweep `{sweep}`: started " in out and f"took {duration(total)} of compute" in out
     assert "1 job(s) without results" in out and "prune.ratio=0.99`: no results.json" in out
 
 

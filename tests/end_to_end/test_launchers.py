@@ -55,7 +55,7 @@ def assert_one_dense_run(sweep: Path, cache: Path) -> None:
 @pytest.mark.slow
 def test_joblib_runs_preset_jobs_in_parallel_with_one_dense_run(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli(
+    proc = run_cli(
         *PRESET_SWEEP,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
@@ -64,6 +64,10 @@ def test_joblib_runs_preset_jobs_in_parallel_with_one_dense_run(tmp_path):
         process=True,  # joblib's workers outlive a call, keeping its environment
     )
     assert_one_dense_run(sweep, tmp_path / "cache")
+    # Each worker says how far the sweep has come when its job ends.
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("sweep sweep: ")]
+    assert len(lines) == 2, proc.stdout[-3000:]
+    assert any("2 of 2 jobs done" in ln and "nothing left" in ln for ln in lines)
 
     # A joblib worker gives the numbers the same job gives alone (same thread count, same
     # seeds), whichever of the two workers trained the dense model.

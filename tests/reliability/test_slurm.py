@@ -135,7 +135,12 @@ def test_a_sweep_runs_as_one_job_array_sharing_the_dense_cache(tmp_path, referen
     """Two prune ratios through sbatch: one array of two tasks; the dense model is trained once
     and hit once; every job's numbers equal the basic launcher's."""
     sweep = tmp_path / "slurm"
-    run_cli("-m", *JOB, "prune.ratio=0.5,0.9", *FITS, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_cli(
+        "-m", *JOB, "prune.ratio=0.5,0.9", *FITS, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    # The sweep command says how far it has come as it collects the tasks.
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("sweep slurm: ")]
+    assert lines and "2 of 2 jobs done" in lines[-1] and "nothing left" in lines[-1], proc.stdout
     tasks = sorted(p.name for p in sweep.glob(".submitit/[0-9]*_[0-9]*"))  # <array id>_<task>
     assert len(tasks) == 2 and len({t.split("_")[0] for t in tasks}) == 1, tasks  # one array
     script = next(sweep.glob(".submitit/[0-9]*/*_submission.sh")).read_text()
