@@ -208,6 +208,42 @@ class OptimConfig:
 
 
 @dataclass
+class MLflowConfig:
+    """``logger=mlflow``: Lightning's MLFlowLogger, one MLflow run per job."""
+
+    # null: a local file store next to the sweep (or the single run), <dir>/mlruns; or a server,
+    # http://host:5000 (a server that does not answer gets one warning; the job runs on).
+    tracking_uri: str | None = None
+    # null: the sweep's (or the run's) folder, so that the runs of one sweep are one experiment.
+    experiment_name: str | None = None
+
+
+@dataclass
+class WandbConfig:
+    """``logger=wandb``: Lightning's WandbLogger, one W&B run per job, offline by default
+    (``wandb sync <run dir>/wandb/offline-run-*`` uploads it later)."""
+
+    mode: str = "offline"  # offline, online or disabled
+    project: str = "fer_lottery"
+    entity: str | None = None
+    # null: named after the sweep (or the run), so that the runs of one sweep are one group.
+    group: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    """Where a job's curves and numbers go besides its run folder. TensorBoard and CSV are
+    always written (they are the record the report reads); ``logger=[tensorboard,mlflow]`` or
+    ``logger=[tensorboard,csv,wandb]`` add a tracker. A tracker that is missing or does not
+    answer gets one warning and changes nothing in the job."""
+
+    tensorboard: dict[str, Any] | None = None
+    csv: dict[str, Any] | None = None
+    mlflow: MLflowConfig | None = None
+    wandb: WandbConfig | None = None
+
+
+@dataclass
 class TrainerConfig:
     """Lightning Trainer arguments, passed through. ``extra`` takes any other Trainer argument
     (``+trainer.extra.NAME=VALUE``)."""
@@ -412,6 +448,7 @@ class Config:
     model: ModelConfig = MISSING
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)

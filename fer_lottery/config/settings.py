@@ -32,9 +32,10 @@ from fer_lottery.core.criteria import STRATEGIES, prunes
 SCHEMA: type = Config
 # The sections of what follows the dense stage: none of their keys applies to a job that does
 # not prune. A key there changes only what follows the dense stage unless it declares otherwise;
-# every other key changes the dense stage.
+# ``logger`` (where the curves go besides the run folder) changes nothing; every other key
+# changes the dense stage.
 PRUNING_SECTIONS = ("prune", "retrain", "stability")
-SECTION_CHANGES = dict.fromkeys(PRUNING_SECTIONS, PRUNING)
+SECTION_CHANGES = {**dict.fromkeys(PRUNING_SECTIONS, PRUNING), "logger": NOTHING}
 # prune.* keys (or groups, prune.<group>.*) that are some criteria's own options.
 CRITERION_OPTIONS = frozenset(key for entry in STRATEGIES.values() for key in entry.options)
 

@@ -48,6 +48,9 @@ METRICS_CSV = "metrics.csv"
 EXPORTED = "exported.pt"
 MULTIRUN = "multirun.yaml"  # written by Hydra in a sweep folder
 LAUNCH = ".launch"  # in a sweep folder: which launch of the sweep is running (job.failures)
+TRACKERS = "trackers.json"  # the job's MLflow and W&B run ids (a resumed job continues them)
+MLRUNS = "mlruns"  # logger=mlflow's local file store, in the sweep folder (or the run's)
+WANDB = "wandb"  # logger=wandb's offline runs, in the run folder
 
 # -- inside checkpoints/<stage>/ ----------------------------------------------------------------
 CONFIG_STAMP = "config.json"  # checkpoints/config.json: the config the checkpoints belong to

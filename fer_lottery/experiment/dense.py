@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from fer_lottery import tracking
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import paths
 from fer_lottery.core.devices import resolved_device
@@ -90,6 +91,8 @@ def dense_stage(
             entry.publish(metrics, module.model.state_dict())
     module.model.load_state_dict(entry.load(paths.BEST))
     entry.copy_logs(run_dir)
+    if status == "hit":  # a tracker's run of this job gets the dense curves too
+        tracking.current().replay("dense", paths.stage_csv(run_dir, "dense") / paths.METRICS_CSV)
     metrics = entry.metrics()
     metrics.update(cache=status, cache_key=entry.key)
     return metrics, entry.start_weights()

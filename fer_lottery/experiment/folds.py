@@ -20,6 +20,7 @@ from fer_lottery.config import config_changes
 from fer_lottery.core import paths
 from fer_lottery.store.atomic import move_aside, write_json_atomic
 from fer_lottery.store.results import ResultsError, read_results
+from fer_lottery.tracking import retire
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def _run_one(cfg: DictConfig, run_dir: Path) -> dict:
                     moved.append(move_aside(run_dir / name, "stale"))
             for pattern in (paths.ROUND_MASK_GLOB, paths.PREDICTIONS_GLOB):
                 moved += [move_aside(p, "stale") for p in sorted(run_dir.glob(pattern))]
+            trackers = retire(run_dir, "a relaunch with another config: " + "; ".join(changed))
+            moved += [trackers] if trackers else []
             log.warning(
                 "%s holds the results of another config (%d setting(s) differ: %s); %s; running "
                 "the job again with the new config",

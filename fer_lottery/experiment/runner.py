@@ -33,6 +33,7 @@ from fer_lottery.models.weights import Loaded, normalization
 from fer_lottery.store.atomic import move_aside, temp_files, write_json_atomic
 from fer_lottery.store.results import check_results
 from fer_lottery.store.weights import save_weights
+from fer_lottery.tracking import open_trackers, retire
 from fer_lottery.training.classifier import FERClassifier
 from fer_lottery.training.packing import job_threads
 from fer_lottery.training.stage import trainer_kwargs
@@ -48,18 +49,22 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path) -> dict[str, object]:
     """
     run_dir, start = Path(run_dir), time.perf_counter()
     threads = _start_job(cfg, run_dir)
-    datamodule, data_s = _load_data(cfg, run_dir)
-    model, frozen, weights = _build_model(cfg)
-    module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
-    dense, start_weights = dense_stage(cfg, datamodule, module, run_dir, weights.sha256)
-    final, pruning = dense, {}
-    if run_prunes(cfg) and enum_value(cfg.prune.schedule) == "gradual":
-        final, pruning = gradual_prune(cfg, datamodule, model, frozen, start_weights, run_dir)
-    elif run_prunes(cfg):
-        final, pruning = prune_and_retrain(cfg, datamodule, model, frozen, start_weights, run_dir)
-    results = _results(cfg, model, datamodule, dense, final, pruning, threads, data_s, start)
-    results.update(_weights_keys(cfg, weights, datamodule))
-    _write(cfg, run_dir, model, results)
+    with open_trackers(cfg, run_dir) as trackers:  # logger=mlflow / wandb: one run per job
+        datamodule, data_s = _load_data(cfg, run_dir)
+        model, frozen, weights = _build_model(cfg)
+        module = FERClassifier(model, cfg.optim, datamodule.class_names, frozen)
+        dense, start_weights = dense_stage(cfg, datamodule, module, run_dir, weights.sha256)
+        final, pruning = dense, {}
+        if run_prunes(cfg) and enum_value(cfg.prune.schedule) == "gradual":
+            final, pruning = gradual_prune(cfg, datamodule, model, frozen, start_weights, run_dir)
+        elif run_prunes(cfg):
+            final, pruning = prune_and_retrain(
+                cfg, datamodule, model, frozen, start_weights, run_dir
+            )
+        results = _results(cfg, model, datamodule, dense, final, pruning, threads, data_s, start)
+        results.update(_weights_keys(cfg, weights, datamodule))
+        _write(cfg, run_dir, model, results)
+        trackers.finish(results)
     return results
 
 
@@ -97,6 +102,7 @@ def _checkpoints_of_this_config(cfg: DictConfig, run_dir: Path) -> None:
                 "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else ""),
                 move_aside(checkpoints, "stale", folder=run_dir / paths.QUARANTINE),
             )
+            retire(run_dir, "a relaunch with another config: " + "; ".join(changed))
             # The killed config's per-image predictions are not this config's either.
             for stale in sorted(run_dir.glob(paths.PREDICTIONS_GLOB)):
                 move_aside(stale, "stale", folder=run_dir / paths.QUARANTINE)

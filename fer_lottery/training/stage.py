@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from fer_lottery import tracking
 from fer_lottery.config import settings
 from fer_lottery.config.sweeps import swept_params
 from fer_lottery.core import paths
@@ -289,7 +290,7 @@ def _start(
     datamodule.seed_epochs(*_noise(cfg, stage))
     compute_device(cfg)  # the job's GPU from here on (peak memory counted from here)
     trainer = pl.Trainer(
-        logger=[tb, csv],
+        logger=[tb, csv, *tracking.current().stage_loggers(stage.name)],
         callbacks=[
             best,
             resumable,
