@@ -170,3 +170,36 @@ def test_a_setting_that_does_not_apply_changes_nothing_and_splits_nothing(
     jobs, _ = collect([tmp_path / "a", tmp_path / "b"])
     assert len(jobs) == 2
     assert [k for k in condition_keys(jobs) if k in varied] == []
+
+
+def test_the_false_retrain_lr_condition_of_a_gradual_sweep_is_gone(tmp_path):
+    # The hostile run's row 1, through the CLI and the report: retrain.lr=restart,final under
+    # gradual pruning ran the same job twice and the report showed "retrain_lr: final - restart
+    # +0.00, McNemar p=1". Both jobs still record what was set, but the report holds one
+    # condition and no contrast on retrain.lr.
+    from fer_lottery import report
+    from tests.helpers import TINY_SYNTHETIC_BATCH32, run_cli
+
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        *TINY_SYNTHETIC_BATCH32,
+        "trainer.max_epochs=3",
+        "optim.scheduler=cosine",
+        "prune.ratio=0.5",
+        "prune.schedule=gradual",
+        "retrain.lr=restart,final",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    jobs = sorted(sweep.glob("*/results.json"))
+    recorded = [json.loads(p.read_text()) for p in jobs]
+    assert sorted(r["config"]["retrain"]["lr"] for r in recorded) == ["final", "restart"]
+    assert (
+        jobs[0].with_name("weights.pt").read_bytes() == jobs[1].with_name("weights.pt").read_bytes()
+    )
+    out = tmp_path / "report"
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "grouped by nothing (one condition)" in md
+    assert "retrain.lr" not in md.split("## Paired comparisons")[-1]
