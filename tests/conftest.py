@@ -40,6 +40,22 @@ def pytest_configure(config):
     torch.set_num_threads(len(share))
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_put_back():
+    """What a test leaves in this worker's signal handlers does not reach the next test: a job
+    run in-process that Lightning saw interrupted sets SIGINT to SIG_IGN for good, and every
+    ``python -m fer_lottery`` started from this worker afterwards would inherit it, so Ctrl-C
+    would not reach it."""
+    import signal
+
+    kept = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    saved = {s: signal.getsignal(s) for s in kept}
+    yield
+    for s, handler in saved.items():
+        if signal.getsignal(s) is not handler:
+            signal.signal(s, handler)
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose conf/config.yaml with overrides, as `python -m fer_lottery` would."""

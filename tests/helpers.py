@@ -81,6 +81,7 @@ def run_cli(
             capture_output=True,
             text=True,
             timeout=timeout,
+            preexec_fn=_as_from_a_terminal,
         )
     else:
         proc = _run_in_process(list(args), cwd, cli_env(cwd, env))
@@ -89,6 +90,14 @@ def run_cli(
             f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def _as_from_a_terminal() -> None:
+    """In the child, before Python starts: Ctrl-C (SIGINT) does what it does for a job started
+    from a terminal, whatever this test process ignores (a child inherits an ignored signal)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run_in_process(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:

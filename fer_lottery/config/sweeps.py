@@ -13,11 +13,13 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from fer_lottery.config.renamed import new_name
 from fer_lottery.core import paths
 
 
 def swept_keys(multirun_yaml: Path) -> set[str] | None:
-    """The keys a sweep sweeps (command line or ``hydra.sweeper.params``); None without the file."""
+    """The keys a sweep sweeps (command line or ``hydra.sweeper.params``); None without the file.
+    A sweep launched before a key moved (``config.renamed``) names it at its new place."""
     if not multirun_yaml.is_file():
         return None
     cfg = OmegaConf.load(multirun_yaml)
@@ -25,7 +27,8 @@ def swept_keys(multirun_yaml: Path) -> set[str] | None:
     task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     candidates = task + [f"{k}={v}" for k, v in params.items()]
-    return {o.key_or_group for o in parser.parse_overrides(candidates) if o.is_sweep_override()}
+    swept = {o.key_or_group for o in parser.parse_overrides(candidates) if o.is_sweep_override()}
+    return {new_name(key) or key for key in swept}
 
 
 def swept_dirname(sweep_dir: str, task_overrides) -> str:

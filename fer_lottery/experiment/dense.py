@@ -88,6 +88,7 @@ def dense_stage(
                 "dense cache %s %s: training the dense model once for every job", status, entry.key
             )
             metrics = _train(cfg, datamodule, module, entry.partial, k)
+            tracking.current().sent("dense")  # its curves went to the trackers as it trained
             entry.publish(metrics, module.model.state_dict())
     module.model.load_state_dict(entry.load(paths.BEST))
     entry.copy_logs(run_dir)

@@ -21,6 +21,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from fer_lottery.core import paths
+from fer_lottery.job.failures import launch_id
 
 TRAINED = ("miss", "resumed", "off")  # dense/cache of a job that trained its dense model
 
@@ -55,21 +56,38 @@ def read_progress(sweep_dir: Path, total: int | None = None) -> Progress:
     total = total or len(names) or len(folders)
     started = multirun.stat().st_mtime if multirun.is_file() else None
     out = Progress(total=total, started=started)
+    launch = launch_id(sweep_dir)
     for job in sorted(folders):
-        results = _read(job / paths.RESULTS) or (_read(job / paths.FOLDS) or {}).get("summary")
-        if results is None:
-            out.failed += 1
+        finished = _finished(job)
+        if finished is None:
+            # A failure of an earlier launch of this sweep is a job that runs again now.
+            recorded = (_read(job / paths.FAILED) or {}).get("launch")
+            out.failed += recorded in (None, launch)
             continue
         out.done += 1
-        seconds = results.get("time/total_s")
-        if not isinstance(seconds, int | float):
+        seconds, cache, written = finished
+        if seconds is None:
             continue
-        cache = results.get("dense/cache")
-        (out.trained_s if cache in TRAINED else out.hit_s).append(float(seconds))
-        written = (job / paths.RESULTS).stat().st_mtime if (job / paths.RESULTS).is_file() else 0
+        (out.trained_s if cache in TRAINED else out.hit_s).append(seconds)
         if started is not None and written >= started:
-            out.busy_s += float(seconds)
+            out.busy_s += seconds
     return out
+
+
+def _finished(job: Path) -> tuple[float | None, object, float] | None:
+    """A finished job's own time, its dense cache state and when it ended; None if it has not
+    finished. A k-fold job's time is its folds' added up."""
+    results = _read(job / paths.RESULTS)
+    if results is not None:
+        seconds = results.get("time/total_s")
+        seconds = float(seconds) if isinstance(seconds, int | float) else None
+        return seconds, results.get("dense/cache"), (job / paths.RESULTS).stat().st_mtime
+    if _read(job / paths.FOLDS) is None:
+        return None
+    folds = [_read(p) or {} for p in sorted(job.glob(f"{paths.FOLD_GLOB}/{paths.RESULTS}"))]
+    times = [f.get("time/total_s") for f in folds if isinstance(f.get("time/total_s"), int | float)]
+    cache = folds[0].get("dense/cache") if folds else None
+    return (float(sum(times)) if times else None), cache, (job / paths.FOLDS).stat().st_mtime
 
 
 def _read(path: Path) -> dict | None:

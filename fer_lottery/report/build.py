@@ -205,7 +205,15 @@ def sweep_times(dirs: list[Path], jobs: list[Job]) -> list[str]:
         ]
         if not ends:
             continue
-        started, ended = (sweep / paths.MULTIRUN).stat().st_mtime, max(ends)
+        # A relaunch rewrites multirun.yaml: the sweep began when its first job did, if earlier.
+        began = [
+            (Path(j.dir) / paths.RESULTS).stat().st_mtime - float(j.results["time/total_s"])
+            for j in mine
+            if isinstance(j.results.get("time/total_s"), int | float)
+            and (Path(j.dir) / paths.RESULTS).is_file()
+        ]
+        started = min([(sweep / paths.MULTIRUN).stat().st_mtime, *began])
+        ended = max(ends)
         compute = sum(float(j.results.get("time/total_s") or 0) for j in mine)
         stamp = "%Y-%m-%d %H:%M"
         lines.append(

@@ -52,9 +52,19 @@ def _guarded(base: type) -> type:
     class Stage(base):
         LOGGER_JOIN_CHAR = "/"
 
-        def __init__(self, *args, guard: Callable, **kwargs):
+        def __init__(self, *args, guard: Callable, stage: str, **kwargs):
             super().__init__(*args, **kwargs)
-            self._guard = guard
+            self._guard, self._stage = guard, stage
+
+        # Lightning reads these for its progress bar and log folder; the tracker's own would
+        # ask its server, outside any guard.
+        @property
+        def name(self) -> str:
+            return "fer_lottery"
+
+        @property
+        def version(self) -> str:
+            return self._stage
 
         def log_metrics(self, metrics, step=None):
             self._guard(super().log_metrics, metrics, step)
@@ -118,26 +128,45 @@ class MLflowBackend:
         """Continue the run ``state`` names (a resumed job), or start one; its state."""
         from mlflow.entities import Param, RunStatus
 
-        if state and state.get("run_id"):
-            self.run_id = state["run_id"]
-            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            return state
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            try:
-                experiment_id = self.client.create_experiment(self.experiment_name)
-            except Exception:  # another job of the sweep made it first
-                experiment_id = self.client.get_experiment_by_name(
-                    self.experiment_name
-                ).experiment_id
-        else:
-            experiment_id = experiment.experiment_id
+        if state and state.get("run_id") and state.get("tracking_uri") == self.uri:
+            # A killed job continues its run; a finished one (its results.json was unusable,
+            # so the job runs again) gets a new run.
+            previous = self.client.get_run(state["run_id"])
+            if previous.info.status != "FINISHED":
+                self.run_id = state["run_id"]
+                self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+                return state
+        with self._experiment_lock():
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                try:
+                    experiment_id = self.client.create_experiment(self.experiment_name)
+                except Exception:  # another job of the sweep made it first (a server)
+                    experiment_id = self.client.get_experiment_by_name(
+                        self.experiment_name
+                    ).experiment_id
+            else:
+                experiment_id = experiment.experiment_id
         run = self.client.create_run(experiment_id, run_name=self.where.name, tags=tags)
         self.run_id = run.info.run_id
         items = [Param(k, _text(v)[:500]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         return {"run_id": self.run_id, "tracking_uri": self.uri}
+
+    def _experiment_lock(self):
+        """Jobs of a sweep that start at once make the sweep's experiment once: a file store
+        checks names by listing them, so two could both make it (a server's database refuses
+        the second)."""
+        import contextlib
+
+        if not self.uri.startswith("file:"):
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        folder = Path(urlparse(self.uri).path)
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / ".experiments.lock"), timeout=120)
 
     def stage_logger(self, stage: str, guard: Callable):
         return self._logger_class(
@@ -146,6 +175,7 @@ class MLflowBackend:
             run_id=self.run_id,
             prefix=stage,
             guard=guard,
+            stage=stage,
         )
 
     def finish(self, results: dict[str, Any], tags: dict[str, str]) -> None:
@@ -166,10 +196,16 @@ class MLflowBackend:
     @staticmethod
     def retire(state: dict, reason: str) -> None:
         """Mark the run of an earlier config of this job folder as stale."""
+        _check_answers(state["tracking_uri"])
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=state["tracking_uri"])
         client.set_tag(state["run_id"], "fer_lottery.stale", reason[:5000])
+        if client.get_run(state["run_id"]).info.status == "RUNNING":  # a killed job's
+            client.set_terminated(state["run_id"], "KILLED")
 
 
 class WandbBackend:
@@ -210,7 +246,7 @@ class WandbBackend:
         return {"id": self.run.id, "dir": str(Path(self.run.dir).parent)}
 
     def stage_logger(self, stage: str, guard: Callable):
-        return self._logger_class(experiment=self.run, prefix=stage, guard=guard)
+        return self._logger_class(experiment=self.run, prefix=stage, guard=guard, stage=stage)
 
     def finish(self, results: dict[str, Any], tags: dict[str, str]) -> None:
         self.run.summary.update(_scalars(results))
@@ -223,8 +259,14 @@ class WandbBackend:
 
     @staticmethod
     def retire(state: dict, reason: str) -> None:
-        """An offline W&B run cannot be changed once written: the new run names it instead
-        (``config.replaces_stale_run``)."""
+        """An offline W&B run cannot be changed once written: the new run names it
+        (``config.replaces_stale_run``), and its folder moves to the run folder's
+        ``quarantine/``, out of ``wandb sync <run dir>/wandb/offline-run-*``."""
+        from fer_lottery.store.atomic import move_aside
+
+        folder = Path(state.get("dir") or "")
+        if folder.name.startswith("offline-run-") and folder.is_dir():
+            move_aside(folder, "stale", folder=folder.parents[1] / paths.QUARANTINE)
 
 
 def _file_key(key: str, keys: dict) -> str:

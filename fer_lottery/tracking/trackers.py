@@ -13,6 +13,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 class JobTrackers:
     """The tracker runs of one job (none when no tracker is asked for, or none works)."""
 
-    def __init__(self, backends: list | None = None):
+    def __init__(self, backends: list | None = None, state_file: Path | None = None):
         self.backends = list(backends or [])
         self.tags: dict[str, str] = {}
+        self.state_file = state_file
 
     def stage_loggers(self, stage: str) -> list:
         """The Lightning loggers of ``stage``: one per tracker, writing ``<stage>/<metric>``."""
@@ -46,16 +48,33 @@ class JobTrackers:
     def replay(self, stage: str, metrics_csv: Path) -> None:
         """Send a stage that this job did not train (a dense model from the cache) to the
         trackers from its CSV, so that every job's run holds every stage's curves."""
-        if not self.backends or not metrics_csv.is_file():
-            return
+        state = _read(self.state_file) if self.state_file else {}
+        if not self.backends or not metrics_csv.is_file() or stage in state.get("sent", []):
+            return  # a resumed job sent it in its first attempt
         loggers = self.stage_loggers(stage)
         with metrics_csv.open(newline="") as f:
             for row in csv.DictReader(f):
-                values = {
-                    k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)
-                }
+                try:
+                    step = int(float(row.get("step") or 0))
+                    values = {
+                        k: float(v)
+                        for k, v in row.items()
+                        if k not in ("step", None) and v not in ("", None)
+                    }
+                except (TypeError, ValueError):
+                    continue  # a row the CSV writer did not finish
                 for logger in loggers:
-                    logger.log_metrics(values, int(float(row.get("step") or 0)))
+                    logger.log_metrics(values, step)
+        self.sent(stage)
+
+    def sent(self, stage: str) -> None:
+        """``stage``'s curves are in the trackers (trained here, or replayed): a resumed job does
+        not send them again."""
+        if not self.backends or self.state_file is None:
+            return
+        state = _read(self.state_file)
+        state["sent"] = list(dict.fromkeys([*state.get("sent", []), stage]))
+        write_json_atomic(self.state_file, state)
 
     def finish(self, results: dict[str, Any]) -> None:
         """The job's final numbers, and the tags known only at its end (the dense cache key)."""
@@ -140,6 +159,7 @@ def open_trackers(cfg: DictConfig, run_dir: Path) -> Iterator[JobTrackers]:
     if not names:
         yield _NONE
         return
+    environment = _tracker_environment()
     where = _where(Path(run_dir))
     state_file = Path(run_dir) / paths.TRACKERS
     state = _read(state_file)
@@ -161,7 +181,7 @@ def open_trackers(cfg: DictConfig, run_dir: Path) -> Iterator[JobTrackers]:
             continue
         opened.append(backend)
     write_json_atomic(state_file, state)
-    trackers = JobTrackers(opened)
+    trackers = JobTrackers(opened, state_file)
     trackers.tags = tags
     _current = trackers
     status = "failed"
@@ -176,6 +196,21 @@ def open_trackers(cfg: DictConfig, run_dir: Path) -> Iterator[JobTrackers]:
     finally:
         trackers.close(status)
         _current = _NONE
+        _restore(environment)
+
+
+def _tracker_environment() -> dict[str, str]:
+    """The MLFLOW_* and WANDB_* variables as they are before a job's trackers set theirs
+    (MLflow's tracking URI, W&B's service), so that the next job of an in-process sweep starts
+    from the same environment."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "WANDB_"))}
+
+
+def _restore(before: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "WANDB_"))]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)
 
 
 def _read(path: Path) -> dict:

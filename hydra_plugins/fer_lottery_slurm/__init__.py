@@ -93,7 +93,7 @@ class FittedSlurmLauncher(SlurmLauncher):
         )
         states = slurm_queue.wait_for_tasks(
             {j.job_id: j.paths.result_pickle for j in jobs},
-            on_done=lambda: print(progress_line(sweep_dir, total=len(jobs)), flush=True),
+            on_done=lambda: _progress(sweep_dir, self.config.hydra.sweeper.get("n_trials")),
         )
         returns = []
         for job, overrides, name in zip(jobs, job_overrides, names, strict=True):
@@ -129,6 +129,15 @@ class FittedSlurmLauncher(SlurmLauncher):
         ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
         ret.return_value = float("nan")
         return ret
+
+
+def _progress(sweep_dir: Path, total: int | None) -> None:
+    """The sweep's progress line, as the sweep command collects its tasks (a line that cannot
+    be made never stops the collecting)."""
+    try:
+        print(progress_line(sweep_dir, total), flush=True)
+    except Exception as exc:
+        log.warning("sweep progress unavailable: %s: %s", type(exc).__name__, exc)
 
 
 def _outcome(job, state: str | None) -> tuple[str, object]:

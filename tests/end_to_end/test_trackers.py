@@ -218,6 +218,9 @@ def test_a_resumed_job_continues_its_run_and_a_relaunch_marks_the_stale_one(tmp_
     (experiment,) = [e for e in client.search_experiments() if e.name == str(run_dir.resolve())]
     (run,) = client.search_runs([experiment.experiment_id])  # one run, continued
     assert run.info.run_id == first and run.info.status == "FINISHED"
+    # The dense stage trained in the killed attempt and came from the cache in the resumed one:
+    # its curve is in the run once.
+    assert len(client.get_metric_history(first, "dense/val/acc")) == 2
     # The same folder relaunched with another setting: a new run, the old one marked stale.
     run_cli(*job, "trainer.max_epochs=1", cwd=tmp_path)
     runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
