@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fer_lottery.config import CONF_DIR, register_configs, validate
+from fer_lottery.config.checks import check_tracker_options
 from fer_lottery.config.renamed import old_spelling
 from fer_lottery.core import paths
 from fer_lottery.core.errors import DiskFullError, FerLotteryError, no_space
@@ -118,9 +119,9 @@ def main() -> float | None:
     """``python -m fer_lottery [overrides]``: a moved setting's old spelling is refused in one line
     that gives the new one (``config.renamed``), before Hydra composes anything; then the job, or
     the sweep."""
-    moved = old_spelling(sys.argv[1:])
-    if moved:
-        print(f"fer_lottery: {moved}", file=sys.stderr)
+    refused = old_spelling(sys.argv[1:]) or check_tracker_options(sys.argv[1:])
+    if refused:
+        print(f"fer_lottery: {refused}", file=sys.stderr)
         sys.exit(2)
     return _job()
 

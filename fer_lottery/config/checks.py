@@ -39,6 +39,27 @@ def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
     return found
 
 
+def check_tracker_options(overrides: list[str]) -> str | None:
+    """One line for an override of ``logger.mlflow.*`` or ``logger.wandb.*`` when ``logger=``
+    does not add that tracker (Hydra would print a traceback: the group is not in the config),
+    or None."""
+    chosen = "tensorboard,csv"
+    for override in overrides:
+        if override.lstrip("+").startswith("logger="):
+            chosen = override.split("=", 1)[1]
+    names = {n.strip() for n in chosen.strip("[]").split(",")}
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0] == "logger" and parts[1] not in names:
+            tracker = parts[1]
+            return (
+                f"{key} is set, but logger={chosen} does not add {tracker}: add it, e.g. "
+                f"logger=[tensorboard,csv,{tracker}], or drop {key}"
+            )
+    return None
+
+
 def check_known_keys(cfg: DictConfig) -> None:
     """A key that no part of fer_lottery reads (a typo added with ``+``) is refused in one line."""
     unknown = unknown_keys(cfg, settings.SCHEMA)

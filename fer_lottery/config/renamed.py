@@ -54,9 +54,11 @@ def old_spelling(overrides: Iterable[str]) -> str | None:
         moved = new_name(match.group(1)) if match else None
         if moved:
             old = match.group(1)
+            # The new key is in the schema: it is set, not added (+ or ++ would be refused).
+            written = override.lstrip("+").replace(old, moved, 1)
             return (
                 f"{old} is now {moved} (the prune settings are grouped by concern: criterion, "
-                f"prune.gradual, retrain, stability): write {override.replace(old, moved, 1)}"
+                f"prune.gradual, retrain, stability): write {written}"
             )
     return None
 

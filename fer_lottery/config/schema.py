@@ -218,12 +218,18 @@ class MLflowConfig:
     experiment_name: str | None = None
 
 
+class WandbMode(str, Enum):
+    offline = "offline"  # files in the run folder; no network, no account
+    online = "online"  # sent as the job runs (needs wandb login)
+    disabled = "disabled"
+
+
 @dataclass
 class WandbConfig:
     """``logger=wandb``: Lightning's WandbLogger, one W&B run per job, offline by default
     (``wandb sync <run dir>/wandb/offline-run-*`` uploads it later)."""
 
-    mode: str = "offline"  # offline, online or disabled
+    mode: WandbMode = WandbMode.offline
     project: str = "fer_lottery"
     entity: str | None = None
     # null: named after the sweep (or the run), so that the runs of one sweep are one group.

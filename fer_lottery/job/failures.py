@@ -109,6 +109,18 @@ def _jobs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent for p in Path(sweep_dir).rglob(".hydra") if p.is_dir())
 
 
+def _asked(sweep_dir: Path) -> set[Path] | None:
+    """The job folders this launch of a basic sweep was asked for (a folder of an earlier
+    launch with other values is no job of this one), or None where the sweep does not say."""
+    from fer_lottery.config.sweeps import expected_jobs
+
+    try:
+        names = expected_jobs(Path(sweep_dir))
+    except (OSError, ValueError):
+        return None
+    return {Path(sweep_dir) / name for name in names} or None
+
+
 def _finished(job: Path) -> bool:
     return (job / paths.RESULTS).is_file() or (job / paths.FOLDS).is_file()
 
@@ -121,7 +133,8 @@ def summary(sweep_dir: Path, shown_above: str | None = None) -> str | None:
     joblib launchers; submitit's jobs print into their own log files). Those errors were printed
     in full once already, so the summary points at them instead of repeating them.
     """
-    failed = failed_jobs(sweep_dir)
+    asked = _asked(sweep_dir)
+    failed = [j for j in failed_jobs(sweep_dir) if asked is None or j in asked]
     if not failed:
         return None
     by_error: dict[str, list[Path]] = {}
@@ -144,7 +157,7 @@ def summary(sweep_dir: Path, shown_above: str | None = None) -> str | None:
         lines.append(
             f"  {listed}: {what}" if len(jobs) == 1 else f"  {len(jobs)} jobs ({listed}): {what}"
         )
-    jobs = _jobs(sweep_dir)
+    jobs = [j for j in _jobs(sweep_dir) if asked is None or j in asked]
     done = sum(_finished(j) for j in jobs)
     if done == 0:
         lines.append("No job of the sweep finished.")

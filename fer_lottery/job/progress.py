@@ -48,16 +48,22 @@ def read_progress(sweep_dir: Path, total: int | None = None) -> Progress:
     ``multirun.yaml`` asks for, else the job folders there)."""
     from fer_lottery.config.sweeps import expected_jobs
 
-    multirun = sweep_dir / paths.MULTIRUN
+    multirun, stamp = sweep_dir / paths.MULTIRUN, sweep_dir / paths.LAUNCH
     names = expected_jobs(sweep_dir) if multirun.is_file() else []
     folders = {p.parent for p in sweep_dir.glob(f"*/{paths.RESULTS}")}
     folders |= {p.parent for p in sweep_dir.glob(f"*/{paths.FOLDS}")}
     folders |= {p.parent for p in sweep_dir.glob(f"*/{paths.FAILED}")}
+    if names:  # a folder left by an earlier launch with other values is no job of this one
+        folders &= {sweep_dir / name for name in names}
     total = total or len(names) or len(folders)
-    started = multirun.stat().st_mtime if multirun.is_file() else None
+    # This launch began when FailedJobs stamped it (else when Hydra wrote multirun.yaml).
+    begun = stamp if stamp.is_file() else multirun
+    started = begun.stat().st_mtime if begun.is_file() else None
     out = Progress(total=total, started=started)
     launch = launch_id(sweep_dir)
     for job in sorted(folders):
+        if not _reached(job, started):
+            continue  # a relaunch has not come to it yet: what it holds may be stale
         finished = _finished(job)
         if finished is None:
             # A failure of an earlier launch of this sweep is a job that runs again now.
@@ -72,6 +78,15 @@ def read_progress(sweep_dir: Path, total: int | None = None) -> Progress:
         if started is not None and written >= started:
             out.busy_s += seconds
     return out
+
+
+def _reached(job: Path, started: float | None) -> bool:
+    """Whether this launch has started ``job`` (Hydra writes its ``.hydra/config.yaml`` as the
+    job starts, also for a job that then finds itself finished)."""
+    config = job / ".hydra" / "config.yaml"
+    if started is None or not config.is_file():
+        return started is None
+    return config.stat().st_mtime >= started - 1.0
 
 
 def _finished(job: Path) -> tuple[float | None, object, float] | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fer_lottery.config.schema import enum_value
 from fer_lottery.core import paths
 
 
@@ -228,7 +229,7 @@ class WandbBackend:
         import wandb
 
         group = self.options.get("group") or "/".join(Path(self.where.group).parts[-3:])
-        mode = self.options.get("mode") or "offline"
+        mode = enum_value(self.options.get("mode") or "offline")
         self.run = wandb.init(
             project=self.options.get("project") or "fer_lottery",
             entity=self.options.get("entity"),

@@ -315,3 +315,32 @@ def test_an_in_process_cli_run_leaves_no_job_state_behind(tmp_path):
     )
     assert after == before
     assert os.environ.get("FER_LOTTERY_CACHE") != str(tmp_path / "cache")  # the job's env
+
+
+def test_a_relaunched_sweep_counts_only_its_own_jobs(tmp_path):
+    # A job folder of an earlier launch with another value is no job of this sweep: it neither
+    # fails the relaunch nor counts in its progress, and a job whose old results are about to
+    # be replaced (another setting) counts only once it has run again.
+    sweep = tmp_path / "sweep"
+    job = ("-m", *TINY_SYNTHETIC, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}")
+    first = run_cli(*job, "prune.ratio=0.5,1.5", "retrain.epochs=0", cwd=tmp_path, check=False)
+    assert first.returncode == 1 and (sweep / "prune.ratio=1.5" / "failed.json").is_file()
+    again = run_cli(*job, "prune.ratio=0.5,0.9", "retrain.epochs=0", cwd=tmp_path)
+    lines = [ln for ln in again.stdout.splitlines() if ln.startswith("sweep sweep: ")]
+    assert [ln.split(";")[0] for ln in lines] == [
+        "sweep sweep: 1 of 2 jobs done",  # prune.ratio=0.5, finished before: skipped
+        "sweep sweep: 2 of 2 jobs done",
+    ]
+    changed = run_cli(*job, "prune.ratio=0.5,0.9", "retrain.epochs=1", cwd=tmp_path)
+    lines = [ln for ln in changed.stdout.splitlines() if ln.startswith("sweep sweep: ")]
+    assert lines[0].startswith("sweep sweep: 1 of 2 jobs done"), lines
+
+
+def test_a_tracker_option_without_its_tracker_is_one_line(tmp_path):
+    proc = run_cli("debug=tiny", "logger.mlflow.experiment_name=mine", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "fer_lottery: logger.mlflow.experiment_name is set, but logger=tensorboard,csv does not "
+        "add mlflow: add it, e.g. logger=[tensorboard,csv,mlflow], or drop "
+        "logger.mlflow.experiment_name"
+    ]

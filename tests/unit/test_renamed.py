@@ -27,7 +27,8 @@ def test_every_moved_key_left_the_schema_for_a_key_it_has():
     [
         ("prune.rewind=pretrained", "retrain.rewind=pretrained"),
         ("prune.retrain_epochs=0", "retrain.epochs=0"),
-        ("+prune.angle=10,20", "+prune.distinctiveness.angle=10,20"),
+        ("+prune.angle=10,20", "prune.distinctiveness.angle=10,20"),
+        ("++prune.rewind=epoch", "retrain.rewind=epoch"),
         ("prune.stability=true", "stability.enabled=true"),
         ("prune.gradual_end=3", "prune.gradual.end=3"),
         ("~prune.layers", "~prune.distinctiveness.layers"),
